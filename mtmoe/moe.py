@@ -1,0 +1,400 @@
+"""The Switch MoE layer: grouping, dispatch to experts, batched expert MLPs, combine, metrics.
+
+Axis letters used in shape comments:
+  B batch, L length, D d_model (`embed`), F expert hidden (`mlp`),
+  G groups (`expert_group`), S tokens per group, E experts (`expert`),
+  C expert capacity (`expert_capacity`), K experts chosen per token,
+  A = K * S routing assignments per group, ordered choice-major (a = k * S + s).
+
+Tokens of the whole batch are cut into G equal groups of at most
+`max_group_size` tokens; capacity and load balancing are per group (Switch,
+GShard). Three dispatch paths give the same output (up to float rounding):
+
+- "einsum": GShard one-hot dispatch and combine tensors <dtype>[G, S, E, C]; a
+  token's slot in its expert's buffer comes from a cumulative sum over the
+  one-hot choices. Costs O(G * S * E * C * D) = O(capacity_factor * S^2 * D) per
+  group, what large TPU meshes compile well.
+- "sort": each group's assignments are sorted by expert (stable, so each
+  expert's tokens stay in priority order); expert e's tokens then occupy the
+  sorted range [start_e, start_e + count_e), `searchsorted` gives start_e, a
+  token's slot is its rank in the sorted order minus start_e, and both dispatch
+  (slot -> token) and combine (token -> slot) are gathers. Costs O(A log A +
+  E * C * D): nothing grows with the number of experts beyond the expert
+  buffers themselves.
+- "dropless": all assignments of the batch sorted by expert and multiplied with
+  `jax.lax.ragged_dot`; no capacity, no token dropped (tokens-choose only).
+
+Overflowing tokens (and padding) get zeros: the residual connection around the
+layer carries them. Capacity priority is every token's first choice before any
+second choice, earlier tokens before later ones.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from mtmoe import routing
+from mtmoe.layers import ACTIVATIONS, constrain, param_with_axes, variance_scaling
+
+Array = jax.Array
+DType = Any
+ExpertFn = Callable[[Array], Array]  # <dtype>[E, G, C, D] -> <dtype>[E, G, C, D]
+
+ROUTER_TYPES = ("top1", "topk", "experts_choose")
+DISPATCH_TYPES = ("einsum", "sort", "dropless")
+METRIC_NAMES = ("aux_loss", "router_z_loss", "fraction_tokens_dropped", "expert_usage", "router_confidence")
+
+EXPERT_AXES = ("expert", "expert_group", "expert_capacity", "embed")
+EXPERT_HIDDEN_AXES = ("expert", "expert_group", "expert_capacity", "mlp")
+GROUP_AXES = ("batch", "length", "embed")
+
+
+def num_groups(*, num_tokens: int, max_group_size: int) -> int:
+    """Fewest equal groups of at most `max_group_size` tokens that `num_tokens` splits into.
+
+    Raises ValueError when the only whole split leaves groups under half the size
+    asked for (e.g. a prime number of tokens), since routing over tiny groups
+    wastes capacity and balances badly.
+    """
+    fewest = math.ceil(num_tokens / max_group_size)
+    groups = next(g for g in range(fewest, num_tokens + 1) if num_tokens % g == 0)
+    if 2 * (num_tokens // groups) < min(max_group_size, num_tokens):
+        raise ValueError(
+            f"{num_tokens} tokens (batch x length) do not split into whole groups of about max_group_size="
+            f"{max_group_size} (best split: {groups} groups of {num_tokens // groups}); change the batch size, "
+            f"the length or max_group_size so that one divides the other"
+        )
+    return groups
+
+
+def _gated_mlp(x: Array, wi: list[Array], wo: Array, *, activations, dtype, dropout) -> Array:
+    """Experts' gated MLP: prod_i act_i(x @ wi_i) @ wo, batched over the leading `expert` axis.
+
+    x: <dtype>[E, G, C, D]; wi: float32 [E, D, F] each; wo: float32 [E, F, D].
+    """
+    hidden = None
+    for name, kernel in zip(activations, wi):
+        projected = ACTIVATIONS[name](jnp.einsum("egcd,edf->egcf", x, kernel.astype(dtype)))  # [E, G, C, F]
+        hidden = projected if hidden is None else hidden * projected
+    hidden = dropout(constrain(hidden, EXPERT_HIDDEN_AXES))
+    out = jnp.einsum("egcf,efd->egcd", hidden, wo.astype(dtype))  # [E, G, C, D]
+    return constrain(out, EXPERT_AXES)
+
+
+# ---------------------------------------------------------------------------
+# Tokens-choose dispatch paths. Each returns (output <dtype>[G, S, D], kept <bool>[G, S, K]).
+# ---------------------------------------------------------------------------
+
+
+def _choice_major(x: Array) -> Array:
+    """[G, S, K, ...] -> [G, K * S, ...] so that a = k * S + s (first choices first)."""
+    x = jnp.swapaxes(x, 1, 2)
+    return x.reshape((x.shape[0], x.shape[1] * x.shape[2]) + x.shape[3:])
+
+
+def _token_major(x: Array, num_selected: int) -> Array:
+    """Inverse of `_choice_major`: [G, K * S, ...] -> [G, S, K, ...]."""
+    x = x.reshape((x.shape[0], num_selected, x.shape[1] // num_selected) + x.shape[2:])
+    return jnp.swapaxes(x, 1, 2)
+
+
+def dispatch_einsum(
+    x: Array, route: routing.TokensChooseRouting, *, num_experts: int, capacity: int, expert_fn: ExpertFn
+) -> tuple[Array, Array]:
+    """GShard one-hot dispatch. x: <dtype>[G, S, D]."""
+    num_selected = route.expert_index.shape[-1]
+    chosen = jax.nn.one_hot(route.expert_index, num_experts, dtype=jnp.int32) * route.valid[..., None]  # [G, S, K, E]
+    chosen_by_priority = _choice_major(chosen)  # [G, A, E]
+    # Slot = how many earlier assignments (in priority order) went to the same expert.
+    position = jnp.sum(jnp.cumsum(chosen_by_priority, axis=1) * chosen_by_priority, axis=-1) - 1  # [G, A]; -1 = padding
+    position = _token_major(position, num_selected)  # [G, S, K]
+    kept = route.valid & (position < capacity)  # [G, S, K]
+    slot = jax.nn.one_hot(jnp.where(kept, position, -1), capacity, dtype=x.dtype)  # [G, S, K, C]; all 0 if not kept
+    dispatch = jnp.einsum("gske,gskc->gsec", chosen.astype(x.dtype), slot)  # [G, S, E, C]
+    weights = route.combine_weights.astype(x.dtype)  # [G, S, K]  combine runs in the compute dtype
+    combine = jnp.einsum("gske,gskc,gsk->gsec", chosen.astype(x.dtype), slot, weights)  # [G, S, E, C]
+    expert_in = constrain(jnp.einsum("gsec,gsd->egcd", dispatch, x), EXPERT_AXES)  # [E, G, C, D]
+    expert_out = expert_fn(expert_in)  # [E, G, C, D]
+    out = jnp.einsum("gsec,egcd->gsd", combine, expert_out)  # [G, S, D]
+    return constrain(out, GROUP_AXES), kept
+
+
+def dispatch_sort(
+    x: Array, route: routing.TokensChooseRouting, *, num_experts: int, capacity: int, expert_fn: ExpertFn
+) -> tuple[Array, Array]:
+    """Sort/gather dispatch whose cost does not grow with the number of experts. x: <dtype>[G, S, D]."""
+    groups, tokens, d_model = x.shape
+    num_selected = route.expert_index.shape[-1]
+    # Padding sorts after every real expert, under the key num_experts.
+    key = _choice_major(jnp.where(route.valid, route.expert_index, num_experts))  # [G, A]
+    num_assignments = key.shape[1]
+    order = jnp.argsort(key, axis=-1, stable=True)  # [G, A]  by expert, priority order inside each expert
+    sorted_key = jnp.take_along_axis(key, order, axis=-1)  # [G, A]
+    start = jax.vmap(lambda k: jnp.searchsorted(k, jnp.arange(num_experts + 1), side="left"))(sorted_key)  # [G, E + 1]
+    count = start[:, 1:] - start[:, :-1]  # [G, E]
+    slots = jnp.arange(capacity)
+    slot_filled = slots < count[..., None]  # [G, E, C]
+    slot_source = jnp.minimum(start[:, :-1, None] + slots, num_assignments - 1)  # [G, E, C]  index into `order`
+    slot_token = jnp.take_along_axis(order, slot_source.reshape(groups, -1), axis=-1) % tokens  # [G, E * C]
+    # Token -> slot: rank of each assignment in the sorted order, minus its expert's start.
+    rank = jnp.argsort(order, axis=-1)  # [G, A]  inverse permutation
+    position = rank - jnp.take_along_axis(start, key, axis=-1)  # [G, A]
+    kept = _choice_major(route.valid) & (position < capacity)  # [G, A]
+    flat_slot = jnp.where(kept, key * capacity + position, 0)  # [G, A]  index into the E * C expert buffer
+
+    expert_in = jnp.take_along_axis(x, slot_token[..., None], axis=1)  # [G, E * C, D]
+    expert_in = expert_in * slot_filled.reshape(groups, -1, 1).astype(x.dtype)
+    expert_in = expert_in.reshape(groups, num_experts, capacity, d_model)  # [G, E, C, D]
+    expert_in = constrain(jnp.swapaxes(expert_in, 0, 1), EXPERT_AXES)  # [E, G, C, D]
+    expert_out = expert_fn(expert_in)  # [E, G, C, D]
+    expert_out = jnp.swapaxes(expert_out, 0, 1).reshape(groups, num_experts * capacity, d_model)  # [G, E * C, D]
+    expert_out = constrain(expert_out, ("batch", "length", "embed"))
+    gathered = jnp.take_along_axis(expert_out, flat_slot[..., None], axis=1)  # [G, A, D]
+    weights = jnp.where(kept, _choice_major(route.combine_weights), 0.0).astype(x.dtype)  # [G, A]
+    out = jnp.sum(_token_major(gathered * weights[..., None], num_selected), axis=2)  # [G, S, D]
+    return constrain(out, GROUP_AXES), _token_major(kept, num_selected)
+
+
+def dispatch_dropless(
+    x: Array, route: routing.TokensChooseRouting, *, num_experts: int, expert_weights, activations, dtype, dropout
+) -> tuple[Array, Array]:
+    """Dropless dispatch with `jax.lax.ragged_dot` over all groups at once. x: <dtype>[G, S, D]."""
+    groups, tokens, d_model = x.shape
+    num_selected = route.expert_index.shape[-1]
+    key = _choice_major(jnp.where(route.valid, route.expert_index, num_experts)).reshape(-1)  # [G * A]
+    token = jnp.arange(groups)[:, None] * tokens + jnp.tile(jnp.arange(tokens), num_selected)[None]  # [G, A]
+    order = jnp.argsort(key, stable=True)  # [G * A]
+    sorted_key = key[order]
+    group_sizes = jnp.diff(jnp.searchsorted(sorted_key, jnp.arange(num_experts + 1), side="left")).astype(jnp.int32)  # [E]
+    rows = x.reshape(groups * tokens, d_model)[token.reshape(-1)[order]]  # [G * A, D]  sorted by expert
+    rows = constrain(rows, (None, "embed"))
+    wi, wo = expert_weights
+    hidden = None
+    for name, kernel in zip(activations, wi):
+        projected = ACTIVATIONS[name](jax.lax.ragged_dot(rows, kernel.astype(dtype), group_sizes, preferred_element_type=dtype))
+        hidden = projected if hidden is None else hidden * projected  # [G * A, F]
+    hidden = dropout(hidden)
+    sorted_out = jax.lax.ragged_dot(hidden, wo.astype(dtype), group_sizes, preferred_element_type=dtype)  # [G * A, D]
+    out_per_assignment = sorted_out[jnp.argsort(order)].reshape(groups, -1, d_model)  # [G, A, D]
+    weights = _choice_major(route.combine_weights).astype(dtype)  # [G, A]  0 for padding
+    out = jnp.sum(_token_major(out_per_assignment * weights[..., None], num_selected), axis=2)  # [G, S, D]
+    return constrain(out, GROUP_AXES), route.valid
+
+
+# ---------------------------------------------------------------------------
+# Experts-choose dispatch paths. Each returns output <dtype>[G, S, D].
+# ---------------------------------------------------------------------------
+
+
+def dispatch_experts_choose(
+    x: Array, route: routing.ExpertsChooseRouting, *, dispatch: str, expert_fn: ExpertFn
+) -> Array:
+    """x: <dtype>[G, S, D]; the router already fixed every expert's C tokens."""
+    groups, tokens, d_model = x.shape
+    _, num_experts, capacity = route.token_index.shape
+    weights = route.combine_weights.astype(x.dtype)  # [G, E, C]  0 where not valid
+    if dispatch == "einsum":
+        picked = jax.nn.one_hot(route.token_index, tokens, dtype=x.dtype) * route.valid[..., None]  # [G, E, C, S]
+        expert_in = constrain(jnp.einsum("gecs,gsd->egcd", picked, x), EXPERT_AXES)  # [E, G, C, D]
+        expert_out = expert_fn(expert_in)  # [E, G, C, D]
+        out = jnp.einsum("gecs,gec,egcd->gsd", picked, weights, expert_out)  # [G, S, D]
+        return constrain(out, GROUP_AXES)
+    flat_index = route.token_index.reshape(groups, -1)  # [G, E * C]
+    expert_in = jnp.take_along_axis(x, flat_index[..., None], axis=1)  # [G, E * C, D]
+    expert_in = expert_in.reshape(groups, num_experts, capacity, d_model)  # [G, E, C, D]
+    expert_in = constrain(jnp.swapaxes(expert_in, 0, 1), EXPERT_AXES)  # [E, G, C, D]
+    expert_out = jnp.swapaxes(expert_fn(expert_in), 0, 1) * weights[..., None]  # [G, E, C, D]
+    # A token may be picked by several experts or none: sum its picks (scatter-add, O(E * C * D)).
+    out = jnp.zeros_like(x).at[jnp.arange(groups)[:, None], flat_index].add(
+        expert_out.reshape(groups, -1, d_model)
+    )  # [G, S, D]
+    return constrain(out, GROUP_AXES)
+
+
+# ---------------------------------------------------------------------------
+# The layer
+# ---------------------------------------------------------------------------
+
+
+class MoeLayer(nn.Module):
+    """Switch MoE feed-forward layer (replaces a dense MLP inside a residual block).
+
+    Params: `router/kernel` float32 [D, E] ('embed', 'unmodeled'); `wi_0`, `wi_1`
+    float32 [E, D, F] ('expert', 'embed', 'mlp'); `wo` float32 [E, F, D]
+    ('expert', 'mlp', 'embed'). A single activation gives `wi` instead of wi_0/wi_1.
+    Sown into "intermediates", one float32 scalar each per call: aux_loss,
+    router_z_loss, fraction_tokens_dropped, expert_usage, router_confidence.
+    """
+
+    num_experts: int
+    d_ff: int
+    router_type: str = "top1"
+    num_selected_experts: int = 1
+    train_capacity_factor: float = 1.25
+    eval_capacity_factor: float = 2.0
+    min_expert_capacity: int = 4
+    max_group_size: int = 4096
+    dispatch: str = "sort"
+    jitter_noise: float = 0.01
+    expert_dropout_rate: float = 0.0
+    activations: tuple[str, ...] = ("gelu", "linear")
+    dtype: DType = jnp.float32
+    is_decoder: bool = False
+    kernel_init_scale: float = 0.1
+
+    def __post_init__(self):
+        _check_config(self)
+        super().__post_init__()
+
+    @property
+    def _num_selected(self) -> int:
+        return 1 if self.router_type == "top1" else self.num_selected_experts
+
+    @nn.compact
+    def __call__(
+        self,
+        inputs: Array,
+        *,
+        padding_mask: Array | None = None,
+        enable_dropout: bool = False,
+        no_token_drop: bool = False,
+    ) -> Array:
+        """inputs: <dtype>[B, L, D]; padding_mask: <bool>[B, L] True for real tokens (None = all real).
+
+        enable_dropout=True means training: jitter noise, expert dropout, the train
+        capacity factor, rng stream "dropout". no_token_drop=True: capacity = tokens
+        per group, so a sentence's output never depends on its batch neighbours.
+        Returns <dtype>[B, L, D]; overflowing tokens and padding get zeros.
+        """
+        batch, length, d_model = inputs.shape
+        num_tokens = batch * length
+        groups = num_groups(num_tokens=num_tokens, max_group_size=self.max_group_size)
+        tokens_per_group = num_tokens // groups
+        x = inputs.astype(self.dtype).reshape(groups, tokens_per_group, d_model)  # [G, S, D]
+        x = constrain(x, GROUP_AXES)
+        mask = None if padding_mask is None else padding_mask.astype(jnp.bool_).reshape(groups, tokens_per_group)  # [G, S]
+
+        wi, wo = self._expert_params(d_model)
+        dropout = _expert_dropout(self.expert_dropout_rate, enabled=enable_dropout)
+
+        def expert_fn(expert_in: Array) -> Array:
+            return _gated_mlp(expert_in, wi, wo, activations=self.activations, dtype=self.dtype, dropout=dropout)
+
+        router = routing.Router(
+            num_experts=self.num_experts, jitter_noise=self.jitter_noise, kernel_init_scale=self.kernel_init_scale,
+            name="router",
+        )
+        logits, probs = router(x, enable_jitter=enable_dropout)  # [G, S, E] float32 each
+        capacity_factor = self.train_capacity_factor if enable_dropout else self.eval_capacity_factor
+        capacity = tokens_per_group if no_token_drop else routing.expert_capacity(
+            tokens_per_group=tokens_per_group, num_experts=self.num_experts, capacity_factor=capacity_factor,
+            min_expert_capacity=self.min_expert_capacity, num_selected_experts=self._num_selected,
+        )
+        num_real = jnp.float32(num_tokens) if mask is None else jnp.sum(mask, dtype=jnp.float32)
+
+        if self.router_type == "experts_choose":
+            route = routing.experts_choose(probs, expert_capacity=capacity, padding_mask=mask)
+            out = dispatch_experts_choose(x, route, dispatch=self.dispatch, expert_fn=expert_fn)
+            # Every expert fills its buffer by construction: nothing to balance (as Flaxformer).
+            aux_loss = jnp.float32(0.0)
+            picked = jnp.zeros((groups, tokens_per_group), jnp.bool_).at[
+                jnp.arange(groups)[:, None], route.token_index.reshape(groups, -1)
+            ].max(route.valid.reshape(groups, -1))  # [G, S]
+            num_dispatched = jnp.sum(route.valid, dtype=jnp.float32)
+            confidence_sum = jnp.sum(route.combine_weights, dtype=jnp.float32)
+        else:
+            route = routing.tokens_choose(probs, num_selected_experts=self._num_selected, padding_mask=mask)
+            if self.dispatch == "dropless":
+                out, kept = dispatch_dropless(
+                    x, route, num_experts=self.num_experts, expert_weights=(wi, wo), activations=self.activations,
+                    dtype=self.dtype, dropout=dropout,
+                )
+            else:
+                path = dispatch_einsum if self.dispatch == "einsum" else dispatch_sort
+                out, kept = path(x, route, num_experts=self.num_experts, capacity=capacity, expert_fn=expert_fn)
+            aux_loss = routing.load_balancing_loss(probs, route.expert_index, num_experts=self.num_experts, padding_mask=mask)
+            picked = jnp.any(kept, axis=-1)  # [G, S]
+            num_dispatched = jnp.sum(kept, dtype=jnp.float32)
+            confidence_sum = jnp.sum(jnp.where(kept, route.combine_weights, 0.0), dtype=jnp.float32)
+
+        real_picked = picked if mask is None else picked & mask
+        # expert_usage counts against the capacity the capped paths have, so that
+        # dropless reports the same value whenever nothing overflows.
+        metrics = {
+            "aux_loss": aux_loss,
+            "router_z_loss": routing.router_z_loss(logits, padding_mask=mask),
+            "fraction_tokens_dropped": 1.0 - jnp.sum(real_picked, dtype=jnp.float32) / jnp.maximum(num_real, 1.0),
+            "expert_usage": num_dispatched / float(self.num_experts * capacity * groups),
+            "router_confidence": confidence_sum / jnp.maximum(num_dispatched, 1.0),
+        }
+        for name in METRIC_NAMES:
+            self.sow("intermediates", name, metrics[name])
+        return out.reshape(batch, length, d_model).astype(self.dtype)
+
+    def _expert_params(self, d_model: int) -> tuple[list[Array], Array]:
+        """float32 wi_* [E, D, F] and wo [E, F, D], Switch init (variance scale / fan_in)."""
+        init_in = variance_scaling(self.kernel_init_scale, [1])
+        init_out = variance_scaling(self.kernel_init_scale, [1])
+        names = ["wi"] if len(self.activations) == 1 else [f"wi_{i}" for i in range(len(self.activations))]
+        wi = [
+            param_with_axes(self, name, init_in, (self.num_experts, d_model, self.d_ff), ("expert", "embed", "mlp"))
+            for name in names
+        ]
+        wo = param_with_axes(self, "wo", init_out, (self.num_experts, self.d_ff, d_model), ("expert", "mlp", "embed"))
+        return wi, wo
+
+
+def _expert_dropout(rate: float, *, enabled: bool) -> Callable[[Array], Array]:
+    """Dropout on the experts' hidden activations (Switch fine-tuning uses 0.4)."""
+    if not enabled or rate == 0.0:
+        return lambda hidden: hidden
+    return lambda hidden: nn.Dropout(rate=rate, name="expert_dropout")(hidden, deterministic=False)
+
+
+def _check_config(layer: MoeLayer) -> None:
+    """One-line ValueErrors for a configuration that cannot run, raised at construction."""
+    if layer.router_type not in ROUTER_TYPES:
+        raise ValueError(f"unknown router_type {layer.router_type!r}; use one of {ROUTER_TYPES}")
+    if layer.dispatch not in DISPATCH_TYPES:
+        raise ValueError(f"unknown dispatch {layer.dispatch!r}; use one of {DISPATCH_TYPES}")
+    if layer.num_experts < 1:
+        raise ValueError(f"num_experts must be >= 1, got {layer.num_experts}")
+    if layer.router_type == "top1" and layer.num_selected_experts != 1:
+        raise ValueError(
+            f"router_type='top1' with num_selected_experts={layer.num_selected_experts}; use router_type='topk' "
+            f"for more than one expert per token"
+        )
+    if not 1 <= layer.num_selected_experts <= layer.num_experts:
+        raise ValueError(
+            f"num_selected_experts={layer.num_selected_experts} must be between 1 and num_experts={layer.num_experts}"
+        )
+    if layer.router_type == "experts_choose" and layer.is_decoder:
+        raise ValueError(
+            "experts_choose routing reads future tokens, so it cannot be used in the decoder; "
+            "use router_type='top1' or 'topk' for decoder MoE layers"
+        )
+    if layer.router_type == "experts_choose" and layer.dispatch == "dropless":
+        raise ValueError("dispatch='dropless' needs tokens-choose routing; use dispatch='sort' with experts_choose")
+    if layer.max_group_size < 1:
+        raise ValueError(f"max_group_size must be >= 1, got {layer.max_group_size}")
+    for name in ("train_capacity_factor", "eval_capacity_factor"):
+        if getattr(layer, name) <= 0.0:
+            raise ValueError(f"{name} must be > 0, got {getattr(layer, name)}")
+    if layer.min_expert_capacity < 0:
+        raise ValueError(f"min_expert_capacity must be >= 0, got {layer.min_expert_capacity}")
+    if not 0.0 <= layer.expert_dropout_rate < 1.0:
+        raise ValueError(f"expert_dropout_rate must be in [0, 1), got {layer.expert_dropout_rate}")
+    if not layer.activations or any(name not in ACTIVATIONS for name in layer.activations):
+        raise ValueError(f"activations {layer.activations!r} must be a non-empty tuple of {sorted(ACTIVATIONS)}")
+    # A group of max_group_size tokens must leave every expert at least one slot.
+    routing.expert_capacity(
+        tokens_per_group=layer.max_group_size, num_experts=layer.num_experts,
+        capacity_factor=min(layer.train_capacity_factor, layer.eval_capacity_factor),
+        min_expert_capacity=layer.min_expert_capacity,
+        num_selected_experts=1 if layer.router_type == "top1" else layer.num_selected_experts,
+    )

@@ -1,0 +1,203 @@
+"""Routers for the Switch MoE layer, their auxiliary losses and expert capacity.
+
+Axis letters used in shape comments:
+  G groups (`expert_group`), S tokens per group, D d_model (`embed`),
+  E experts, K experts chosen per token, C expert capacity (tokens per expert).
+
+Everything a router computes is float32 whatever the activation dtype (Switch
+Transformer "selective precision"): the input is cast, the kernel is a float32
+parameter used as float32, and the matmul, softmax, top-k and both losses run
+in float32. This is code, not a default: no field turns it off.
+
+Two routing rules, as in Flaxformer:
+- tokens choose (`tokens_choose`): each token picks its top-K experts. K=1 is
+  the Switch router. Priority for expert capacity is choice-major, then token
+  order inside the group: every token's first choice is placed before any
+  token's second choice, and earlier tokens before later ones. Which choices fit
+  is decided by the dispatch code in `moe.py`.
+- experts choose (`experts_choose`): each expert picks its top-C tokens of the
+  group. It reads every token of the group, future ones included, so it is
+  allowed only in the encoder.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from mtmoe.layers import param_with_axes, variance_scaling
+
+Array = jax.Array
+
+
+def expert_capacity(
+    *,
+    tokens_per_group: int,
+    num_experts: int,
+    capacity_factor: float,
+    min_expert_capacity: int,
+    num_selected_experts: int = 1,
+) -> int:
+    """Slots per expert per group.
+
+    capacity = ceil(num_selected_experts * capacity_factor * tokens_per_group / num_experts),
+    raised to `min_expert_capacity`, then capped at `tokens_per_group` (an expert
+    never receives a token twice, so more slots could only stay empty).
+    We round up (T5X uses `int(round(...))`) so that capacity_factor 1.0 always
+    fits a perfectly balanced group: 10 tokens over 4 experts give 3 slots, not 2.
+    """
+    if tokens_per_group < 1 or num_experts < 1:
+        raise ValueError(f"tokens_per_group ({tokens_per_group}) and num_experts ({num_experts}) must be >= 1")
+    # The product is formed in float64 and nudged down by a relative 1e-9 so
+    # that 1.25 * 32 / 8 is exactly 5, not 5.000000000000001 -> 6.
+    wanted = num_selected_experts * capacity_factor * tokens_per_group / num_experts
+    capacity = max(math.ceil(wanted * (1.0 - 1e-9)), min_expert_capacity)
+    capacity = min(capacity, tokens_per_group)
+    if capacity < 1:
+        raise ValueError(
+            f"expert capacity is {capacity} for {tokens_per_group} tokens per group over {num_experts} experts at "
+            f"capacity factor {capacity_factor}: raise the capacity factor, max_group_size or min_expert_capacity"
+        )
+    return capacity
+
+
+class Router(nn.Module):
+    """Linear router: float32 logits and probabilities over experts.
+
+    Param `kernel` float32 [D, E] ('embed', 'unmodeled'), truncated normal with
+    variance `kernel_init_scale / D` (Switch init scale 0.1).
+    """
+
+    num_experts: int
+    jitter_noise: float = 0.0
+    kernel_init_scale: float = 0.1
+
+    @nn.compact
+    def __call__(self, inputs: Array, *, enable_jitter: bool = False) -> tuple[Array, Array]:
+        """inputs: <any float>[G, S, D] -> (logits, probs), each <float32>[G, S, E].
+
+        enable_jitter: multiply the router input by uniform(1 - jitter_noise,
+        1 + jitter_noise) noise (rng stream "dropout"), as Switch does in training.
+        """
+        x = inputs.astype(jnp.float32)  # [G, S, D]  selective precision: the router is always float32
+        if enable_jitter and self.jitter_noise > 0.0:
+            noise = jax.random.uniform(
+                self.make_rng("dropout"), x.shape, jnp.float32, 1.0 - self.jitter_noise, 1.0 + self.jitter_noise
+            )
+            x = x * noise  # [G, S, D]
+        kernel = param_with_axes(
+            self, "kernel", variance_scaling(self.kernel_init_scale, [0]), (x.shape[-1], self.num_experts),
+            ("embed", "unmodeled"),
+        )
+        # HIGHEST: on accelerators a float32 matmul may otherwise run in bfloat16 passes.
+        logits = jnp.einsum("gsd,de->gse", x, kernel, precision=jax.lax.Precision.HIGHEST)  # [G, S, E]
+        probs = jax.nn.softmax(logits, axis=-1)  # [G, S, E]
+        return logits, probs
+
+
+class TokensChooseRouting(NamedTuple):
+    """Which experts each token picked (capacity not yet applied).
+
+    expert_index: <int32>[G, S, K] chosen experts, best first.
+    combine_weights: <float32>[G, S, K] router probability of each choice (0 for padding).
+    valid: <bool>[G, S, K] False for padding tokens, which take no capacity.
+    """
+
+    expert_index: Array
+    combine_weights: Array
+    valid: Array
+
+
+class ExpertsChooseRouting(NamedTuple):
+    """Which tokens each expert picked.
+
+    token_index: <int32>[G, E, C] chosen token positions inside the group, best first.
+    combine_weights: <float32>[G, E, C] router probability of each pick (0 where not valid).
+    valid: <bool>[G, E, C] False where the pick is a padding token.
+    """
+
+    token_index: Array
+    combine_weights: Array
+    valid: Array
+
+
+def tokens_choose(router_probs: Array, *, num_selected_experts: int, padding_mask: Array | None = None) -> TokensChooseRouting:
+    """Top-K tokens-choose routing.
+
+    router_probs: <float32>[G, S, E]; padding_mask: <bool>[G, S] True for real tokens.
+    Combine weights are the raw router probabilities of the chosen experts (not
+    renormalised over the K choices), as in Switch and Flaxformer.
+    """
+    weights, expert_index = jax.lax.top_k(router_probs, num_selected_experts)  # [G, S, K] each
+    if padding_mask is None:
+        valid = jnp.ones(expert_index.shape, jnp.bool_)  # [G, S, K]
+    else:
+        valid = jnp.broadcast_to(padding_mask[..., None], expert_index.shape)  # [G, S, K]
+    weights = jnp.where(valid, weights, 0.0)
+    return TokensChooseRouting(expert_index.astype(jnp.int32), weights, valid)
+
+
+def experts_choose(router_probs: Array, *, expert_capacity: int, padding_mask: Array | None = None) -> ExpertsChooseRouting:
+    """Experts-choose routing (Zhou et al. 2022): expert e takes its top-C tokens.
+
+    router_probs: <float32>[G, S, E]; padding_mask: <bool>[G, S]. Padding tokens
+    rank below every real token; if an expert still picks one (capacity larger than
+    the real tokens) the pick is marked not valid and carries weight 0.
+    """
+    scores = jnp.swapaxes(router_probs, 1, 2)  # [G, E, S]
+    if padding_mask is not None:
+        # Probabilities are >= 0, so -1 puts padding below every real token.
+        scores = jnp.where(padding_mask[:, None, :], scores, -1.0)
+    weights, token_index = jax.lax.top_k(scores, expert_capacity)  # [G, E, C] each
+    valid = weights >= 0.0
+    weights = jnp.where(valid, weights, 0.0)
+    return ExpertsChooseRouting(token_index.astype(jnp.int32), weights, valid)
+
+
+def _masked_mean(values: Array, mask: Array | None, axis) -> Array:
+    """Mean of float32 `values` over `axis`, counting only where `mask`."""
+    if mask is None:
+        return jnp.mean(values, axis=axis, dtype=jnp.float32)
+    mask = mask.astype(jnp.float32)
+    total = jnp.sum(values * mask, axis=axis, dtype=jnp.float32)
+    return total / jnp.maximum(jnp.sum(mask, axis=axis), 1.0)
+
+
+def load_balancing_loss(
+    router_probs: Array, expert_index: Array, *, num_experts: int, padding_mask: Array | None = None
+) -> Array:
+    """Switch Transformer eq. 4: N * sum_i f_i * P_i, averaged over groups.
+
+    router_probs: <float32>[G, S, E]; expert_index: <int>[G, S] or [G, S, K];
+    padding_mask: <bool>[G, S] True for real tokens (padding is left out of f and P).
+    f_i is the fraction of the group's routing choices that picked expert i
+    (with K choices per token each choice counts 1/K, so f sums to 1) and P_i the
+    mean router probability of expert i. 1.0 when perfectly balanced,
+    `num_experts` when every token picks one expert with probability 1.
+    Returns a float32 scalar.
+    """
+    if expert_index.ndim == 2:
+        expert_index = expert_index[..., None]  # [G, S, 1]
+    chosen = jnp.mean(jax.nn.one_hot(expert_index, num_experts, dtype=jnp.float32), axis=2)  # [G, S, E]
+    mask = None if padding_mask is None else padding_mask[..., None]  # [G, S, 1]
+    fraction_routed = _masked_mean(chosen, mask, axis=1)  # [G, E]
+    mean_prob = _masked_mean(router_probs.astype(jnp.float32), mask, axis=1)  # [G, E]
+    per_group = num_experts * jnp.sum(fraction_routed * mean_prob, axis=-1)  # [G]
+    if padding_mask is None:
+        return jnp.mean(per_group)
+    # Groups made only of padding say nothing about balance.
+    has_tokens = jnp.any(padding_mask, axis=1)  # [G]
+    return _masked_mean(per_group, has_tokens, axis=0)
+
+
+def router_z_loss(router_logits: Array, *, padding_mask: Array | None = None) -> Array:
+    """ST-MoE router z-loss: mean over real tokens of logsumexp(logits)^2.
+
+    router_logits: <float32>[G, S, E]; padding_mask: <bool>[G, S]. Returns a float32 scalar.
+    """
+    log_z = jax.nn.logsumexp(router_logits.astype(jnp.float32), axis=-1)  # [G, S]
+    return _masked_mean(jnp.square(log_z), padding_mask, axis=(0, 1))
