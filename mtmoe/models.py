@@ -1,0 +1,346 @@
+"""EncoderDecoderModel: the loss, metrics, prediction and scoring around `Transformer`.
+
+Axis letters: B batch, S source length, T target length, V vocab, K beams.
+
+Batches are seqio `EncDecFeatureConverter` features: `encoder_input_tokens`
+[B, S], `decoder_input_tokens` / `decoder_target_tokens` / `decoder_loss_weights`
+[B, T], and when packed `encoder_segment_ids`, `decoder_segment_ids`,
+`encoder_positions`, `decoder_positions`.
+
+Loss = sum(weights * (cross-entropy + z_loss * logsumexp(logits)**2)) / sum(weights)
+     + aux_loss_factor * mean over MoE layers of the load-balancing loss
+     + router_z_loss_factor * mean over MoE layers of the router z-loss.
+The auxiliary losses are averaged over layers, not summed (as T5X's MoE models
+do): the 0.01 / 0.001 coefficients of the Switch and ST-MoE papers are per-layer
+magnitudes, and averaging keeps their weight against the cross-entropy the
+same whether a model has 2 or 30 MoE layers.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+from flax import traverse_util
+
+from mtmoe import decoding as decoding_lib
+from mtmoe.network import Transformer, TransformerConfig
+
+Array = jax.Array
+EOS_ID = 1  # T5 / seqio convention: pad 0, eos 1
+
+# Sown names in mtmoe.moe -> the metric names T5X's MoE trainer logs.
+EXPERT_METRICS = {
+    "aux_loss": "auxiliary_loss",
+    "router_z_loss": "router_z_loss",
+    "fraction_tokens_dropped": "fraction_tokens_left_behind",
+    "expert_usage": "expert_usage",
+    "router_confidence": "router_confidence",
+}
+_MODEL_INPUTS = (
+    "encoder_segment_ids",
+    "decoder_segment_ids",
+    "encoder_positions",
+    "decoder_positions",
+)
+
+
+def cross_entropy_with_logits(logits: Array, targets: Array, *, z_loss: float, label_smoothing: float = 0.0):
+    """Per-token cross-entropy and z-loss, as T5X.
+
+    logits: <float32>[B, T, V]; targets: <int32>[B, T].
+    Returns (<float32>[B, T] cross-entropy + z-loss term, <float32>[B, T] z-loss term).
+    With label smoothing the constant entropy of the smoothed target is
+    subtracted, so a perfect prediction scores 0.
+    """
+    vocab_size = logits.shape[-1]
+    log_z = jax.nn.logsumexp(logits, axis=-1)  # [B, T]
+    log_probs = logits - log_z[..., None]  # [B, T, V]
+    target_log_prob = jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]  # [B, T]
+    if label_smoothing > 0.0:
+        confidence = 1.0 - label_smoothing
+        low_confidence = label_smoothing / (vocab_size - 1)
+        normalizing_constant = -(
+            confidence * np.log(confidence) + (vocab_size - 1) * low_confidence * np.log(low_confidence + 1e-20)
+        )
+        mean_log_prob = jnp.sum(log_probs, axis=-1)  # [B, T]
+        smoothed = confidence * target_log_prob + low_confidence * (mean_log_prob - target_log_prob)
+        loss = -smoothed - normalizing_constant
+    else:
+        loss = -target_log_prob
+    z_term = z_loss * jnp.square(log_z)  # [B, T]  keeps the softmax normaliser near 1 (T5X)
+    return loss + z_term, z_term
+
+
+def collect_expert_metrics(intermediates: Mapping[str, Any]) -> dict[str, Array]:
+    """Per-layer and layer-averaged expert metrics from the sown "intermediates".
+
+    Returns {"experts/<name>": mean over layers, "experts/<layer path>/<name>": value};
+    empty for a dense model.
+    """
+    per_name: dict[str, list[Array]] = {name: [] for name in EXPERT_METRICS.values()}
+    metrics: dict[str, Array] = {}
+    for path, value in traverse_util.flatten_dict(dict(intermediates)).items():
+        if path[-1] not in EXPERT_METRICS:
+            continue
+        name = EXPERT_METRICS[path[-1]]
+        # sow() appends one scalar per call; each MoE layer is called once per step.
+        scalar = jnp.mean(jnp.stack([jnp.asarray(v, jnp.float32) for v in value]))
+        metrics[f"experts/{'/'.join(path[:-1])}/{name}"] = scalar
+        per_name[name].append(scalar)
+    for name, values in per_name.items():
+        if values:
+            metrics[f"experts/{name}"] = jnp.mean(jnp.stack(values))
+    return metrics
+
+
+class EncoderDecoderModel:
+    """Loss, metrics, predictions and scores of an mSwitch encoder-decoder."""
+
+    def __init__(
+        self,
+        *,
+        config: TransformerConfig,
+        label_smoothing: float = 0.0,
+        z_loss: float = 1e-4,
+        aux_loss_factor: float = 0.01,
+        router_z_loss_factor: float = 0.001,
+    ):
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing={label_smoothing} must be in [0, 1)")
+        self.config = config
+        self.label_smoothing = label_smoothing
+        self.z_loss = z_loss
+        self.aux_loss_factor = aux_loss_factor
+        self.router_z_loss_factor = router_z_loss_factor
+        self.module = Transformer(config)
+
+    # -- initialisation ---------------------------------------------------------
+
+    def get_initial_variables(self, rng: Array, *, input_shapes: Mapping[str, tuple[int, ...]]):
+        """Boxed (`nn.LogicallyPartitioned`) variables for inputs of `input_shapes`.
+
+        input_shapes needs "encoder_input_tokens" and "decoder_input_tokens";
+        jit it with `jax.eval_shape` for shapes only (see mtmoe.plan).
+        """
+        for key in ("encoder_input_tokens", "decoder_input_tokens"):
+            if key not in input_shapes:
+                raise ValueError(f"input_shapes lacks {key!r}; pass the feature shapes of a batch, e.g. (batch, length)")
+        encoder_tokens = jnp.ones(input_shapes["encoder_input_tokens"], jnp.int32)
+        decoder_tokens = jnp.ones(input_shapes["decoder_input_tokens"], jnp.int32)
+        params_rng, dropout_rng, jitter_rng = jax.random.split(rng, 3)
+        return self.module.init(
+            {"params": params_rng, "dropout": dropout_rng, "jitter": jitter_rng},
+            encoder_tokens,
+            decoder_tokens,
+            enable_dropout=False,
+        )
+
+    # -- training -----------------------------------------------------------------
+
+    def _model_kwargs(self, batch: Mapping[str, Array]) -> dict[str, Array]:
+        return {key: batch[key] for key in _MODEL_INPUTS if key in batch}
+
+    def loss_fn(self, params, batch: Mapping[str, Array], dropout_rng: Array | None):
+        """Returns (<float32>[] loss, dict of <float32>[] metrics); dropout_rng None = eval."""
+        enable_dropout = dropout_rng is not None
+        rngs = {"dropout": dropout_rng} if enable_dropout else {}
+        logits, state = self.module.apply(
+            {"params": params},
+            batch["encoder_input_tokens"],
+            batch["decoder_input_tokens"],
+            decoder_target_tokens=batch["decoder_target_tokens"],
+            enable_dropout=enable_dropout,
+            rngs=rngs,
+            mutable=["intermediates"],
+            **self._model_kwargs(batch),
+        )  # [B, T, V]
+        targets = batch["decoder_target_tokens"]
+        weights = batch.get("decoder_loss_weights")
+        weights = (targets > 0).astype(jnp.float32) if weights is None else weights.astype(jnp.float32)
+        token_loss, token_z = cross_entropy_with_logits(
+            logits, targets, z_loss=self.z_loss, label_smoothing=self.label_smoothing
+        )  # [B, T]
+        num_tokens = jnp.sum(weights)
+        denominator = jnp.maximum(num_tokens, 1.0)  # an all-padding batch gives 0, not nan
+        cross_ent_plus_z = jnp.sum(token_loss * weights) / denominator
+        z_term = jnp.sum(token_z * weights) / denominator
+        correct = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
+
+        expert_metrics = collect_expert_metrics(state.get("intermediates", {}))
+        loss = cross_ent_plus_z
+        if expert_metrics:
+            loss = (
+                loss
+                + self.aux_loss_factor * expert_metrics["experts/auxiliary_loss"]
+                + self.router_z_loss_factor * expert_metrics["experts/router_z_loss"]
+            )
+        metrics = {
+            "loss": loss,
+            "cross_ent_loss": cross_ent_plus_z - z_term,
+            "z_loss": z_term,
+            "accuracy": jnp.sum(correct * weights) / denominator,
+            "num_target_tokens": num_tokens,
+            **expert_metrics,
+        }
+        return loss, metrics
+
+    # -- inference ------------------------------------------------------------------
+
+    def score_batch(self, params, batch: Mapping[str, Array]) -> Array:
+        """<float32>[B] log-likelihood of each target sequence (sum over its tokens).
+
+        Routing runs with `no_token_drop`, so a sequence's score does not depend
+        on the rest of the batch.
+        """
+        logits = self.module.apply(
+            {"params": params},
+            batch["encoder_input_tokens"],
+            batch["decoder_input_tokens"],
+            decoder_target_tokens=batch["decoder_target_tokens"],
+            no_token_drop=True,
+            **self._model_kwargs(batch),
+        )  # [B, T, V]
+        targets = batch["decoder_target_tokens"]
+        weights = batch.get("decoder_loss_weights")
+        weights = (targets > 0).astype(jnp.float32) if weights is None else weights.astype(jnp.float32)
+        log_probs = jax.nn.log_softmax(logits, axis=-1)
+        token_log_prob = jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]  # [B, T]
+        return jnp.sum(token_log_prob * weights, axis=-1)
+
+    def _decode_setup(self, params, batch, *, max_decode_length: int):
+        """Encodes once and builds the zero cache for `max_decode_length` steps."""
+        encoder_tokens = batch["encoder_input_tokens"]
+        encoded = self.module.apply(
+            {"params": params}, encoder_tokens, no_token_drop=True, method=self.module.encode
+        )  # [B, S, D]
+        batch_size = encoder_tokens.shape[0]
+        # Initialising with decode=True on a full-length target creates the cache only.
+        cache = jax.eval_shape(
+            functools.partial(self.module.init, decode=True),
+            jax.random.PRNGKey(0),
+            jnp.ones_like(encoder_tokens),
+            jnp.ones((batch_size, max_decode_length), jnp.int32),
+        )["cache"]
+        cache = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), cache)
+        return encoded, cache
+
+    def _tokens_to_logits(self, params, encoded, encoder_tokens, *, max_decode_length: int):
+        def tokens_to_logits(state: decoding_lib.DecodingState):
+            logits, mutated = self.module.apply(
+                {"params": params, "cache": state.cache},
+                encoded,
+                encoder_tokens,
+                state.cur_token,  # [B*K, 1]
+                decode=True,
+                max_decode_length=max_decode_length,
+                no_token_drop=True,
+                mutable=["cache"],
+                method=self.module.decode,
+            )  # [B*K, 1, V]
+            return logits[:, 0, :], mutated["cache"]
+
+        return tokens_to_logits
+
+    def predict_batch(
+        self,
+        params,
+        batch: Mapping[str, Array],
+        *,
+        decoding: str = "beam",
+        beam_size: int = 4,
+        alpha: float = 0.6,
+        max_decode_length: int | None = None,
+        rng: Array | None = None,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        return_scores: bool = False,
+    ):
+        """Translates `batch["encoder_input_tokens"]` with the cached decoder.
+
+        decoding ("beam" | "greedy" | "sample"): beam search with
+        `beam_size` and length penalty `alpha`, argmax, or sampling with
+        `temperature` / `top_k` / `top_p` from `rng`. max_decode_length defaults
+        to the width of batch["decoder_input_tokens"] (seqio's target length).
+        Routing runs with `no_token_drop`, so a sentence translates the same
+        alone and in any batch.
+        Returns <int32>[B, L] tokens (EOS included, 0 after it) and, with
+        return_scores, <float32>[B] scores (length-penalised log-prob for beam).
+        """
+        method = decoding
+        if max_decode_length is None:
+            if "decoder_input_tokens" not in batch:
+                raise ValueError("pass max_decode_length or a batch with decoder_input_tokens (the target length)")
+            max_decode_length = int(batch["decoder_input_tokens"].shape[1])
+        encoder_tokens = batch["encoder_input_tokens"]
+        batch_size = encoder_tokens.shape[0]
+        num_decodes = beam_size if method == "beam" else 1
+        encoded, cache = self._decode_setup(params, batch, max_decode_length=max_decode_length)
+        # Each example's beams are rows b*K .. b*K+K-1, the layout decoding_lib.tile_beams gives.
+        tokens_to_logits = self._tokens_to_logits(
+            params,
+            decoding_lib.tile_beams(encoded, beam_size=num_decodes),
+            decoding_lib.tile_beams(encoder_tokens, beam_size=num_decodes),
+            max_decode_length=max_decode_length,
+        )
+        inputs = jnp.zeros((batch_size, max_decode_length), jnp.int32)
+        if method == "beam":
+            sequences, scores = decoding_lib.beam_search(
+                inputs, cache, tokens_to_logits, eos_id=EOS_ID, num_decodes=beam_size, alpha=alpha,
+                max_decode_len=max_decode_length,
+            )
+        elif method == "greedy":
+            sequences, scores = decoding_lib.greedy(
+                inputs, cache, tokens_to_logits, eos_id=EOS_ID, max_decode_len=max_decode_length
+            )
+        elif method == "sample":
+            if rng is None:
+                raise ValueError("decoding='sample' needs rng=jax.random.PRNGKey(...)")
+            sequences, scores = decoding_lib.temperature_sample(
+                inputs, cache, tokens_to_logits, rng, eos_id=EOS_ID, temperature=temperature, topk=top_k,
+                topp=top_p, max_decode_len=max_decode_length,
+            )
+        else:
+            raise ValueError(f"unknown decoding {method!r}; use 'beam', 'greedy' or 'sample'")
+        best, best_score = sequences[:, 0, :], scores[:, 0]  # [B, L], [B]  best first
+        return (best, best_score) if return_scores else best
+
+    def routing_trace(self, params, batch: Mapping[str, Array]) -> dict[str, Array]:
+        """Expert chosen for each source token by every encoder MoE layer (web UI).
+
+        Returns {"encoder/layers_<i>/moe": <int32>[B, S] top-1 expert index (-1 at
+        padding), ..., "fraction_tokens_dropped/encoder/layers_<i>/moe": <float32>[]}.
+        The index is the router's argmax over float32 logits of the layer's
+        input, as the top-1 router sees it at inference (no jitter); with
+        no_token_drop no token is dropped.
+        """
+        encoder_tokens = batch["encoder_input_tokens"]
+        _, state = self.module.apply(
+            {"params": params},
+            encoder_tokens,
+            no_token_drop=True,
+            method=self.module.encode,
+            mutable=["intermediates"],
+            capture_intermediates=lambda module, method_name: module.name == "pre_mlp_layer_norm",
+        )
+        params = nn.unbox(params)
+        trace: dict[str, Array] = {}
+        padding = encoder_tokens > 0  # [B, S]
+        for layer in range(self.config.num_encoder_layers):
+            if not self.config.is_sparse(layer, decoder=False):
+                continue
+            name = f"layers_{layer}"
+            moe_input = state["intermediates"]["encoder"][name]["pre_mlp_layer_norm"]["__call__"][0]  # [B, S, D]
+            kernel = params["encoder"][name]["moe"]["router"]["kernel"]  # [D, E]
+            logits = jnp.einsum("bsd,de->bse", moe_input.astype(jnp.float32), kernel.astype(jnp.float32))
+            trace[f"encoder/{name}/moe"] = jnp.where(padding, jnp.argmax(logits, axis=-1), -1).astype(jnp.int32)
+            sown = state["intermediates"]["encoder"][name]["moe"].get("fraction_tokens_dropped")
+            if sown is not None:
+                trace[f"fraction_tokens_dropped/encoder/{name}/moe"] = jnp.asarray(sown[0], jnp.float32)
+        return trace
+

@@ -1,0 +1,410 @@
+"""The encoder-decoder: T5 v1.1 stacks with a sparse (Switch MoE) layout.
+
+Axis letters: B batch, S source length, T target length, D d_model, V vocab.
+
+Module names are the checkpoint format (renaming one needs a converter):
+  token_embedder/embedding                      shared by encoder and decoder inputs
+  encoder/relpos_bias, encoder/layers_<i>/{pre_attention_layer_norm, attention,
+      pre_mlp_layer_norm, mlp | moe}, encoder/encoder_norm
+  decoder/relpos_bias, decoder/layers_<i>/{pre_self_attention_layer_norm,
+      self_attention, pre_cross_attention_layer_norm, encoder_decoder_attention,
+      pre_mlp_layer_norm, mlp | moe}, decoder/decoder_norm, decoder/logits_dense
+Layer i of a stack is MoE when `(i + 1) % sparse_every == 0` (Switch: every
+other FFN; 1 = every FFN as Switch-C; 0 = dense).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from mtmoe import layers
+
+Array = jax.Array
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+ROUTER_TYPES = ("top1", "topk", "experts_choose")
+DISPATCH_TYPES = ("einsum", "sort", "dropless")
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+    """Architecture of the encoder-decoder; gin files in gin/models/ fill it in.
+
+    `activations` are the dense FFN's (("gelu", "linear") = gated GELU, T5 v1.1;
+    ("relu",) = original T5); `expert_activations` the experts' (None = same).
+    """
+
+    vocab_size: int
+    d_model: int
+    num_heads: int
+    head_dim: int
+    d_ff: int
+    num_encoder_layers: int
+    num_decoder_layers: int
+    dropout_rate: float = 0.0
+    dtype: str = "float32"
+    relative_attention_num_buckets: int = 32
+    relative_attention_max_distance: int = 128
+    activations: tuple[str, ...] = ("gelu", "linear")
+    layer_norm_epsilon: float = 1e-6
+    # Sparse layout and MoE layer fields (see mtmoe.moe.MoeLayer).
+    num_experts: int = 0
+    encoder_sparse_every: int = 2
+    decoder_sparse_every: int = 2
+    expert_d_ff: int | None = None
+    expert_activations: tuple[str, ...] | None = None
+    router_type: str = "top1"
+    num_selected_experts: int = 1
+    train_capacity_factor: float = 1.25
+    eval_capacity_factor: float = 2.0
+    min_expert_capacity: int = 4
+    max_group_size: int = 4096
+    dispatch: str = "sort"
+    jitter_noise: float = 0.01
+    expert_dropout_rate: float = 0.0
+
+    def __post_init__(self):
+        # gin hands lists; tuples keep the config hashable (it is a static jit argument).
+        object.__setattr__(self, "activations", tuple(self.activations))
+        if self.expert_activations is not None:
+            object.__setattr__(self, "expert_activations", tuple(self.expert_activations))
+        if self.dtype not in DTYPES:
+            raise ValueError(f"TransformerConfig.dtype={self.dtype!r} is unknown; use one of {sorted(DTYPES)}")
+        layers.check_activations(self.activations + (self.expert_activations or ()))
+        for name in ("vocab_size", "d_model", "num_heads", "head_dim", "d_ff"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"TransformerConfig.{name}={getattr(self, name)} must be positive")
+        if self.num_experts < 0:
+            raise ValueError(f"TransformerConfig.num_experts={self.num_experts} must be >= 0 (0 = dense)")
+        if self.num_experts > 0:
+            if self.router_type not in ROUTER_TYPES:
+                raise ValueError(f"unknown router_type {self.router_type!r}; use one of {list(ROUTER_TYPES)}")
+            if self.dispatch not in DISPATCH_TYPES:
+                raise ValueError(f"unknown dispatch {self.dispatch!r}; use one of {list(DISPATCH_TYPES)}")
+            if self.router_type == "experts_choose" and self.num_sparse_layers(decoder=True) > 0:
+                raise ValueError(
+                    "router_type='experts_choose' reads future tokens and cannot route the decoder; "
+                    "set decoder_sparse_every=0 or use router_type='top1'/'topk'"
+                )
+            if not 1 <= self.num_selected_experts <= self.num_experts:
+                raise ValueError(
+                    f"num_selected_experts={self.num_selected_experts} must be in [1, num_experts={self.num_experts}]"
+                )
+        for name in ("encoder_sparse_every", "decoder_sparse_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"TransformerConfig.{name}={getattr(self, name)} must be >= 0 (0 = no MoE layers)")
+
+    @property
+    def compute_dtype(self):
+        return DTYPES[self.dtype]
+
+    def is_sparse(self, layer: int, *, decoder: bool) -> bool:
+        """Whether FFN `layer` (0-based) of the encoder/decoder stack is an MoE layer."""
+        every = self.decoder_sparse_every if decoder else self.encoder_sparse_every
+        return self.num_experts > 0 and every > 0 and (layer + 1) % every == 0
+
+    def num_sparse_layers(self, *, decoder: bool) -> int:
+        num_layers = self.num_decoder_layers if decoder else self.num_encoder_layers
+        return sum(self.is_sparse(i, decoder=decoder) for i in range(num_layers))
+
+
+def make_ffn(config: TransformerConfig, *, layer: int, decoder: bool) -> nn.Module:
+    """The FFN of one layer: a dense `MlpBlock` or a Switch `MoeLayer`."""
+    dtype = config.compute_dtype
+    if not config.is_sparse(layer, decoder=decoder):
+        return layers.MlpBlock(
+            d_ff=config.d_ff, activations=config.activations, dropout_rate=config.dropout_rate, dtype=dtype, name="mlp"
+        )
+    from mtmoe import moe  # imported here so a dense model never needs the MoE module
+
+    return moe.MoeLayer(
+        num_experts=config.num_experts,
+        d_ff=config.expert_d_ff or config.d_ff,
+        router_type=config.router_type,
+        num_selected_experts=config.num_selected_experts,
+        train_capacity_factor=config.train_capacity_factor,
+        eval_capacity_factor=config.eval_capacity_factor,
+        min_expert_capacity=config.min_expert_capacity,
+        max_group_size=config.max_group_size,
+        dispatch=config.dispatch,
+        jitter_noise=config.jitter_noise,
+        expert_dropout_rate=config.expert_dropout_rate,
+        activations=config.expert_activations or config.activations,
+        dtype=dtype,
+        is_decoder=decoder,
+        name="moe",
+    )
+
+
+def apply_ffn(ffn: nn.Module, x: Array, *, padding_mask, enable_dropout: bool, no_token_drop: bool) -> Array:
+    if isinstance(ffn, layers.MlpBlock):
+        return ffn(x, enable_dropout=enable_dropout)
+    return ffn(x, padding_mask=padding_mask, enable_dropout=enable_dropout, no_token_drop=no_token_drop)
+
+
+class EncoderLayer(nn.Module):
+    config: TransformerConfig
+    layer: int
+
+    @nn.compact
+    def __call__(self, x, *, mask, bias, padding_mask, enable_dropout, no_token_drop):
+        """x: <dtype>[B, S, D] -> <dtype>[B, S, D]."""
+        config, dtype = self.config, self.config.compute_dtype
+        norm = layers.RMSNorm(epsilon=config.layer_norm_epsilon, dtype=dtype, name="pre_attention_layer_norm")
+        attention = layers.MultiHeadAttention(
+            num_heads=config.num_heads, head_dim=config.head_dim, dropout_rate=config.dropout_rate, dtype=dtype, name="attention"
+        )
+        h = norm(x)
+        h = attention(h, h, mask=mask, bias=bias, enable_dropout=enable_dropout)
+        x = x + layers.Dropout(config.dropout_rate)(h, enable_dropout=enable_dropout)  # [B, S, D]
+
+        h = layers.RMSNorm(epsilon=config.layer_norm_epsilon, dtype=dtype, name="pre_mlp_layer_norm")(x)
+        ffn = make_ffn(config, layer=self.layer, decoder=False)
+        h = apply_ffn(ffn, h, padding_mask=padding_mask, enable_dropout=enable_dropout, no_token_drop=no_token_drop)
+        x = x + layers.Dropout(config.dropout_rate)(h, enable_dropout=enable_dropout)
+        return layers.constrain(x, ("batch", "length", "embed"))
+
+
+class DecoderLayer(nn.Module):
+    config: TransformerConfig
+    layer: int
+
+    @nn.compact
+    def __call__(
+        self, x, encoded, *, self_mask, cross_mask, bias, padding_mask, enable_dropout, decode, no_token_drop
+    ):
+        """x: <dtype>[B, T, D]; encoded: <dtype>[B, S, D] -> <dtype>[B, T, D]."""
+        config, dtype = self.config, self.config.compute_dtype
+        eps = config.layer_norm_epsilon
+
+        def attention(name):
+            return layers.MultiHeadAttention(
+                num_heads=config.num_heads, head_dim=config.head_dim, dropout_rate=config.dropout_rate, dtype=dtype, name=name
+            )
+
+        h = layers.RMSNorm(epsilon=eps, dtype=dtype, name="pre_self_attention_layer_norm")(x)
+        h = attention("self_attention")(h, h, mask=self_mask, bias=bias, enable_dropout=enable_dropout, decode=decode)
+        x = x + layers.Dropout(config.dropout_rate)(h, enable_dropout=enable_dropout)
+
+        h = layers.RMSNorm(epsilon=eps, dtype=dtype, name="pre_cross_attention_layer_norm")(x)
+        h = attention("encoder_decoder_attention")(h, encoded, mask=cross_mask, enable_dropout=enable_dropout)
+        x = x + layers.Dropout(config.dropout_rate)(h, enable_dropout=enable_dropout)
+
+        h = layers.RMSNorm(epsilon=eps, dtype=dtype, name="pre_mlp_layer_norm")(x)
+        ffn = make_ffn(config, layer=self.layer, decoder=True)
+        h = apply_ffn(ffn, h, padding_mask=padding_mask, enable_dropout=enable_dropout, no_token_drop=no_token_drop)
+        x = x + layers.Dropout(config.dropout_rate)(h, enable_dropout=enable_dropout)
+        return layers.constrain(x, ("batch", "length", "embed"))
+
+
+def _relpos(config: TransformerConfig) -> layers.RelativePositionBiases:
+    return layers.RelativePositionBiases(
+        num_buckets=config.relative_attention_num_buckets,
+        max_distance=config.relative_attention_max_distance,
+        num_heads=config.num_heads,
+        dtype=config.compute_dtype,
+        name="relpos_bias",
+    )
+
+
+class Encoder(nn.Module):
+    config: TransformerConfig
+    shared_embedding: nn.Module
+
+    @nn.compact
+    def __call__(self, encoder_input_tokens, *, encoder_segment_ids=None, enable_dropout=False, no_token_drop=False):
+        """encoder_input_tokens: <int32>[B, S] (0 = padding) -> <dtype>[B, S, D]."""
+        config = self.config
+        padding_mask = encoder_input_tokens > 0  # [B, S]
+        mask = layers.make_attention_mask(
+            padding_mask, padding_mask, query_segment_ids=encoder_segment_ids, key_segment_ids=encoder_segment_ids
+        )  # [B, 1, S, S]
+        length = encoder_input_tokens.shape[1]
+        # Relative positions need no packing offsets: within a segment they are index differences.
+        bias = _relpos(config)(length, length, bidirectional=True)  # [1, H, S, S]
+        x = self.shared_embedding(encoder_input_tokens.astype(jnp.int32))  # [B, S, D]
+        x = layers.Dropout(config.dropout_rate)(x, enable_dropout=enable_dropout)
+        x = layers.constrain(x, ("batch", "length", "embed"))
+        for i in range(config.num_encoder_layers):
+            x = EncoderLayer(config, i, name=f"layers_{i}")(
+                x, mask=mask, bias=bias, padding_mask=padding_mask, enable_dropout=enable_dropout, no_token_drop=no_token_drop
+            )
+        x = layers.RMSNorm(epsilon=config.layer_norm_epsilon, dtype=config.compute_dtype, name="encoder_norm")(x)
+        return layers.Dropout(config.dropout_rate)(x, enable_dropout=enable_dropout)
+
+
+class Decoder(nn.Module):
+    config: TransformerConfig
+    shared_embedding: nn.Module
+
+    @nn.compact
+    def __call__(
+        self,
+        encoded,
+        encoder_input_tokens,
+        decoder_input_tokens,
+        *,
+        decoder_target_tokens=None,
+        encoder_segment_ids=None,
+        decoder_segment_ids=None,
+        enable_dropout=False,
+        decode=False,
+        max_decode_length=None,
+        no_token_drop=False,
+    ):
+        """encoded: <dtype>[B, S, D]; decoder_input_tokens: <int32>[B, T] (T = 1 per cached step).
+        Returns float32 logits [B, T, V]."""
+        config = self.config
+        batch, length = decoder_input_tokens.shape
+        encoder_mask = encoder_input_tokens > 0  # [B, S]
+        # Which decoder positions are real tokens: targets > 0 (inputs start with pad id 0
+        # as BOS, so they cannot tell), else segment ids, else all of them.
+        if decoder_target_tokens is not None:
+            padding_mask = decoder_target_tokens > 0
+        elif decoder_segment_ids is not None:
+            padding_mask = decoder_segment_ids > 0
+        else:
+            padding_mask = jnp.ones((batch, length), dtype=bool)  # [B, T]
+        if decode:
+            # The cache decides what each step sees; padding and packing do not exist here.
+            self_mask = None
+            cross_mask = layers.make_attention_mask(jnp.ones((batch, length), dtype=bool), encoder_mask)
+            bias_length = max_decode_length or length
+            moe_padding = None
+        else:
+            self_mask = layers.make_attention_mask(
+                padding_mask,
+                padding_mask,
+                query_segment_ids=decoder_segment_ids,
+                key_segment_ids=decoder_segment_ids,
+                causal=True,
+            )  # [B, 1, T, T]
+            cross_mask = layers.make_attention_mask(
+                padding_mask, encoder_mask, query_segment_ids=decoder_segment_ids, key_segment_ids=encoder_segment_ids
+            )  # [B, 1, T, S]
+            bias_length = length
+            moe_padding = padding_mask
+        bias = _relpos(config)(bias_length, bias_length, bidirectional=False)  # [1, H, T, T]
+
+        x = self.shared_embedding(decoder_input_tokens.astype(jnp.int32))  # [B, T, D]
+        x = layers.Dropout(config.dropout_rate)(x, enable_dropout=enable_dropout)
+        x = layers.constrain(x, ("batch", "length", "embed"))
+        for i in range(config.num_decoder_layers):
+            x = DecoderLayer(config, i, name=f"layers_{i}")(
+                x,
+                encoded,
+                self_mask=self_mask,
+                cross_mask=cross_mask,
+                bias=bias,
+                padding_mask=moe_padding,
+                enable_dropout=enable_dropout,
+                decode=decode,
+                no_token_drop=no_token_drop,
+            )
+        x = layers.RMSNorm(epsilon=config.layer_norm_epsilon, dtype=config.compute_dtype, name="decoder_norm")(x)
+        x = layers.Dropout(config.dropout_rate)(x, enable_dropout=enable_dropout)
+        kernel = layers.param_with_axes(
+            self, "logits_dense", layers.variance_scaling(1.0, [0]), (config.d_model, config.vocab_size), ("embed", "vocab")
+        )
+        # Untied output projection in float32: softmax over a 250k vocabulary needs the bits.
+        logits = jnp.einsum("btd,dv->btv", x.astype(jnp.float32), kernel)  # [B, T, V]
+        return layers.constrain(logits, ("batch", "length", "vocab"))
+
+
+class Transformer(nn.Module):
+    """T5 v1.1 encoder-decoder with Switch MoE FFNs; returns float32 logits."""
+
+    config: TransformerConfig
+
+    def setup(self):
+        config = self.config
+        self.token_embedder = layers.Embed(config.vocab_size, config.d_model, dtype=config.compute_dtype)
+        self.encoder = Encoder(config, shared_embedding=self.token_embedder)
+        self.decoder = Decoder(config, shared_embedding=self.token_embedder)
+
+    def encode(self, encoder_input_tokens, *, encoder_segment_ids=None, enable_dropout=False, no_token_drop=False):
+        """<int32>[B, S] -> <dtype>[B, S, D] encoder outputs."""
+        return self.encoder(
+            encoder_input_tokens,
+            encoder_segment_ids=encoder_segment_ids,
+            enable_dropout=enable_dropout,
+            no_token_drop=no_token_drop,
+        )
+
+    def decode(
+        self,
+        encoded,
+        encoder_input_tokens,
+        decoder_input_tokens,
+        *,
+        decoder_target_tokens=None,
+        encoder_segment_ids=None,
+        decoder_segment_ids=None,
+        decoder_positions=None,
+        enable_dropout=False,
+        decode=False,
+        max_decode_length=None,
+        no_token_drop=False,
+    ):
+        """Decoder over `encoded`; with decode=True one cached step ([B, 1] tokens).
+
+        `decoder_positions` is accepted for seqio's packed features but unused:
+        relative position biases only need index differences within a segment.
+        Returns float32 logits [B, T, V].
+        """
+        del decoder_positions
+        return self.decoder(
+            encoded,
+            encoder_input_tokens,
+            decoder_input_tokens,
+            decoder_target_tokens=decoder_target_tokens,
+            encoder_segment_ids=encoder_segment_ids,
+            decoder_segment_ids=decoder_segment_ids,
+            enable_dropout=enable_dropout,
+            decode=decode,
+            max_decode_length=max_decode_length,
+            no_token_drop=no_token_drop,
+        )
+
+    def __call__(
+        self,
+        encoder_input_tokens,
+        decoder_input_tokens,
+        *,
+        decoder_target_tokens=None,
+        encoder_segment_ids=None,
+        decoder_segment_ids=None,
+        encoder_positions=None,
+        decoder_positions=None,
+        enable_dropout=False,
+        decode=False,
+        max_decode_length=None,
+        no_token_drop=False,
+    ):
+        """encoder_input_tokens: <int32>[B, S]; decoder_input_tokens: <int32>[B, T].
+        Returns float32 logits [B, T, V]."""
+        del encoder_positions  # see `decode`
+        encoded = self.encode(
+            encoder_input_tokens,
+            encoder_segment_ids=encoder_segment_ids,
+            enable_dropout=enable_dropout,
+            no_token_drop=no_token_drop,
+        )
+        return self.decode(
+            encoded,
+            encoder_input_tokens,
+            decoder_input_tokens,
+            decoder_target_tokens=decoder_target_tokens,
+            encoder_segment_ids=encoder_segment_ids,
+            decoder_segment_ids=decoder_segment_ids,
+            decoder_positions=decoder_positions,
+            enable_dropout=enable_dropout,
+            decode=decode,
+            max_decode_length=max_decode_length,
+            no_token_drop=no_token_drop,
+        )
