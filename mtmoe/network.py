@@ -22,13 +22,11 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from mtmoe import layers
+from mtmoe import layers, moe
 
 Array = jax.Array
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-ROUTER_TYPES = ("top1", "topk", "experts_choose")
-DISPATCH_TYPES = ("einsum", "sort", "dropless")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,23 +79,19 @@ class TransformerConfig:
                 raise ValueError(f"TransformerConfig.{name}={getattr(self, name)} must be positive")
         if self.num_experts < 0:
             raise ValueError(f"TransformerConfig.num_experts={self.num_experts} must be >= 0 (0 = dense)")
-        if self.num_experts > 0:
-            if self.router_type not in ROUTER_TYPES:
-                raise ValueError(f"unknown router_type {self.router_type!r}; use one of {list(ROUTER_TYPES)}")
-            if self.dispatch not in DISPATCH_TYPES:
-                raise ValueError(f"unknown dispatch {self.dispatch!r}; use one of {list(DISPATCH_TYPES)}")
-            if self.router_type == "experts_choose" and self.num_sparse_layers(decoder=True) > 0:
-                raise ValueError(
-                    "router_type='experts_choose' reads future tokens and cannot route the decoder; "
-                    "set decoder_sparse_every=0 or use router_type='top1'/'topk'"
-                )
-            if not 1 <= self.num_selected_experts <= self.num_experts:
-                raise ValueError(
-                    f"num_selected_experts={self.num_selected_experts} must be in [1, num_experts={self.num_experts}]"
-                )
         for name in ("encoder_sparse_every", "decoder_sparse_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"TransformerConfig.{name}={getattr(self, name)} must be >= 0 (0 = no MoE layers)")
+        if self.router_type == "experts_choose" and self.num_sparse_layers(decoder=True) > 0:
+            raise ValueError(
+                "router_type='experts_choose' reads future tokens and cannot route the decoder; "
+                "set decoder_sparse_every=0 or use router_type='top1'/'topk'"
+            )
+        # Building the MoE layers (unbound) runs their own checks now, at construction,
+        # rather than at the first init (router/dispatch names, capacity, group size).
+        for decoder in (False, True):
+            if self.num_sparse_layers(decoder=decoder) > 0:
+                make_ffn(self, layer=(self.decoder_sparse_every if decoder else self.encoder_sparse_every) - 1, decoder=decoder)
 
     @property
     def compute_dtype(self):
@@ -120,8 +114,6 @@ def make_ffn(config: TransformerConfig, *, layer: int, decoder: bool) -> nn.Modu
         return layers.MlpBlock(
             d_ff=config.d_ff, activations=config.activations, dropout_rate=config.dropout_rate, dtype=dtype, name="mlp"
         )
-    from mtmoe import moe  # imported here so a dense model never needs the MoE module
-
     return moe.MoeLayer(
         num_experts=config.num_experts,
         d_ff=config.expert_d_ff or config.d_ff,
