@@ -258,9 +258,12 @@ def test_top1_sampling_and_zero_temperature_equal_greedy():
         seqs, scores = markov_sample(table_ids, jax.random.PRNGKey(3), jnp.float32(temperature), topk=1)
         np.testing.assert_array_equal(seqs, jnp.repeat(greedy_seqs, 2, axis=1))
         np.testing.assert_allclose(scores, jnp.repeat(greedy_scores, 2, axis=1), rtol=1e-6)
-    # Per-example temperature: example 0 at temperature 0 is greedy whatever the rng.
+    # Per-example temperature: example 0 at temperature 0 is greedy whatever the rng;
+    # a small positive temperature sharpens (logits / T) until sampling is argmax too.
     seqs, _ = markov_sample(table_ids, jax.random.PRNGKey(4), jnp.array([0.0, 1.0]), topk=0)
     np.testing.assert_array_equal(seqs[0], jnp.repeat(greedy_seqs[0], 2, axis=0))
+    seqs, _ = markov_sample(table_ids, jax.random.PRNGKey(5), jnp.array([0.01, 0.01]), topk=0)
+    np.testing.assert_array_equal(seqs, jnp.repeat(greedy_seqs, 2, axis=1))
 
 
 def test_filter_logits_keeps_the_nucleus():
