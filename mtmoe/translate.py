@@ -1,0 +1,212 @@
+"""Translator: load a checkpoint directory and translate text (used by eval/ and app/).
+
+    from mtmoe.translate import Translator
+    translator = Translator.from_checkpoint("/tmp/demo")
+    translator.translate(["Open the file."], "de")          # -> ["Öffnen Sie die Datei."]
+    translator.route("Open the file.", "de")                 # expert per source token, per MoE layer
+
+A checkpoint directory is self-describing (see mtmoe.checkpoints): its `meta`
+holds the model config, the language pairs it was trained on, the gin config
+and the SentencePiece model, so nothing else is needed. Parameters are
+restored onto one device whatever mesh they were trained on.
+
+Sources are formatted exactly as the translation tasks do
+(tasks/preprocessors.add_target_tag): "<2de> " + text, SentencePiece, EOS.
+Batches are bucketed to powers of two in batch size and source length (and
+the decode length follows from the source length bucket), so each shape
+compiles once. Decoding routes with `no_token_drop`: a sentence translates
+the same alone and in any batch. No TensorFlow or seqio import here.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+EOS_ID = 1
+PAD_ID = 0
+MIN_LENGTH_BUCKET = 8
+MAX_BATCH_BUCKET = 32  # bigger batches gain little on CPU and multiply the cache size with beams
+
+
+def _bucket(n: int, *, minimum: int) -> int:
+    """Smallest power of two >= max(n, minimum)."""
+    n = max(n, minimum)
+    return 1 << (n - 1).bit_length()
+
+
+def language_tag(lang: str) -> str:
+    """'<2de>': the target-language tag piece (tasks.vocab.language_tag when available)."""
+    try:
+        from tasks.vocab import language_tag as tag_of
+    except ImportError:
+        return f"<2{lang}>"
+    return tag_of(lang)
+
+
+class Translator:
+    """Translate with a trained model; see the module docstring.
+
+    Attributes: languages (target codes), source_languages, step, model, params.
+    """
+
+    def __init__(self, *, model, params, vocab_path: str | None = None, vocab_bytes: bytes | None = None,
+                 language_pairs: Sequence[Sequence[str]] = (), max_length: int = 128, step: int = 0):
+        import sentencepiece
+
+        if vocab_bytes is not None:
+            self.sp = sentencepiece.SentencePieceProcessor(model_proto=vocab_bytes)
+        elif vocab_path is not None:
+            try:
+                from tasks.vocab import load_sentencepiece
+            except ImportError:
+                load_sentencepiece = lambda p: sentencepiece.SentencePieceProcessor(model_file=p)  # noqa: E731
+            self.sp = load_sentencepiece(vocab_path)
+        else:
+            raise ValueError("Translator needs vocab_path or vocab_bytes (the SentencePiece model)")
+        self.model = model
+        self.params = params
+        self.step = int(step)
+        self.max_length = int(max_length)
+        self.language_pairs = [tuple(p) for p in language_pairs]
+        self.languages = sorted({t for _, t in self.language_pairs})
+        self.source_languages = sorted({s for s, _ in self.language_pairs})
+        self._predict = jax.jit(model.predict_batch,
+                                static_argnames=("decoding", "beam_size", "alpha", "max_decode_length"))
+        self._trace = jax.jit(model.routing_trace)
+
+    # -- loading ----------------------------------------------------------------------------------
+
+    @classmethod
+    def from_checkpoint(cls, model_dir: str, *, step: int | None = None) -> "Translator":
+        """Load the newest (or the given) readable checkpoint of `model_dir` onto one device."""
+        import base64
+
+        from flax import linen as nn
+
+        from mtmoe import checkpoints, models, network
+
+        ckpt = checkpoints.Checkpointer(model_dir=model_dir, read_only=True)
+        steps = ckpt.all_steps()
+        if not steps:
+            raise checkpoints.CheckpointError(f"no checkpoints in {model_dir}; train one with python -m mtmoe.train")
+        meta = ckpt.read_meta(step if step is not None else steps[-1])
+        config_fields = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["model_config"].items()}
+        config = network.TransformerConfig(**config_fields)
+        model = models.EncoderDecoderModel(config=config, **meta.get("model_kwargs", {}))
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        boxed = jax.eval_shape(lambda r: model.get_initial_variables(
+            r, input_shapes={"encoder_input_tokens": (1, 8), "decoder_input_tokens": (1, 8)}), jax.random.PRNGKey(0))
+        abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
+                                nn.unbox(boxed["params"]))
+        restored = ckpt.restore_latest(abstract_params=abstract, step=step)
+        if restored is None:
+            raise checkpoints.CheckpointError(f"no readable checkpoint in {model_dir}")
+        vocab = restored.meta.get("vocabulary")
+        if not vocab:
+            raise checkpoints.CheckpointError(f"checkpoint {model_dir} holds no vocabulary; it was not written by "
+                                              f"mtmoe.train")
+        ckpt.close()
+        return cls(model=model, params=restored.params, vocab_bytes=base64.b64decode(vocab["model_b64"]),
+                   language_pairs=restored.meta.get("language_pairs", []),
+                   max_length=restored.meta.get("task_feature_lengths", {}).get("targets", 128),
+                   step=restored.step)
+
+    # -- encoding ---------------------------------------------------------------------------------
+
+    def _check_target(self, target_lang: str) -> None:
+        if self.languages and target_lang not in self.languages:
+            raise ValueError(f"this model was not trained to translate into {target_lang!r}; "
+                             f"choose one of {', '.join(self.languages)}")
+        if self.sp.piece_to_id(language_tag(target_lang)) == self.sp.unk_id():
+            raise ValueError(f"the vocabulary has no tag {language_tag(target_lang)} for {target_lang!r}")
+
+    def encode_source(self, text: str, target_lang: str) -> list[int]:
+        """Token ids of one source sentence as the training tasks made them: tag, text, EOS."""
+        return list(self.sp.encode(f"{language_tag(target_lang)} {text}")) + [EOS_ID]
+
+    def decode_ids(self, ids: Sequence[int]) -> str:
+        """Text of output ids up to EOS (ids outside the SentencePiece range are dropped)."""
+        out = []
+        for token in ids:
+            token = int(token)
+            if token == EOS_ID:
+                break
+            if 0 < token < self.sp.get_piece_size():
+                out.append(token)
+        return self.sp.decode(out)
+
+    # -- translation ------------------------------------------------------------------------------
+
+    def translate(self, texts: Sequence[str], target_lang: str, *, source_lang: str | None = None,
+                  beam_size: int = 4, max_length: int | None = None) -> list[str]:
+        """Translate `texts` into `target_lang`; returns one string per text, in order.
+
+        source_lang is informational (the model reads the source as it is);
+        max_length caps the output tokens (default: about 1.5x the source,
+        at least the trained target length)."""
+        if isinstance(texts, str):
+            raise TypeError("translate() takes a list of strings; wrap a single text in [ ]")
+        self._check_target(target_lang)
+        if beam_size < 1:
+            raise ValueError(f"beam_size={beam_size} must be >= 1")
+        encoded = [self.encode_source(t, target_lang) for t in texts]
+        return self.translate_ids(encoded, beam_size=beam_size, max_length=max_length)
+
+    def translate_ids(self, sources: Sequence[Sequence[int]], *, beam_size: int = 4,
+                      max_length: int | None = None) -> list[str]:
+        """Translate already-encoded sources (tag + pieces + EOS each)."""
+        results: list[str | None] = [None] * len(sources)
+        order = sorted(range(len(sources)), key=lambda i: len(sources[i]))  # similar lengths share a bucket
+        for start in range(0, len(order), MAX_BATCH_BUCKET):
+            chunk = order[start:start + MAX_BATCH_BUCKET]
+            longest = max(len(sources[i]) for i in chunk)
+            length = _bucket(longest, minimum=MIN_LENGTH_BUCKET)
+            batch_size = _bucket(len(chunk), minimum=1)
+            tokens = np.zeros((batch_size, length), np.int32)  # [B, S]
+            for row, index in enumerate(chunk):
+                tokens[row, :len(sources[index])] = sources[index]
+            tokens[len(chunk):] = tokens[0]  # filler rows copy a real one (no all-padding rows)
+            decode_length = max_length or max(self.max_length, int(1.5 * longest) + 8)
+            decode_length = _bucket(decode_length, minimum=MIN_LENGTH_BUCKET)
+            decoding = "beam" if beam_size > 1 else "greedy"
+            out = self._predict(self.params, {"encoder_input_tokens": jnp.asarray(tokens)}, decoding=decoding,
+                                beam_size=beam_size, alpha=0.6, max_decode_length=decode_length)
+            out = np.asarray(jax.device_get(out))  # [B, L]
+            for row, index in enumerate(chunk):
+                results[index] = self.decode_ids(out[row])
+        return [r if r is not None else "" for r in results]
+
+    def route(self, text: str, target_lang: str) -> dict[str, Any]:
+        """Which expert each source token goes to, per encoder MoE layer.
+
+        Returns {"tokens": [piece, ...] (tag, pieces, "</s>"), "layers": {layer name:
+        [expert index per token]}, "fraction_dropped": {layer name: float}}; empty
+        "layers" for a dense model."""
+        self._check_target(target_lang)
+        ids = self.encode_source(text, target_lang)
+        length = _bucket(len(ids), minimum=MIN_LENGTH_BUCKET)
+        tokens = np.zeros((1, length), np.int32)
+        tokens[0, :len(ids)] = ids
+        trace = jax.device_get(self._trace(self.params, {"encoder_input_tokens": jnp.asarray(tokens)}))
+        pieces = [self.sp.id_to_piece(i) if i != EOS_ID else "</s>" for i in ids]
+        layers, dropped = {}, {}
+        for name, value in trace.items():
+            if name.startswith("fraction_tokens_dropped/"):
+                dropped[name.split("/", 1)[1]] = float(value)
+            else:
+                layers[name] = [int(e) for e in np.asarray(value)[0, :len(ids)]]
+        return {"tokens": pieces, "layers": layers, "fraction_dropped": dropped}
+
+
+@functools.lru_cache(maxsize=4)
+def cached_translator(model_dir: str, step: int | None = None) -> Translator:
+    """One Translator per checkpoint directory per process (eval and app share it)."""
+    return Translator.from_checkpoint(model_dir, step=step)
