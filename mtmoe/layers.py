@@ -205,18 +205,24 @@ class MultiHeadAttention(nn.Module):
         bias: [1|B, H, Q, K] (in decode: the full [1, H, max_len, max_len]).
         Returns <dtype>[B, Q, D]."""
         features = inputs_q.shape[-1]
-        inner = (self.num_heads, self.head_dim)
+        joined = self.num_heads * self.head_dim
+        # Kernels stored 2-D [D, H*K] as T5X ('joined_kv'): Adafactor factors their
+        # second moments (it only factors the two largest dims, both >= 128).
         # T5 folds 1/sqrt(head_dim) into the query init instead of scaling logits.
         q_kernel = param_with_axes(
-            self, "query", variance_scaling(1.0 / self.head_dim, [0]), (features, *inner), ("embed", "heads", "kv")
+            self, "query", variance_scaling(1.0 / self.head_dim, [0]), (features, joined), ("embed", "joined_kv")
         )
-        k_kernel = param_with_axes(self, "key", variance_scaling(1.0, [0]), (features, *inner), ("embed", "heads", "kv"))
-        v_kernel = param_with_axes(self, "value", variance_scaling(1.0, [0]), (features, *inner), ("embed", "heads", "kv"))
-        o_kernel = param_with_axes(self, "out", variance_scaling(1.0, [0, 1]), (*inner, features), ("heads", "kv", "embed"))
+        k_kernel = param_with_axes(self, "key", variance_scaling(1.0, [0]), (features, joined), ("embed", "joined_kv"))
+        v_kernel = param_with_axes(self, "value", variance_scaling(1.0, [0]), (features, joined), ("embed", "joined_kv"))
+        o_kernel = param_with_axes(self, "out", variance_scaling(1.0, [0]), (joined, features), ("joined_kv", "embed"))
 
-        query = jnp.einsum("bqd,dhk->bqhk", inputs_q, q_kernel.astype(self.dtype))  # [B, Q, H, K]
-        key = jnp.einsum("bkd,dhc->bkhc", inputs_kv, k_kernel.astype(self.dtype))  # [B, K, H, Kv]
-        value = jnp.einsum("bkd,dhc->bkhc", inputs_kv, v_kernel.astype(self.dtype))  # [B, K, H, Kv]
+        def project(x, kernel):  # [B, L, D] -> [B, L, H, K]
+            y = x @ kernel.astype(self.dtype)  # [B, L, H*K]
+            return y.reshape(y.shape[:-1] + (self.num_heads, self.head_dim))
+
+        query = project(inputs_q, q_kernel)  # [B, Q, H, K]
+        key = project(inputs_kv, k_kernel)  # [B, K, H, K]
+        value = project(inputs_kv, v_kernel)  # [B, K, H, K]
         query = constrain(query, ("batch", "length", "heads", "kv"))
         key = constrain(key, ("batch", "length", "heads", "kv"))
         value = constrain(value, ("batch", "length", "heads", "kv"))
@@ -257,7 +263,8 @@ class MultiHeadAttention(nn.Module):
             weights = nn.Dropout(rate=self.dropout_rate)(weights, deterministic=False)
         context = jnp.einsum("bhqt,bthk->bqhk", weights, value)  # [B, Q, H, Kv]
         context = constrain(context, ("batch", "length", "heads", "kv"))
-        out = jnp.einsum("bqhk,hkd->bqd", context, o_kernel.astype(self.dtype))  # [B, Q, D]
+        context = context.reshape(context.shape[:2] + (joined,))  # [B, Q, H*K]
+        out = context @ o_kernel.astype(self.dtype)  # [B, Q, D]
         return constrain(out, ("batch", "length", "embed"))
 
 
