@@ -1,0 +1,391 @@
+"""Scores a checkpoint on every language pair: BLEU and chrF++ per pair, averages, table, plot.
+
+    python eval/per_language_bleu.py --checkpoint runs/demo
+    python eval/per_language_bleu.py --checkpoint runs/demo --pairs en-de,de-en --max_sentences 100
+    python eval/per_language_bleu.py --checkpoint DIR --data flores200:~/flores200_dataset \
+        --spm_model ~/flores200_sacrebleu_tokenizer_spm.model --bucket_edges 1000000,100000
+
+Translates each pair's test sentences with `mtmoe.translate.Translator`, scores
+them with `mtmoe.scoring.score_pair` (the function the seqio tasks' metrics
+use), and writes into OUT (default: CHECKPOINT/per_language_bleu/<data>-<split>-step<N>):
+
+- results.json  {"pairs": {"en-de": {"bleu", "chrf", "n", "bleu_signature", "chrf_signature", ...}},
+                 "averages": {"en-xx", "xx-en", "buckets": {...}}, "step", ...}
+- results.csv, results.md (table sorted by training size, averages, bucket edges)
+- hyps/<pair>.txt, refs/<pair>.txt  one sentence a line: `sacrebleu refs/en-de.txt -i hyps/en-de.txt
+  -m bleu chrf --chrf-word-order 2 --tokenize 13a` gives the same numbers
+- per_language_bleu.png  BLEU per language, both directions (and the delta to --baseline)
+
+Pairs already in OUT are not decoded again (rerun after an interruption to
+resume); --overwrite starts afresh. Bad input (a pair the model was not
+trained for, an unknown code, a malformed test file, ...) gets one line on
+stderr and the other pairs are still scored; the exit status is then 1.
+Never imports TensorFlow or seqio, and never downloads anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+if __package__ in (None, ""):
+    # Run as `python eval/per_language_bleu.py`: import `eval.*` from the repository root, and
+    # keep eval/ itself off the path so its module names cannot shadow installed packages.
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+# pylint: disable=wrong-import-position
+from eval import buckets as bucket_lib
+from eval import data_sources, languages, plot, report
+from eval.progress import Progress
+from mtmoe import scoring
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# The checkpoint scored when --checkpoint is left out (the demo run's model), None: required.
+DEFAULT_CHECKPOINT: Path | None = None
+DEFAULT_RESOURCE_SIZES = data_sources.DEFAULT_EMBEDDED_DIR / "stats.json"
+RUN_KEYS = ("step", "data", "split", "max_sentences", "beam_size")  # results in OUT must match these to resume
+
+
+class UsageError(Exception):
+    """Bad input that stops the whole run; the message is one line saying what to change."""
+
+
+@dataclasses.dataclass
+class RunResult:
+    results: dict          # the results.json object
+    out_dir: Path
+    errors: list[str]      # one line per pair (or line of data) that was not scored
+    decoded_pairs: list[str]
+    seconds: float         # wall time of this run's decoding and scoring
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.errors else 0
+
+
+def load_translator(checkpoint: Path, *, step: int | None):
+    """Translator.from_checkpoint with a one-line UsageError for a directory that holds no checkpoint."""
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_dir():
+        raise UsageError(f"--checkpoint {checkpoint}: no such directory; pass the model directory "
+                         "that mtmoe.train wrote (its MODEL_DIR)")
+    from mtmoe.translate import Translator  # pylint: disable=import-outside-toplevel  # JAX: only when needed
+
+    try:
+        return Translator.from_checkpoint(str(checkpoint), step=step)
+    except Exception as error:  # pylint: disable=broad-except  # any failure here means: not a usable checkpoint
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise UsageError(f"--checkpoint {checkpoint}: not a usable checkpoint ({first_line}); pass the "
+                         "MODEL_DIR of a training run" + (" and a saved --step" if step is not None else ""))
+
+
+def _check_pair(pair: str, translator) -> tuple[str, str]:
+    """(src, tgt) of a --pairs entry; ValueError (one line) when it cannot be scored."""
+    src, tgt = bucket_lib.split_pair(pair)
+    for lang in (src, tgt):
+        try:
+            languages.check_language(lang)
+        except ValueError as error:
+            raise ValueError(f"pair {pair}: {error}") from None
+    if src == tgt:
+        raise ValueError(f"pair {pair}: source and target are the same language")
+    if src not in translator.source_languages:
+        raise ValueError(f"pair {pair}: the checkpoint was not trained to translate from {src!r} "
+                         f"({len(translator.source_languages)} source languages: {_some(translator.source_languages)})")
+    if tgt not in translator.languages:
+        raise ValueError(f"pair {pair}: the checkpoint was not trained to translate into {tgt!r} "
+                         f"({len(translator.languages)} target languages: {_some(translator.languages)})")
+    return src, tgt
+
+
+def _some(codes: Sequence[str], limit: int = 12) -> str:
+    codes = sorted(codes)
+    return ", ".join(codes[:limit]) + (", ..." if len(codes) > limit else "")
+
+
+def _requested_pairs(spec: str, source: data_sources.Source, translator, errors: list[str]) -> list[tuple[str, str]]:
+    if spec == "all":
+        known = set(translator.languages) & set(translator.source_languages)
+        return [(s, t) for s, t in source.default_pairs(known)
+                if s in translator.source_languages and t in translator.languages]
+    pairs = []
+    for pair in dict.fromkeys(p.strip() for p in spec.split(",") if p.strip()):
+        try:
+            pairs.append(_check_pair(pair, translator))
+        except ValueError as error:
+            errors.append(str(error))
+    return pairs
+
+
+def _load_baseline(path: Path) -> dict:
+    try:
+        baseline = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"--baseline {path}: no such file; pass a results.json of an earlier run") from None
+    except json.JSONDecodeError as error:
+        raise UsageError(f"--baseline {path}: not JSON ({error.msg} at line {error.lineno})") from None
+    if not isinstance(baseline, dict) or not isinstance(baseline.get("pairs"), dict):
+        raise UsageError(f"--baseline {path}: no \"pairs\" object; pass a results.json this script wrote")
+    return baseline
+
+
+def _resource_sizes(path: Path | None) -> tuple[dict[str, int], str]:
+    if path is None:
+        return {}, "none given"
+    if Path(path) == DEFAULT_RESOURCE_SIZES and not Path(path).is_file():
+        return {}, f"{path} missing: sizes unknown"
+    try:
+        return bucket_lib.load_resource_sizes(path), str(path)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
+def _previous_results(out_dir: Path, run_info: dict, *, overwrite: bool) -> dict:
+    """Pairs already scored in OUT by a run with the same settings ({} when none or --overwrite)."""
+    path = out_dir / "results.json"
+    if overwrite:
+        for folder in ("hyps", "refs"):
+            shutil.rmtree(out_dir / folder, ignore_errors=True)
+        return {}
+    if not path.is_file():
+        return {}
+    try:
+        previous = json.loads(path.read_text(encoding="utf-8"))
+        pairs = previous["pairs"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise UsageError(f"{path} is not a results file of this script; pass --overwrite to replace it "
+                         "or --output for another folder") from None
+    differing = [key for key in RUN_KEYS if previous.get(key) != run_info[key]]
+    if differing:
+        was = ", ".join(f"{key} {previous.get(key)!r}" for key in differing)
+        now = ", ".join(f"{key} {run_info[key]!r}" for key in differing)
+        raise UsageError(f"{out_dir} holds results with {was}, this run has {now}; pass --overwrite to replace "
+                         "them or --output for another folder")
+    return {pair: entry for pair, entry in pairs.items()
+            if (out_dir / "hyps" / f"{pair}.txt").is_file() and (out_dir / "refs" / f"{pair}.txt").is_file()}
+
+
+def _translate(translator, test_set: data_sources.TestSet, *, beam_size: int, batch_size: int,
+               progress: Progress) -> list[str]:
+    """Hypotheses in test-set order; ValueError when the translator returns a wrong count."""
+    # Longest first, so that a batch holds similar lengths (less padding) and the slowest batch
+    # comes first; the order is restored below. Decoding uses no_token_drop, so a sentence's
+    # translation does not depend on its batch neighbours.
+    order = sorted(range(len(test_set)), key=lambda i: -len(test_set.sources[i]))
+    hypotheses: list[str | None] = [None] * len(test_set)
+    for start in range(0, len(order), batch_size):
+        batch = order[start:start + batch_size]
+        outputs = translator.translate([test_set.sources[i] for i in batch], test_set.tgt_lang,
+                                       source_lang=test_set.src_lang, beam_size=beam_size)
+        if len(outputs) != len(batch):
+            raise ValueError(f"pair {test_set.pair}: the translator returned {len(outputs)} hypotheses for "
+                             f"{len(batch)} sentences; the pair is not scored")
+        for i, output in zip(batch, outputs):
+            hypotheses[i] = output
+        progress.advance(len(batch))
+    return hypotheses
+
+
+def _summarise(results: dict, *, sizes: dict[str, int], edges: bucket_lib.BucketEdges, baseline: dict | None,
+               baseline_path: Path | None) -> None:
+    """Fills in the per-language sizes, the averages and the baseline deltas from results["pairs"]."""
+    langs = sorted({lang for e in results["pairs"].values() for lang in (e["src"], e["tgt"])} - {"en"})
+    results["languages"] = {
+        lang: {"name": languages.language_name(lang), **info}
+        for lang, info in bucket_lib.language_sizes(langs, sizes, edges).items()}
+    buckets = {lang: info["bucket"] for lang, info in results["languages"].items()}
+    results["averages"] = bucket_lib.averages(results["pairs"], buckets=buckets)
+    if baseline is not None:
+        results["baseline"] = {
+            "path": str(baseline_path), "step": baseline.get("step"),
+            "delta_bleu": {pair: entry["bleu"] - baseline["pairs"][pair]["bleu"]
+                           for pair, entry in results["pairs"].items()
+                           if isinstance(baseline["pairs"].get(pair), dict) and "bleu" in baseline["pairs"][pair]}}
+
+
+def run(*, checkpoint: Path | None = None, translator: Any = None, step: int | None = None, data: str = "embedded",
+        split: str = "test", pairs: str = "all", max_sentences: int | None = None, beam_size: int = 4,
+        batch_size: int = 32, baseline: Path | None = None, output: Path | None = None, overwrite: bool = False,
+        bucket_edges: str | None = None, resource_sizes: Path | None = DEFAULT_RESOURCE_SIZES,
+        spm_model: Path | None = None, embedded_dir: Path = data_sources.DEFAULT_EMBEDDED_DIR,
+        stream: TextIO | None = None) -> RunResult:
+    """Scores every requested pair and writes OUT; see the module docstring.
+
+    `translator` (anything with `.languages`, `.source_languages`, `.step` and
+    `.translate(texts, target_lang, *, source_lang, beam_size)`) replaces
+    loading `checkpoint`; then `output` is required.
+
+    Raises:
+      UsageError: bad input that stops the whole run (no checkpoint, unreadable data, ...).
+    """
+    stream = stream if stream is not None else sys.stderr
+    errors: list[str] = []
+
+    # Everything that can stop the run is checked before the checkpoint loads.
+    if translator is None:
+        checkpoint = checkpoint if checkpoint is not None else DEFAULT_CHECKPOINT
+        if checkpoint is None:
+            raise UsageError("--checkpoint is required: pass the MODEL_DIR of a training run")
+        if not Path(checkpoint).is_dir():
+            raise UsageError(f"--checkpoint {checkpoint}: no such directory; pass the model directory "
+                             "that mtmoe.train wrote (its MODEL_DIR)")
+    if beam_size < 1 or batch_size < 1 or (max_sentences is not None and max_sentences < 1):
+        raise UsageError("--beam_size, --batch_size and --max_sentences must be positive integers")
+    if spm_model is not None and not Path(spm_model).is_file():
+        raise UsageError(f"--spm_model {spm_model}: no such file; pass the FLORES-200 SentencePiece model "
+                         "(it is never downloaded)")
+    sizes, sizes_note = _resource_sizes(resource_sizes)
+    if bucket_edges is not None:
+        try:
+            edges, edges_note = bucket_lib.BucketEdges.parse(bucket_edges), "from --bucket_edges"
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+    elif data.partition(":")[0] == "embedded":
+        edges = bucket_lib.EMBEDDED_BUCKET_EDGES
+        edges_note = "the default for the embedded corpus: NLLB's edges divided by 1,000"
+    else:
+        edges, edges_note = bucket_lib.NLLB_BUCKET_EDGES, "NLLB's edges"
+    baseline_results = _load_baseline(baseline) if baseline is not None else None
+    try:
+        source = data_sources.open_source(data, split=split, embedded_dir=embedded_dir)
+    except data_sources.DataError as error:
+        raise UsageError(str(error)) from None
+    errors += source.problems
+
+    if translator is None:
+        translator = load_translator(checkpoint, step=step)
+    if output is None:
+        if checkpoint is None:
+            raise UsageError("--output is required when no --checkpoint is given")
+        output = Path(checkpoint) / "per_language_bleu" / f"{source.name}-{split}-step{translator.step}"
+    out_dir = Path(output)
+    run_info = {"checkpoint": str(checkpoint) if checkpoint is not None else None, "step": int(translator.step),
+                "data": data, "split": split, "max_sentences": max_sentences, "beam_size": beam_size}
+
+    wanted = _requested_pairs(pairs, source, translator, errors)
+    done = _previous_results(out_dir, run_info, overwrite=overwrite)
+    test_sets = []
+    for src, tgt in wanted:
+        if f"{src}-{tgt}" in done:
+            continue
+        try:
+            test_set = source.load(src, tgt)
+        except data_sources.DataError as error:
+            errors.append(str(error))
+            continue
+        if max_sentences is not None:
+            test_set = dataclasses.replace(test_set, sources=test_set.sources[:max_sentences],
+                                           references=test_set.references[:max_sentences])
+        test_sets.append(test_set)
+    if not wanted and not done:
+        errors.append(f"no pairs to score: --pairs {pairs!r} names none that both the checkpoint and --data "
+                      f"{data!r} hold")
+
+    results = {**run_info, "resource_sizes": sizes_note, "bucket_edges": edges.to_json(),
+               "bucket_edges_note": edges_note, "pairs": dict(done), "errors": errors}
+    summarise = lambda: _summarise(results, sizes=sizes, edges=edges, baseline=baseline_results,  # noqa: E731
+                                   baseline_path=baseline)
+    progress = Progress(total_pairs=len(test_sets), total_sentences=sum(map(len, test_sets)), stream=stream)
+    for message in errors:
+        progress.message(f"error: {message}")
+    if done:
+        progress.message(f"note: {len(done)} pairs already scored in {out_dir} are kept (--overwrite redoes them)")
+    started = time.monotonic()
+    decoded = []
+    for test_set in test_sets:
+        progress.start_pair(test_set.pair)
+        pair_started = time.monotonic()
+        try:
+            hypotheses = _translate(translator, test_set, beam_size=beam_size, batch_size=batch_size,
+                                    progress=progress)
+            scores = scoring.score_pair(hypotheses, test_set.references, target_lang=test_set.tgt_lang,
+                                        spm_model=str(spm_model) if spm_model is not None else None)
+        except ValueError as error:
+            errors.append(f"{test_set.pair}: {error}" if test_set.pair not in str(error) else str(error))
+            progress.message(f"error: {errors[-1]}")
+            continue
+        report.write_lines(out_dir / "hyps" / f"{test_set.pair}.txt", [scoring.one_line(h) for h in hypotheses])
+        report.write_lines(out_dir / "refs" / f"{test_set.pair}.txt",
+                           [scoring.one_line(r) for r in test_set.references])
+        results["pairs"][test_set.pair] = {"src": test_set.src_lang, "tgt": test_set.tgt_lang, **scores,
+                                           "seconds": round(time.monotonic() - pair_started, 3)}
+        decoded.append(test_set.pair)
+        summarise()
+        report.write_json(out_dir / "results.json", results)  # after every pair: what resuming reads
+        progress.finish_pair()
+    progress.close()
+    seconds = time.monotonic() - started
+    results["seconds"] = round(seconds, 3)
+    summarise()
+    report.write_reports(out_dir, results)
+    if results["pairs"]:
+        plot.plot(results, out_dir / "per_language_bleu.png")
+    return RunResult(results=results, out_dir=out_dir, errors=errors, decoded_pairs=decoded, seconds=seconds)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
+    return value
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="per_language_bleu.py", description=__doc__.split("\n", 1)[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT, required=DEFAULT_CHECKPOINT is None,
+                        help="model directory written by mtmoe.train (MODEL_DIR)")
+    parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
+    parser.add_argument("--data", default="embedded",
+                        help="embedded | embedded:DIR | flores200:DIR | opus100:DIR | tsv:FILE")
+    parser.add_argument("--split", default="test", choices=data_sources.SPLITS)
+    parser.add_argument("--pairs", default="all", help="comma-separated pairs (en-de,de-en,zh-Hans-en) or 'all': "
+                        "every English-centric pair the checkpoint and the data both hold (for tsv: all its pairs)")
+    parser.add_argument("--max_sentences", type=_positive_int, default=None, help="score only the first N per pair")
+    parser.add_argument("--beam_size", type=_positive_int, default=4)
+    parser.add_argument("--batch_size", type=_positive_int, default=32, help="sentences per translate call")
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="results.json of another run: adds the BLEU delta per language (as GShard fig. 6)")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="output folder (default: CHECKPOINT/per_language_bleu/<data>-<split>-step<N>)")
+    parser.add_argument("--overwrite", action="store_true", help="decode pairs already scored in OUT again")
+    parser.add_argument("--bucket_edges", default=None, metavar="HIGH,VERY_LOW",
+                        help="resource buckets: high > HIGH pairs, very low <= VERY_LOW, low between "
+                        f"(default {bucket_lib.EMBEDDED_BUCKET_EDGES.high_above},"
+                        f"{bucket_lib.EMBEDDED_BUCKET_EDGES.very_low_at_most} for --data embedded, "
+                        "else NLLB's 1000000,100000)")
+    parser.add_argument("--resource_sizes", type=Path, default=DEFAULT_RESOURCE_SIZES,
+                        help="training pairs per language: a corpus stats.json or {\"de\": n, ...}")
+    parser.add_argument("--spm_model", type=Path, default=None,
+                        help="FLORES-200 SentencePiece model: adds spBLEU (never downloaded)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        outcome = run(checkpoint=args.checkpoint, step=args.step, data=args.data, split=args.split, pairs=args.pairs,
+                      max_sentences=args.max_sentences, beam_size=args.beam_size, batch_size=args.batch_size,
+                      baseline=args.baseline, output=args.output, overwrite=args.overwrite,
+                      bucket_edges=args.bucket_edges, resource_sizes=args.resource_sizes, spm_model=args.spm_model)
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if outcome.results["pairs"]:
+        print(report.table_markdown(outcome.results))
+    print(f"Wrote {outcome.out_dir}/results.{{json,csv,md}}, per_language_bleu.png, hyps/, refs/ "
+          f"({len(outcome.decoded_pairs)} pairs decoded in {outcome.seconds:.1f}s"
+          f"{', ' + str(len(outcome.errors)) + ' not scored' if outcome.errors else ''})", file=sys.stderr)
+    return outcome.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,355 @@
+"""eval/per_language_bleu.py: scores, outputs, resuming and bad input, on a fake translator.
+
+The fake translator returns the reference, shortened by its last three
+characters for every other sentence, so each pair gets a BLEU score strictly
+between 0 and 100 that the sacrebleu command line can recompute from the
+written hyps/ and refs/ files. The real-checkpoint run at the end uses the
+trainer's `tiny_checkpoint` fixture and is skipped while it does not exist.
+"""
+
+import csv
+import gzip
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from eval import buckets, data_sources, per_language_bleu, report
+from eval.progress import Progress, format_seconds
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).parent / "fixtures" / "eval"
+EMBEDDED = FIXTURES / "embedded"
+STATS = EMBEDDED / "stats.json"
+SACREBLEU_CLI = str(Path(sys.executable).parent / "sacrebleu")
+FIXTURE_LANGS = ["de", "fr", "th", "zh-Hans"]
+
+
+def _reference_table():
+    source = data_sources.open_source("embedded", split="test", embedded_dir=EMBEDDED)
+    table = {}
+    for src, tgt in source.default_pairs(FIXTURE_LANGS):
+        test_set = source.load(src, tgt)
+        table.update({(tgt, s): r for s, r in zip(test_set.sources, test_set.references)})
+    return table
+
+
+REFERENCES = _reference_table()
+
+
+class FakeTranslator:
+    """Translator's interface; records every translate call."""
+
+    def __init__(self, languages=("en", *FIXTURE_LANGS), *, step=3, short_by=3, wrong_count_into=None):
+        self.languages = list(languages)
+        self.source_languages = list(languages)
+        self.step = step
+        self.short_by = short_by
+        self.wrong_count_into = wrong_count_into
+        self.calls = []
+
+    def translate(self, texts, target_lang, *, source_lang=None, beam_size=4, max_length=None):
+        self.calls.append((source_lang, target_lang, len(texts), beam_size))
+        outputs = []
+        for text in texts:
+            reference = REFERENCES.get((target_lang, text), text)
+            outputs.append(reference[:len(reference) - self.short_by] if len(text) % 2 else reference)
+        return outputs[:-1] if target_lang == self.wrong_count_into else outputs
+
+
+def run(tmp_path, translator=None, **kwargs):
+    kwargs.setdefault("output", tmp_path / "out")
+    kwargs.setdefault("embedded_dir", EMBEDDED)
+    kwargs.setdefault("resource_sizes", STATS)
+    return per_language_bleu.run(translator=translator or FakeTranslator(), **kwargs)
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    """All 8 fixture pairs scored once; tests below read its files."""
+    tmp_path = tmp_path_factory.mktemp("full")
+    translator = FakeTranslator()
+    return run(tmp_path, translator, batch_size=3), translator
+
+
+def sacrebleu_cli(out_dir, pair, tokenize):
+    output = subprocess.run(
+        [SACREBLEU_CLI, str(out_dir / "refs" / f"{pair}.txt"), "-i", str(out_dir / "hyps" / f"{pair}.txt"),
+         "-b", "-m", "bleu", "chrf", "--chrf-word-order", "2", "--tokenize", tokenize, "-w", "6"],
+        check=True, capture_output=True, text=True)
+    return json.loads(output.stdout)
+
+
+def test_scores_equal_the_sacrebleu_command_line_on_the_written_files(full_run):
+    outcome, _ = full_run
+    results = json.loads((outcome.out_dir / "results.json").read_text(encoding="utf-8"))
+    assert sorted(results["pairs"]) == sorted(["en-de", "de-en", "en-fr", "fr-en", "en-th", "th-en",
+                                               "en-zh-Hans", "zh-Hans-en"])
+    tokenizers = set()
+    for pair, entry in results["pairs"].items():
+        tokenize = entry["bleu_signature"].split("tok:")[1].split("|")[0]
+        tokenizers.add(tokenize)
+        bleu, chrf = sacrebleu_cli(outcome.out_dir, pair, tokenize)
+        assert 0 < entry["bleu"] < 100, pair
+        assert entry["bleu"] == pytest.approx(bleu, abs=1e-5), pair
+        assert entry["chrf"] == pytest.approx(chrf, abs=1e-5), pair
+    assert tokenizers == {"13a", "char", "zh"}
+
+
+def test_outputs_exist_and_parse(full_run):
+    outcome, translator = full_run
+    out = outcome.out_dir
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert results["step"] == 3 and results["beam_size"] == 4 and results["split"] == "test"
+    for pair, entry in results["pairs"].items():
+        assert {"bleu", "chrf", "n", "bleu_signature", "chrf_signature"} <= set(entry)
+        hyps = report.read_lines(out / "hyps" / f"{pair}.txt")
+        refs = report.read_lines(out / "refs" / f"{pair}.txt")
+        assert len(hyps) == len(refs) == entry["n"]
+    assert results["pairs"]["en-de"]["n"] == 8 and results["pairs"]["th-en"]["n"] == 6
+    assert all(n <= 3 for _, _, n, _ in translator.calls)  # --batch_size 3
+    with open(out / "results.csv", encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {row["pair"] for row in rows} == set(results["pairs"])
+    assert {row["pair"]: float(row["bleu"]) for row in rows}["en-fr"] == pytest.approx(
+        results["pairs"]["en-fr"]["bleu"])
+    markdown = (out / "results.md").read_text(encoding="utf-8")
+    # Sorted by training size: de 2400, fr 1800, th 350, zh-Hans 60.
+    order = [markdown.index(f"\n| {lang} |") for lang in ("de", "fr", "th", "zh-Hans")]
+    assert order == sorted(order)
+    assert "high: more than 1,000 training pairs" in markdown and "very low: at most 100" in markdown
+    assert "English→X" in markdown and "X→English" in markdown
+    assert (out / "per_language_bleu.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_averages_and_buckets_by_hand(full_run):
+    results = full_run[0].results
+    pairs = results["pairs"]
+    assert [results["languages"][lang]["bucket"] for lang in FIXTURE_LANGS] == ["high", "high", "low", "very_low"]
+    into = [pairs[f"en-{lang}"]["bleu"] for lang in FIXTURE_LANGS]
+    assert results["averages"]["en-xx"]["bleu"] == pytest.approx(sum(into) / 4)
+    assert results["averages"]["en-xx"]["pairs"] == 4
+    high = [pairs[p]["chrf"] for p in ("en-de", "de-en", "en-fr", "fr-en")]
+    assert results["averages"]["buckets"]["high"]["both"]["chrf"] == pytest.approx(sum(high) / 4)
+    assert results["averages"]["buckets"]["very_low"]["xx-en"]["bleu"] == pytest.approx(pairs["zh-Hans-en"]["bleu"])
+
+
+def test_a_second_run_decodes_nothing_and_an_interrupted_one_resumes(tmp_path):
+    first = run(tmp_path, pairs="en-de,de-en,en-th")
+    assert first.decoded_pairs == ["en-de", "de-en", "en-th"]
+    again = FakeTranslator()
+    second = run(tmp_path, again, pairs="en-de,de-en,en-th")
+    assert again.calls == [] and second.decoded_pairs == []
+    assert second.results["pairs"] == first.results["pairs"]
+
+    # An interruption after two pairs: results.json lacks the third, which alone is decoded.
+    path = tmp_path / "out" / "results.json"
+    results = json.loads(path.read_text(encoding="utf-8"))
+    del results["pairs"]["en-th"]
+    path.write_text(json.dumps(results), encoding="utf-8")
+    resumed = FakeTranslator()
+    third = run(tmp_path, resumed, pairs="en-de,de-en,en-th")
+    assert third.decoded_pairs == ["en-th"] and {call[1] for call in resumed.calls} == {"th"}
+
+    redo = FakeTranslator()
+    assert run(tmp_path, redo, pairs="en-de", overwrite=True).decoded_pairs == ["en-de"]
+    assert sorted(json.loads(path.read_text(encoding="utf-8"))["pairs"]) == ["en-de"]
+    assert not (tmp_path / "out" / "hyps" / "en-th.txt").exists()
+
+
+def test_resuming_with_other_settings_is_refused(tmp_path):
+    run(tmp_path, pairs="en-de")
+    with pytest.raises(per_language_bleu.UsageError, match="beam_size 4.*beam_size 2.*--overwrite"):
+        run(tmp_path, pairs="en-de", beam_size=2)
+
+
+def _one_line(message):
+    assert "\n" not in message and len(message) < 400, message
+    return message
+
+
+def test_pairs_not_trained_and_unknown_codes_are_reported_and_the_rest_scored(tmp_path):
+    translator = FakeTranslator(languages=("en", "de", "fr"))
+    outcome = run(tmp_path, translator, pairs="en-de,en-th,th-en,en-xq,en-fr")
+    assert sorted(outcome.results["pairs"]) == ["en-de", "en-fr"]
+    assert outcome.exit_code == 1
+    errors = [_one_line(e) for e in outcome.errors]
+    assert any("en-th" in e and "not trained to translate into 'th'" in e for e in errors)
+    assert any("th-en" in e and "not trained to translate from 'th'" in e for e in errors)
+    assert any("en-xq" in e and "unknown language code 'xq'" in e for e in errors)
+    assert len(errors) == 3
+    assert (tmp_path / "out" / "results.json").is_file()
+
+
+def test_mismatched_hypothesis_count_is_reported_and_the_rest_scored(tmp_path):
+    outcome = run(tmp_path, FakeTranslator(wrong_count_into="fr"), pairs="en-de,en-fr,fr-en")
+    assert sorted(outcome.results["pairs"]) == ["en-de", "fr-en"]
+    (error,) = outcome.errors
+    assert "en-fr" in _one_line(error) and "returned 7 hypotheses for 8 sentences" in error
+    assert not (tmp_path / "out" / "hyps" / "en-fr.txt").exists()
+
+
+def _gzip(path, text):
+    with gzip.open(path, "wt", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+def test_empty_test_set_and_line_without_tab_in_the_embedded_corpus(tmp_path):
+    embedded = tmp_path / "embedded"
+    shutil.copytree(EMBEDDED, embedded)
+    _gzip(embedded / "test" / "en-is.tsv.gz", "")
+    _gzip(embedded / "test" / "en-sv.tsv.gz", "Open\tÖppna\nSave Spara\n")
+    translator = FakeTranslator(languages=("en", "de", "is", "sv"))
+    outcome = run(tmp_path, translator, embedded_dir=embedded)
+    assert sorted(outcome.results["pairs"]) == ["de-en", "en-de"]
+    errors = [_one_line(e) for e in outcome.errors]
+    assert sum("en-is.tsv.gz" in e and "is empty" in e for e in errors) == 2  # en-is and is-en
+    assert sum("en-sv.tsv.gz line 2: no tab" in e for e in errors) == 2
+
+
+def test_tsv_with_a_missing_column_stops_with_one_line(tmp_path):
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("src_lang\ttgt_lang\tsrc\nen\tde\tOpen\n", encoding="utf-8")
+    with pytest.raises(per_language_bleu.UsageError, match="lacks column 'tgt'") as error:
+        run(tmp_path, data=f"tsv:{bad}")
+    _one_line(str(error.value))
+
+
+def test_tsv_lines_without_a_tab_are_reported_and_valid_pairs_scored(tmp_path):
+    tsv = tmp_path / "pairs.tsv"
+    lines = (FIXTURES / "pairs.tsv").read_text(encoding="utf-8").splitlines()
+    lines.insert(3, "a line without any tab")
+    lines.append("fr\ten\tOnly three columns")  # known pair, broken line: fr-en must not be scored short
+    tsv.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    outcome = run(tmp_path, data=f"tsv:{tsv}")
+    assert sorted(outcome.results["pairs"]) == ["en-de"]
+    assert outcome.results["pairs"]["en-de"]["n"] == 5
+    errors = [_one_line(e) for e in outcome.errors]
+    assert any("line 4: no tab" in e for e in errors)
+    assert any("line 12: 3 columns" in e for e in errors) and any("fr-en has malformed lines (12)" in e for e in errors)
+
+
+def test_not_a_checkpoint_directory(tmp_path, capsys):
+    code = per_language_bleu.main(["--checkpoint", str(tmp_path / "missing"), "--output", str(tmp_path / "out")])
+    assert code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: --checkpoint") and "no such directory" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_empty_directory_is_not_a_checkpoint(tmp_path):
+    pytest.importorskip("mtmoe.translate", reason="Translator (trainer helper) not there yet")
+    with pytest.raises(per_language_bleu.UsageError, match="not a usable checkpoint") as error:
+        per_language_bleu.load_translator(tmp_path, step=None)
+    _one_line(str(error.value))
+
+
+def test_baseline_adds_deltas(tmp_path, full_run):
+    baseline = full_run[0].out_dir / "results.json"
+    outcome = run(tmp_path, FakeTranslator(short_by=0), baseline=baseline)
+    deltas = outcome.results["baseline"]["delta_bleu"]
+    base = json.loads(baseline.read_text(encoding="utf-8"))["pairs"]
+    assert deltas["en-de"] == pytest.approx(100.0 - base["en-de"]["bleu"])
+    assert all(delta > 0 for delta in deltas.values()) and len(deltas) == 8
+    assert "Δ en→X BLEU" in (tmp_path / "out" / "results.md").read_text(encoding="utf-8")
+    with pytest.raises(per_language_bleu.UsageError, match="--baseline"):
+        run(tmp_path, baseline=tmp_path / "absent.json")
+
+
+@pytest.mark.parametrize("spec", [f"flores200:{FIXTURES / 'flores200_dataset'}", f"flores200:{FIXTURES}",
+                                  f"opus100:{FIXTURES / 'opus-100-corpus'}", "embedded"])
+def test_every_reader_gives_the_same_test_sets(spec):
+    source = data_sources.open_source(spec, split="test", embedded_dir=EMBEDDED)
+    assert source.default_pairs(["de", "fr", "xh"]) == [("en", "de"), ("de", "en"), ("en", "fr"), ("fr", "en")]
+    de_en = source.load("de", "en")
+    assert de_en.sources[0] == "Die Datei wurde nicht gefunden." and de_en.references[0] == "The file could not be found."
+    assert len(de_en) == 8 and len(source.load("en", "fr")) == 8
+
+
+def test_multiway_pairs_without_english():
+    source = data_sources.open_source("embedded", split="test", embedded_dir=EMBEDDED)
+    de_th = source.load("de", "th")
+    assert len(de_th) == 6 and de_th.references[0] == "ไม่พบแฟ้ม"
+    with pytest.raises(data_sources.DataError, match="multi-way"):
+        data_sources.open_source("embedded", split="dev", embedded_dir=EMBEDDED).load("de", "th")
+
+
+@pytest.mark.parametrize("spec,message", [
+    ("nonsense", "use embedded, flores200:DIR"), ("flores200:", "give the location"),
+    ("opus100:/nonexistent", "no OPUS-100 folder"), ("tsv:/nonexistent.tsv", "not a file"),
+])
+def test_bad_data_values(spec, message):
+    with pytest.raises(data_sources.DataError, match=message):
+        data_sources.open_source(spec, split="test")
+
+
+@pytest.mark.parametrize("pair,expected", [("en-de", ("en", "de")), ("zh-Hans-en", ("zh-Hans", "en")),
+                                           ("en-pt-BR", ("en", "pt-BR")), ("sr-Latn-zh-Hant", ("sr-Latn", "zh-Hant")),
+                                           ("ca-valencia-en", ("ca-valencia", "en"))])
+def test_split_pair(pair, expected):
+    assert buckets.split_pair(pair) == expected
+
+
+def test_bucket_edges():
+    edges = buckets.BucketEdges.parse("1000000,100000")
+    assert [edges.bucket(n) for n in (1_000_001, 1_000_000, 100_001, 100_000, None)] == [
+        "high", "low", "low", "very_low", "unknown"]
+    for text in ("10,100", "abc", "5"):
+        with pytest.raises(ValueError, match="HIGH,VERY_LOW"):
+            buckets.BucketEdges.parse(text)
+
+
+def test_progress_line_counts_rate_and_eta():
+    now = [0.0]
+    progress = Progress(total_pairs=4, total_sentences=100, stream=open(os.devnull, "w"), clock=lambda: now[0])
+    progress.start_pair("en-de")
+    now[0] = 10.0
+    progress.advance(25)
+    progress.finish_pair()
+    line = progress.line()
+    assert "1/4 pairs" in line and "25/100 sentences" in line and "2.5 sent/s" in line and "ETA 30s" in line
+    assert format_seconds(75) == "1m15s" and format_seconds(3725) == "1h02m"
+
+
+def test_the_script_imports_neither_tensorflow_nor_seqio(tmp_path):
+    code = (
+        "import sys, runpy\n"
+        "sys.argv = ['per_language_bleu.py', '--checkpoint', sys.argv[1], '--output', sys.argv[2]]\n"
+        "try:\n"
+        "    runpy.run_path('eval/per_language_bleu.py', run_name='__main__')\n"
+        "except SystemExit as exit:\n"
+        "    assert exit.code == 2, exit.code\n"
+        "heavy = [m for m in ('tensorflow', 'seqio') if m in sys.modules]\n"
+        "assert not heavy, heavy\n")
+    completed = subprocess.run([sys.executable, "-c", code, str(tmp_path / "none"), str(tmp_path / "out")],
+                               cwd=REPO, capture_output=True, text=True, check=False)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stderr.strip().startswith("error: --checkpoint")
+
+
+def test_real_tiny_checkpoint_two_pairs(request, tmp_path, capsys):
+    try:
+        checkpoint = request.getfixturevalue("tiny_checkpoint")
+    except pytest.FixtureLookupError:
+        pytest.skip("tests/conftest.py has no tiny_checkpoint fixture yet (trainer helper)")
+    from mtmoe.translate import Translator  # pylint: disable=import-outside-toplevel
+
+    translator = Translator.from_checkpoint(str(checkpoint))
+    lang = next(code for code in translator.languages if code != "en" and code in translator.source_languages)
+    tsv = tmp_path / "test.tsv"
+    rows = [("en", lang, "Click OK to continue.", "OK"), (lang, "en", "OK", "Click OK to continue."),
+            ("en", lang, "The file could not be found.", "Datei"), (lang, "en", "Datei", "The file could not be found.")]
+    tsv.write_text("src_lang\ttgt_lang\tsrc\ttgt\n" + "".join("\t".join(r) + "\n" for r in rows), encoding="utf-8")
+    code = per_language_bleu.main(["--checkpoint", str(checkpoint), "--data", f"tsv:{tsv}", "--pairs",
+                                   f"en-{lang},{lang}-en", "--max_sentences", "2", "--beam_size", "2",
+                                   "--output", str(tmp_path / "out")])
+    assert code == 0, capsys.readouterr().err
+    results = json.loads((tmp_path / "out" / "results.json").read_text(encoding="utf-8"))
+    assert sorted(results["pairs"]) == sorted([f"en-{lang}", f"{lang}-en"])
+    assert results["step"] == translator.step
+    assert all(entry["n"] == 2 for entry in results["pairs"].values())
+    assert "| group |" in capsys.readouterr().out
