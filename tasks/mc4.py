@@ -173,3 +173,7 @@ def register_all(*, temperature: float = translation.DEFAULT_TEMPERATURE) -> Non
   if "translate_all" in seqio.MixtureRegistry.names():
     translation.register_mixture("pretrain_and_translate", [
         ("embedded_span_corruption", PRETRAIN_SHARE), ("translate_all", 1.0 - PRETRAIN_SHARE)])
+
+
+import tasks as _tasks  # noqa: E402  (see tasks/__init__.py: registration waits for this module)
+_tasks._register_when_ready(__name__)

@@ -213,3 +213,7 @@ class TextSource(seqio.DataSource):
   @property
   def supports_arbitrary_sharding(self) -> bool:
     return False
+
+
+import tasks as _tasks  # noqa: E402  (see tasks/__init__.py: registration waits for this module)
+_tasks._register_when_ready(__name__)

@@ -433,3 +433,7 @@ def register_all(*, temperature: float = DEFAULT_TEMPERATURE) -> None:
   pairs = register_embedded_tasks(root=EMBEDDED_DIR)
   register_translation_mixtures(pairs=pairs, counts={lang: stats[lang]["train"] for lang in pairs},
                                 temperature=temperature)
+
+
+import tasks as _tasks  # noqa: E402  (see tasks/__init__.py: registration waits for this module)
+_tasks._register_when_ready(__name__)
