@@ -128,14 +128,15 @@ class EmbeddedSource(Source):
         self.directory, self.split, self.spec = Path(directory), split, spec
         self.split_dir = self.directory / split
         if not self.split_dir.is_dir():
-            raise DataError(f"{self.split_dir} is missing: build the embedded corpus (see data/README.md) "
-                            "or pass --data flores200:DIR, opus100:DIR or tsv:FILE")
+            raise DataError(f"{self.split_dir} is missing: build the embedded corpus with "
+                            "`python -m tasks.build_corpus` or pass --data flores200:DIR, opus100:DIR or tsv:FILE")
         self.files = {}
         for path in sorted(self.split_dir.glob("en-*.tsv*")):
             if path.name.endswith((".tsv", ".tsv.gz")):
                 self.files[path.name.split(".tsv")[0][len("en-"):]] = path
         if not self.files:
-            raise DataError(f"{self.split_dir} holds no en-<lang>.tsv.gz files: rebuild the embedded corpus")
+            raise DataError(f"{self.split_dir} holds no en-<lang>.tsv.gz files: rebuild the embedded corpus "
+                            "with `python -m tasks.build_corpus`")
 
     def default_pairs(self, languages):
         return _english_pairs(set(languages) & set(self.files))

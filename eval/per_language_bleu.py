@@ -46,9 +46,11 @@ from eval import data_sources, languages, plot, report
 from eval.progress import Progress
 from mtmoe import scoring
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-# The checkpoint scored when --checkpoint is left out (the demo run's model), None: required.
-DEFAULT_CHECKPOINT: Path | None = None
+REPO_ROOT = data_sources.REPO_ROOT
+
+# The checkpoint scored when --checkpoint is left out: the model `make demo` trains
+# (Makefile DEMO_DIR). Set to None to make --checkpoint required.
+DEFAULT_CHECKPOINT: Path | None = REPO_ROOT / "runs" / "demo"
 DEFAULT_RESOURCE_SIZES = data_sources.DEFAULT_EMBEDDED_DIR / "stats.json"
 RUN_KEYS = ("step", "data", "split", "max_sentences", "beam_size")  # results in OUT must match these to resume
 
@@ -86,6 +88,17 @@ def load_translator(checkpoint: Path, *, step: int | None):
                          "MODEL_DIR of a training run" + (" and a saved --step" if step is not None else ""))
 
 
+def _trained(translator, src: str, tgt: str) -> bool:
+    """Whether the checkpoint was trained on src->tgt: its `language_pairs` when it lists them,
+    else its source and target languages (a translator that lists neither accepts every pair)."""
+    pairs = getattr(translator, "language_pairs", None)
+    if pairs:
+        return (src, tgt) in {tuple(pair) for pair in pairs}
+    if not translator.languages and not translator.source_languages:
+        return True
+    return src in translator.source_languages and tgt in translator.languages
+
+
 def _check_pair(pair: str, translator) -> tuple[str, str]:
     """(src, tgt) of a --pairs entry; ValueError (one line) when it cannot be scored."""
     src, tgt = bucket_lib.split_pair(pair)
@@ -96,12 +109,17 @@ def _check_pair(pair: str, translator) -> tuple[str, str]:
             raise ValueError(f"pair {pair}: {error}") from None
     if src == tgt:
         raise ValueError(f"pair {pair}: source and target are the same language")
-    if src not in translator.source_languages:
-        raise ValueError(f"pair {pair}: the checkpoint was not trained to translate from {src!r} "
-                         f"({len(translator.source_languages)} source languages: {_some(translator.source_languages)})")
-    if tgt not in translator.languages:
-        raise ValueError(f"pair {pair}: the checkpoint was not trained to translate into {tgt!r} "
-                         f"({len(translator.languages)} target languages: {_some(translator.languages)})")
+    if not _trained(translator, src, tgt):
+        if src not in translator.source_languages:
+            why = f"to translate from {src!r} ({len(translator.source_languages)} source languages: " \
+                  f"{_some(translator.source_languages)})"
+        elif tgt not in translator.languages:
+            why = f"to translate into {tgt!r} ({len(translator.languages)} target languages: " \
+                  f"{_some(translator.languages)})"
+        else:
+            why = f"on {pair} (only on {len(translator.language_pairs)} pairs: " \
+                  f"{_some(['-'.join(p) for p in translator.language_pairs])})"
+        raise ValueError(f"pair {pair}: the checkpoint was not trained {why}; leave the pair out")
     return src, tgt
 
 
@@ -112,9 +130,8 @@ def _some(codes: Sequence[str], limit: int = 12) -> str:
 
 def _requested_pairs(spec: str, source: data_sources.Source, translator, errors: list[str]) -> list[tuple[str, str]]:
     if spec == "all":
-        known = set(translator.languages) & set(translator.source_languages)
-        return [(s, t) for s, t in source.default_pairs(known)
-                if s in translator.source_languages and t in translator.languages]
+        known = set(translator.languages) | set(translator.source_languages)
+        return [(s, t) for s, t in source.default_pairs(known) if _trained(translator, s, t)]
     pairs = []
     for pair in dict.fromkeys(p.strip() for p in spec.split(",") if p.strip()):
         try:
@@ -234,7 +251,8 @@ def run(*, checkpoint: Path | None = None, translator: Any = None, step: int | N
         if checkpoint is None:
             raise UsageError("--checkpoint is required: pass the MODEL_DIR of a training run")
         if not Path(checkpoint).is_dir():
-            raise UsageError(f"--checkpoint {checkpoint}: no such directory; pass the model directory "
+            hint = " (the default: train it with `make demo`)" if checkpoint == DEFAULT_CHECKPOINT else ""
+            raise UsageError(f"--checkpoint {checkpoint}: no such directory{hint}; pass the model directory "
                              "that mtmoe.train wrote (its MODEL_DIR)")
     if beam_size < 1 or batch_size < 1 or (max_sentences is not None and max_sentences < 1):
         raise UsageError("--beam_size, --batch_size and --max_sentences must be positive integers")
@@ -284,9 +302,9 @@ def run(*, checkpoint: Path | None = None, translator: Any = None, step: int | N
             test_set = dataclasses.replace(test_set, sources=test_set.sources[:max_sentences],
                                            references=test_set.references[:max_sentences])
         test_sets.append(test_set)
-    if not wanted and not done:
-        errors.append(f"no pairs to score: --pairs {pairs!r} names none that both the checkpoint and --data "
-                      f"{data!r} hold")
+    if not wanted and not done and pairs == "all":
+        errors.append(f"no pairs to score: the checkpoint and --data {data!r} share no language pair; "
+                      "pass --data with the languages it was trained on")
 
     results = {**run_info, "resource_sizes": sizes_note, "bucket_edges": edges.to_json(),
                "bucket_edges_note": edges_note, "pairs": dict(done), "errors": errors}

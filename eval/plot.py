@@ -18,6 +18,16 @@ COLORS = {"en-xx": "#1f77b4", "xx-en": "#ff7f0e"}
 LABELS = {"en-xx": "English→X", "xx-en": "X→English"}
 
 
+def _compact(size: int | None) -> str:
+    """2400 -> "2.4k", 1_200_000 -> "1.2M", None -> "?"."""
+    if size is None:
+        return "?"
+    for divisor, suffix in ((1_000_000, "M"), (1_000, "k")):
+        if size >= divisor:
+            return f"{size / divisor:.3g}{suffix}"
+    return str(size)
+
+
 def plot(results: Mapping, path: Path) -> None:
     """Writes the figure for `results` (the results.json object) to `path`."""
     import matplotlib  # pylint: disable=import-outside-toplevel
@@ -56,9 +66,18 @@ def plot(results: Mapping, path: Path) -> None:
         ax.set_ylabel("Δ BLEU vs baseline")
         ax.legend(loc="upper right")
         ax.grid(axis="y", alpha=0.3)
+    info = results.get("languages", {})
+    # Dashed lines where the resource bucket changes (high | low | very low).
+    bucket_of = [info.get(lang, {}).get("bucket", "unknown") for lang in langs]
+    for x in range(1, len(langs)):
+        if bucket_of[x] != bucket_of[x - 1]:
+            for row in axes:
+                row[0].axvline(x - 0.5, color="gray", linestyle="--", linewidth=0.8)
     bottom = axes[-1][0]
     bottom.set_xticks(list(positions))
-    bottom.set_xticklabels(langs, rotation=90, fontsize=7)
+    labels = [f"{lang} ({_compact(info.get(lang, {}).get('resource_size'))})" for lang in langs]
+    bottom.set_xticklabels(labels, rotation=90, fontsize=7)
+    bottom.set_xlabel("language (training pairs); dashed lines separate resource buckets")
     bottom.set_xlim(-0.7, max(len(langs) - 0.3, 0.7))
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -147,7 +147,7 @@ def markdown(results: Mapping) -> str:
     """results.md: what was scored and how, the table, the averages, signatures and errors."""
     limit = results.get("max_sentences")
     edges = bucket_lib.BucketEdges(**results["bucket_edges"])
-    text = f"# Per-language BLEU: {results['checkpoint']} (step {results['step']})\n\n"
+    text = f"# Per-language BLEU: {results['checkpoint'] or 'a given translator'} (step {results['step']})\n\n"
     text += (f"- Data: `{results['data']}`, {results['split']} split, "
              f"{'all sentences' if limit is None else f'first {limit} sentences'} per pair; "
              f"beam size {results['beam_size']}.\n")

@@ -185,6 +185,24 @@ def test_pairs_not_trained_and_unknown_codes_are_reported_and_the_rest_scored(tm
     assert (tmp_path / "out" / "results.json").is_file()
 
 
+def test_only_the_trained_directions_count_when_the_checkpoint_lists_them(tmp_path):
+    translator = FakeTranslator(languages=("en", "de", "fr"))
+    translator.language_pairs = [("en", "de"), ("de", "en"), ("en", "fr")]
+    outcome = run(tmp_path, translator)
+    assert sorted(outcome.results["pairs"]) == ["de-en", "en-de", "en-fr"] and outcome.errors == []
+    refused = run(tmp_path, translator, pairs="fr-en", output=tmp_path / "other")
+    (error,) = refused.errors
+    assert "pair fr-en: the checkpoint was not trained on fr-en" in _one_line(error)
+
+
+def test_a_checkpoint_sharing_no_pair_with_the_data(tmp_path):
+    outcome = run(tmp_path, FakeTranslator(languages=("en", "xh")))
+    assert outcome.results["pairs"] == {} and outcome.exit_code == 1
+    (error,) = outcome.errors
+    assert "share no language pair" in _one_line(error)
+    assert json.loads((tmp_path / "out" / "results.json").read_text(encoding="utf-8"))["pairs"] == {}
+
+
 def test_mismatched_hypothesis_count_is_reported_and_the_rest_scored(tmp_path):
     outcome = run(tmp_path, FakeTranslator(wrong_count_into="fr"), pairs="en-de,en-fr,fr-en")
     assert sorted(outcome.results["pairs"]) == ["en-de", "fr-en"]
