@@ -31,7 +31,7 @@ class BucketEdges:
 
     def __post_init__(self):
         if not 0 <= self.very_low_at_most < self.high_above:
-            raise ValueError(f"bucket edges {self.high_above},{self.very_low_at_most}: give HIGH,VERY_LOW "
+            raise ValueError(f"--bucket_edges {self.high_above},{self.very_low_at_most}: give HIGH,VERY_LOW "
                              "with HIGH > VERY_LOW >= 0 (e.g. 1000000,100000 as NLLB)")
 
     @classmethod

@@ -153,10 +153,11 @@ def _load_baseline(path: Path) -> dict:
     return baseline
 
 
-def _resource_sizes(path: Path | None) -> tuple[dict[str, int], str]:
+def _resource_sizes(path: Path | None, *, required: bool) -> tuple[dict[str, int], str]:
+    """({lang: training pairs}, where they came from); a missing default file means unknown sizes."""
     if path is None:
         return {}, "none given"
-    if Path(path) == DEFAULT_RESOURCE_SIZES and not Path(path).is_file():
+    if not required and not Path(path).is_file():
         return {}, f"{path} missing: sizes unknown"
     try:
         return bucket_lib.load_resource_sizes(path), str(path)
@@ -259,7 +260,6 @@ def run(*, checkpoint: Path | None = None, translator: Any = None, step: int | N
     if spm_model is not None and not Path(spm_model).is_file():
         raise UsageError(f"--spm_model {spm_model}: no such file; pass the FLORES-200 SentencePiece model "
                          "(it is never downloaded)")
-    sizes, sizes_note = _resource_sizes(resource_sizes)
     if bucket_edges is not None:
         try:
             edges, edges_note = bucket_lib.BucketEdges.parse(bucket_edges), "from --bucket_edges"
@@ -276,6 +276,10 @@ def run(*, checkpoint: Path | None = None, translator: Any = None, step: int | N
     except data_sources.DataError as error:
         raise UsageError(str(error)) from None
     errors += source.problems
+    given = resource_sizes != DEFAULT_RESOURCE_SIZES
+    if not given and isinstance(source, data_sources.EmbeddedSource):
+        resource_sizes = source.directory / "stats.json"  # --data embedded:DIR brings its own sizes
+    sizes, sizes_note = _resource_sizes(resource_sizes, required=given)
 
     if translator is None:
         translator = load_translator(checkpoint, step=step)

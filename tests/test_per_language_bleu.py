@@ -24,7 +24,6 @@ from eval.progress import Progress, format_seconds
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures" / "eval"
 EMBEDDED = FIXTURES / "embedded"
-STATS = EMBEDDED / "stats.json"
 SACREBLEU_CLI = str(Path(sys.executable).parent / "sacrebleu")
 FIXTURE_LANGS = ["de", "fr", "th", "zh-Hans"]
 
@@ -64,7 +63,6 @@ class FakeTranslator:
 def run(tmp_path, translator=None, **kwargs):
     kwargs.setdefault("output", tmp_path / "out")
     kwargs.setdefault("embedded_dir", EMBEDDED)
-    kwargs.setdefault("resource_sizes", STATS)
     return per_language_bleu.run(translator=translator or FakeTranslator(), **kwargs)
 
 
@@ -319,6 +317,21 @@ def test_bucket_edges():
     for text in ("10,100", "abc", "5"):
         with pytest.raises(ValueError, match="HIGH,VERY_LOW"):
             buckets.BucketEdges.parse(text)
+
+
+def test_resource_sizes_from_a_plain_file_and_nllb_edges(tmp_path):
+    sizes = tmp_path / "sizes.json"
+    sizes.write_text(json.dumps({"de": 2_000_000, "fr": 50_000}), encoding="utf-8")
+    outcome = run(tmp_path, pairs="en-de,en-fr,en-th", resource_sizes=sizes, bucket_edges="1000000,100000")
+    assert {lang: info["bucket"] for lang, info in outcome.results["languages"].items()} == {
+        "de": "high", "fr": "very_low", "th": "unknown"}
+    markdown = (tmp_path / "out" / "results.md").read_text(encoding="utf-8")
+    assert "high: more than 1,000,000 training pairs" in markdown and "| th | Thai | ? |" in markdown
+    assert markdown.index("| de |") < markdown.index("| fr |") < markdown.index("| th |")
+    with pytest.raises(per_language_bleu.UsageError, match="--resource_sizes .*no such file"):
+        run(tmp_path, resource_sizes=tmp_path / "absent.json")
+    with pytest.raises(per_language_bleu.UsageError, match="--bucket_edges"):
+        run(tmp_path, bucket_edges="100,1000")
 
 
 def test_progress_line_counts_rate_and_eta():
