@@ -46,6 +46,11 @@ def rsqrt_schedule(*, base_learning_rate: float = 1.0, warmup_steps: int = 10_00
     return schedule
 
 
+def constant_schedule(*, value: float) -> Schedule:
+    """A constant learning rate (T5X's fine-tuning default: 1e-3 with Adafactor)."""
+    return lambda step: jnp.full((), value, jnp.float32)
+
+
 def adafactor(*, learning_rate: Schedule | float, decay_rate: float = 0.8,
               clipping_threshold: float | None = 1.0, multiply_by_parameter_scale: bool = True,
               min_dim_size_to_factor: int = 128, weight_decay_rate: float | None = None,

@@ -81,11 +81,37 @@ def get_mixture_or_task(name: str):
         raise UsageError(f"unknown task or mixture {name!r} (MIXTURE_OR_TASK_NAME); {hint}") from None
 
 
-def translation_pairs(name: str) -> list[tuple[str, str]]:
-    """(source, target) language codes of the translation tasks in a mixture or task."""
+def translation_pairs(name: str) -> list[tuple[str, tuple[str, str]]]:
+    """(task name, (source, target)) of the translation tasks in a mixture or task."""
     provider = get_mixture_or_task(name)
     task_names = [t.name for t in getattr(provider, "tasks", [provider])]
-    return [pair for pair in (pair_from_task_name(n) for n in task_names) if pair is not None]
+    return [(n, pair) for n, pair in ((n, pair_from_task_name(n)) for n in task_names) if pair is not None]
+
+
+def _pair_examples(task_name: str, *, split: str, lengths: Mapping[str, int], limit: int):
+    """(source token ids as the task makes them, reference texts) of a task's first `limit` examples."""
+    import seqio
+
+    dataset = seqio.get_mixture_or_task(task_name).get_dataset(
+        sequence_length=dict(lengths), split=split, shuffle=False, num_epochs=1)
+    sources, references = [], []
+    for example in dataset.take(limit).as_numpy_iterator():
+        sources.append([int(t) for t in example["inputs"]])
+        references.append(example["targets_pretokenized"].decode("utf-8"))
+    return sources, references
+
+
+def _pad_batches(rows: list[dict], *, batch_size: int) -> list[dict[str, np.ndarray]]:
+    """Stack single examples into batches; the last one is filled with all-padding rows (weight 0)."""
+    batches = []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start:start + batch_size]
+        batch = {k: np.stack([r[k] for r in chunk]) for k in chunk[0]}
+        missing = batch_size - len(chunk)
+        if missing:
+            batch = {k: np.concatenate([v, np.zeros((missing,) + v.shape[1:], v.dtype)]) for k, v in batch.items()}
+        batches.append(batch)
+    return batches
 
 
 def pair_from_task_name(task_name: str) -> tuple[str, str] | None:
@@ -141,33 +167,6 @@ class BatchIterator:
         batch = next(self._iterator)
         self.batches_consumed += 1
         return batch
-
-
-def read_pair_texts(*, source: str, target: str, split: str, limit: int) -> tuple[list[str], list[str]]:
-    """First `limit` (source, reference) sentences of an embedded-corpus pair.
-
-    The corpus stores English <TAB> other language in data/embedded/<split>/en-<lang>.tsv.gz;
-    seqio's split "validation" is the corpus's "dev"."""
-    import gzip
-
-    split = {"validation": "dev"}.get(split, split)
-    if "en" not in (source, target):
-        raise ValueError(f"the embedded corpus pairs every language with English, not {source}-{target}")
-    other = target if source == "en" else source
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "embedded", split,
-                        f"en-{other}.tsv.gz")
-    sources, references = [], []
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        for line in f:
-            cells = line.rstrip("\n").split("\t")
-            if len(cells) != 2:
-                continue
-            english, foreign = cells
-            sources.append(english if source == "en" else foreign)
-            references.append(foreign if source == "en" else english)
-            if len(sources) >= limit:
-                break
-    return sources, references
 
 
 def vocabulary_of(mixture_or_task_name: str):
@@ -360,7 +359,11 @@ def train(*, model_dir: str, model, mixture_or_task_name: str, task_feature_leng
     if init_mode not in ("params", "upcycle", "student"):
         raise UsageError(f"init_mode={init_mode!r} is unknown; use 'params', 'upcycle' or 'student'")
     try:
-        mesh = partitioning.make_mesh(data=data_parallelism, expert=expert_parallelism, model=model_parallelism)
+        devices = None
+        if data_parallelism is not None:  # an explicit mesh may use fewer devices than there are
+            devices = jax.devices()[:data_parallelism * expert_parallelism * model_parallelism]
+        mesh = partitioning.make_mesh(data=data_parallelism, expert=expert_parallelism, model=model_parallelism,
+                                      devices=devices)
     except ValueError as err:
         raise UsageError(str(err)) from None
     data_shards = mesh.shape["data"] * mesh.shape["expert"]
@@ -448,7 +451,7 @@ def train(*, model_dir: str, model, mixture_or_task_name: str, task_feature_leng
         "gin_config": config_text,
         "mixture_or_task_name": mixture_or_task_name,
         "task_feature_lengths": lengths,
-        "language_pairs": [list(p) for p in pairs],
+        "language_pairs": [list(p) for _, p in pairs],
         "vocabulary": checkpoints.vocabulary_meta(spm_path, extra_ids=getattr(vocabulary, "extra_ids", 0))
         if spm_path else None,
     }
@@ -636,12 +639,15 @@ class _Evaluator:
         self.bleu_examples = bleu_examples
         self.lengths = lengths
         self._bleu_data = None
+        self._translator = None
 
     def _load(self):
         if self._batches is None:
             try:
-                dataset = make_dataset(**self._spec)
-                self._batches = list(dataset.take(self.eval_batches).as_numpy_iterator())
+                spec = dict(self._spec, batch_size=1)
+                rows = list(make_dataset(**spec).unbatch().take(self.eval_batches * self._spec["batch_size"])
+                            .as_numpy_iterator())
+                self._batches = _pad_batches(rows, batch_size=self._spec["batch_size"])
             except Exception as err:  # a task without this split: say so once, skip validation loss
                 self.print_fn(f"validation loss skipped: split {self._spec['split']!r} unavailable ({err})")
                 self._batches = []
@@ -682,26 +688,91 @@ class _Evaluator:
             return {}
         if self._bleu_data is None:
             self._bleu_data = {}
-            for source, target in self.pairs:
+            for task_name, (source, target) in self.pairs:
                 try:
-                    sources, references = read_pair_texts(
-                        source=source, target=target, split=self._spec["split"], limit=self.bleu_examples)
-                except (OSError, ValueError) as err:
-                    self.print_fn(f"BLEU for {source}-{target} skipped: {err}")
-                    continue
-                self._bleu_data[(source, target)] = (sources, references)
+                    self._bleu_data[(source, target)] = _pair_examples(
+                        task_name, split=self._spec["split"], lengths=self.lengths, limit=self.bleu_examples)
+                except Exception as err:  # a task without this split: say so once, score the others
+                    self.print_fn(f"BLEU for {source}-{target} skipped: {str(err).splitlines()[0][:200]}")
         if not self._bleu_data:
             return {}
-        translator = translate.Translator(model=self.model, params=jax.device_get(params),
-                                          vocab_path=self.vocabulary.sentencepiece_model_file,
-                                          language_pairs=list(self._bleu_data), max_length=self.lengths["targets"])
+        if self._translator is None:  # one Translator: its jitted decoder compiles once per shape bucket
+            self._translator = translate.Translator(
+                model=self.model, params=None, vocab_path=self.vocabulary.sentencepiece_model_file,
+                language_pairs=list(self._bleu_data), max_length=self.lengths["targets"])
+        translator = self._translator
+        translator.params = jax.device_get(params)
         out: dict[str, float] = {}
         for (source, target), (sources, references) in self._bleu_data.items():
-            hypotheses = translator.translate(sources, target, source_lang=source, beam_size=self.beam_size)
+            hypotheses = translator.translate_ids(sources, beam_size=self.beam_size)
             scores = score_pair(hypotheses, references, target_lang=target)
             out[f"bleu/{source}-{target}"] = float(scores["bleu"])
             out[f"chrf/{source}-{target}"] = float(scores["chrf"])
         return out
+
+
+# ----------------------------------------------------------------------------------------------
+# evaluate() and infer(): gin/runs/eval.gin and gin/runs/infer.gin
+# ----------------------------------------------------------------------------------------------
+
+def evaluate(*, checkpoint_path: str, mixture_or_task_name: str, task_feature_lengths: Mapping[str, int] | None = None,
+             batch_size: int = 32, split: str = "validation", eval_batches: int = 16, bleu_pairs: int = 10,
+             bleu_examples: int = 100, beam_size: int = 4, output_dir: str | None = None,
+             print_fn: Callable[[str], None] = print) -> dict[str, float]:
+    """Validation loss / accuracy and BLEU / chrF++ of a checkpoint on one device.
+
+    Writes <output_dir or checkpoint_path>/eval-<split>-<step>.json; returns the metrics."""
+    import jax
+
+    from mtmoe import checkpoints, partitioning, translate
+
+    try:
+        translator = translate.Translator.from_checkpoint(checkpoint_path)
+    except checkpoints.CheckpointError as err:
+        raise UsageError(str(err)) from None
+    step, meta = checkpoints.read_json_meta(checkpoint_path, step=translator.step)
+    lengths = dict(task_feature_lengths or meta["task_feature_lengths"])
+    vocabulary = vocabulary_of(mixture_or_task_name)
+    pairs = translation_pairs(mixture_or_task_name)
+    mesh = partitioning.make_mesh(data=1, devices=jax.local_devices()[:1])
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    params = jax.device_put(translator.params, replicated)
+    eval_step = jax.jit(lambda p, b: translator.model.loss_fn(p, b, None)[1])
+    evaluator = _Evaluator(
+        model=translator.model, mixture_or_task_name=mixture_or_task_name, lengths=lengths, batch_size=batch_size,
+        eval_split=split, eval_batches=eval_batches, pack=True, pairs=pairs, bleu_pairs=bleu_pairs,
+        bleu_examples=bleu_examples, beam_size=beam_size, vocabulary=vocabulary, mesh=mesh, eval_step=eval_step,
+        process_index=0, process_count=1, print_fn=print_fn)
+    metrics = evaluator(params)
+    out_dir = output_dir or checkpoint_path
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, f"eval-{split}-{step}.json")
+    from mtmoe.checkpoints import write_atomic
+
+    write_atomic(path, json.dumps({"step": step, "mixture_or_task_name": mixture_or_task_name, **metrics}, indent=1))
+    print_fn(f"wrote {path}")
+    return metrics
+
+
+def infer(*, checkpoint_path: str, input_file: str, output_file: str, target_lang: str,
+          source_lang: str | None = None, beam_size: int = 4, print_fn: Callable[[str], None] = print) -> int:
+    """Translate `input_file` (one sentence per line) into `output_file`; returns the line count."""
+    from mtmoe import checkpoints, translate
+
+    if not os.path.isfile(input_file):
+        raise UsageError(f"INPUT_FILE {input_file} not found; pass --gin.INPUT_FILE=<text file, one sentence per line>")
+    with open(input_file, encoding="utf-8") as f:
+        lines = [line.rstrip("\n") for line in f]
+    try:
+        translator = translate.Translator.from_checkpoint(checkpoint_path)
+        outputs = translator.translate(lines, target_lang, source_lang=source_lang, beam_size=beam_size)
+    except checkpoints.CheckpointError as err:
+        raise UsageError(str(err)) from None
+    except ValueError as err:  # unknown target language and the like: the Translator's one-line message
+        raise UsageError(str(err)) from None
+    checkpoints.write_atomic(output_file, "".join(o + "\n" for o in outputs))
+    print_fn(f"translated {len(lines)} lines into {target_lang}: {output_file}")
+    return len(lines)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -714,6 +785,8 @@ def _argument_parser() -> argparse.ArgumentParser:
         description="Train or resume an mtmoe model from gin files (T5X's command line).",
         epilog="Example: python -m mtmoe.train --gin_file=gin/experiments/demo.gin --gin.MODEL_DIR=/tmp/demo")
     parser.add_argument("--gin_file", action="append", default=[], help="gin file (repeatable), applied in order")
+    parser.add_argument("--mode", choices=("train", "eval", "infer"), default="train",
+                        help="train (default), eval (gin/runs/eval.gin) or infer (gin/runs/infer.gin)")
     parser.add_argument("--gin_search_paths", default="", help="comma-separated directories to look for gin files in")
     parser.add_argument("--multiprocess", action="store_true", help="start jax.distributed (multi-host training)")
     parser.add_argument("--coordinator_address", default=None, help="host:port of process 0 (multi-host)")
@@ -812,18 +885,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         import mtmoe.train as this_module  # the same module object whether run as __main__ or imported
 
         parse_gin(gin_files=flags.gin_file, bindings=bindings, search_paths=flags.gin_search_paths.split(","))
-        train_with_gin = gin.get_configurable(this_module.train)
         with gin.unlock_config():
             config_text = gin.config_str()
-        result = train_with_gin(config_text=config_text)
+        if flags.mode == "eval":
+            result = gin.get_configurable(this_module.evaluate)()
+        elif flags.mode == "infer":
+            gin.get_configurable(this_module.infer)()
+            return 0
+        else:
+            result = gin.get_configurable(this_module.train)(config_text=config_text)
     except UsageError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {_first_line(err)}", file=sys.stderr)
         return 2
     except NonFiniteLossError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {_first_line(err)}", file=sys.stderr)
         return NONFINITE_EXIT_CODE
     except Preempted as err:
-        print(str(err), file=sys.stderr, flush=True)
+        print(_first_line(err), file=sys.stderr, flush=True)
         return PREEMPTED_EXIT_CODE
     except Exception as err:
         message = " ".join(str(err).split())
@@ -835,6 +913,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                or k.startswith("eval/")}
     print(f"done: {json.dumps(summary)}", flush=True)
     return 0
+
+
+def _first_line(err: Exception) -> str:
+    """The message without the 'In call to configurable ...' lines gin appends."""
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
 
 
 def _is_gin_call_error(message: str) -> bool:
@@ -857,4 +940,7 @@ def console_main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run through the importable module so gin and the exception classes are the ones in mtmoe.train.
+    from mtmoe.train import main as _main
+
+    sys.exit(_main())
