@@ -1,0 +1,229 @@
+"""The Gradio Blocks page and its API endpoints.
+
+`build_app(services)` lays out the page for one or more loaded models
+(a `TranslationService` each, keyed by the name shown in the model picker) and
+registers the public API:
+
+    translate(text, source_lang, target_lang, model=None) -> str
+        source_lang "auto" detects; language codes as the model lists them.
+    translate_file(file, source_lang, target_lang, model, beam_size, max_length) -> file
+    detect_language(text, model=None) -> str
+
+Every answer is plain text: the output box is a Textbox, the routing view a
+PNG drawn by matplotlib and a table of strings, so nothing the model or the
+user wrote is rendered as HTML. Bad input raises `gr.Error` with a one-line
+message (shown on the page and raised by gradio_client as AppError); any other
+failure is logged with its traceback on the server and answered with a short
+message, and the server keeps running.
+"""
+
+import functools
+import logging
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home unless the user turns them on
+
+import gradio as gr  # noqa: E402
+
+from app import experts_view  # noqa: E402
+from app.service import AUTO, RequestError, TranslationService, language_label  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+# (text, source, target): short software strings (the embedded corpus is
+# software localisation) in several scripts; an example shows only when the
+# model knows both of its languages.
+EXAMPLES = [
+    ("The document could not be saved because the disk is full.", "en", "de"),
+    ("Le fichier n'a pas pu être ouvert.", AUTO, "en"),
+    ("Die Änderungen wurden gespeichert.", "de", "en"),
+    ("Не удалось открыть файл.", "ru", "en"),
+    ("Το αρχείο αποθηκεύτηκε.", "el", "en"),
+    ("لا يمكن فتح الملف.", "ar", "en"),
+    ("फ़ाइल सहेजी नहीं जा सकी।", "hi", "en"),
+    ("ファイルを保存しますか？", "ja", "en"),
+    ("无法打开文件。", "zh-Hans", "en"),
+    ("파일을 열 수 없습니다.", "ko", "en"),
+    ("Click here to insert a new table.", "en", "fr"),
+]
+
+CSS = "#char-count p { margin: 0; font-size: 0.85em; opacity: 0.75; }"
+
+
+def _answer_errors(fn):
+    """RequestError -> gr.Error with its message; anything else -> logged, short gr.Error."""
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except RequestError as e:
+            raise gr.Error(str(e), print_exception=False) from None
+        except Exception as e:  # the server must stay up: log it, answer in one line
+            log.exception("request failed in %s", fn.__name__)
+            raise gr.Error(f"the model failed on this request ({type(e).__name__}); the server log has the details",
+                           print_exception=False) from None
+
+    return wrapped
+
+
+def _client_snippet(url: str, service: TranslationService) -> str:
+    target = service.default_target()
+    return (
+        "from gradio_client import Client\n\n"
+        f'client = Client("{url}")  # add auth=("user", "password") if the server asks\n'
+        f'print(client.predict("The file could not be saved.", "auto", "{target}", api_name="/translate"))\n'
+        "# source \"auto\" detects; codes as in the language lists on this page\n"
+    )
+
+
+def build_app(services: dict[str, TranslationService], *, url: str = "http://127.0.0.1:7860/") -> gr.Blocks:
+    """The page for `services` (model name -> service; the first is the default).
+
+    url: where the server will listen, for the gradio_client snippet on the page.
+    """
+    if not services:
+        raise ValueError("build_app needs at least one model; pass --checkpoint DIR")
+    names = list(services)
+    first = services[names[0]]
+    limits = first.limits
+
+    def service_for(model: str | None) -> TranslationService:
+        if not model:
+            return first
+        if model not in services:
+            raise RequestError(f"unknown model {model!r}; choose one of: {', '.join(names)}")
+        return services[model]
+
+    # -- handlers (plain functions; gr.Error on bad input) -------------------
+
+    @_answer_errors
+    def translate_api(text: str, source_lang: str, target_lang: str, model: str | None = None) -> str:
+        """Translate text. source_lang "auto" detects the language; codes as listed on the page."""
+        service = service_for(model)
+        return service.translate_text(text, source_lang=source_lang, target_lang=target_lang).text
+
+    @_answer_errors
+    def detect_api(text: str, model: str | None = None) -> str:
+        """The code of the language `text` is written in, among the model's source languages."""
+        service = service_for(model)
+        return service.resolve_source(service.check_text(text), AUTO)[0]
+
+    @_answer_errors
+    def on_translate(model, text, source_lang, target_lang, beam_size, max_length):
+        service = service_for(model)
+        result = service.translate_text(text, source_lang=source_lang, target_lang=target_lang,
+                                        beam_size=beam_size, max_length=max_length)
+        how = f"detected {result.detected_probability:.0%}" if result.detected_probability is not None else "chosen"
+        info = (f"From {language_label(result.source_lang)} ({how}) · {result.num_sentences} "
+                f"sentence{'s' if result.num_sentences != 1 else ''} · {result.seconds:.2f} s")
+        detected = result.source_lang if result.detected_probability is not None else None
+        return result.text, info, detected
+
+    @_answer_errors
+    def on_translate_file(file, source_lang, target_lang, model, beam_size, max_length, progress=gr.Progress()):
+        if file is None:
+            raise RequestError("no file uploaded; choose a UTF-8 .txt file with one segment per line")
+        service = service_for(model)
+        path, _ = service.translate_file(file, source_lang=source_lang, target_lang=target_lang, beam_size=beam_size,
+                                         max_length=max_length, progress=lambda fraction, desc: progress(fraction, desc=desc))
+        return path
+
+    @_answer_errors
+    def on_route(model, text, target_lang):
+        service = service_for(model)
+        trace = service.route(text, target_lang=target_lang)
+        note = f"Routing of: {trace['sentence']}" + (" (first sentence, first tokens only)" if trace["truncated"] else "")
+        return experts_view.routing_figure(trace), experts_view.routing_table(trace), note
+
+    @_answer_errors
+    def on_swap(model, source_text, target_text, source_lang, target_lang, detected):
+        service = service_for(model)
+        new_target = detected if source_lang == AUTO else source_lang
+        if not new_target:
+            raise RequestError("the source language is not known yet; translate once or choose it before swapping")
+        if new_target not in service.languages:
+            raise RequestError(f"this model does not translate into {language_label(new_target)}")
+        new_source = target_lang if target_lang in service.source_languages else AUTO
+        return target_text, source_text, new_source, new_target
+
+    def on_model(model):
+        service = service_for(model)
+        return (gr.update(choices=service.source_choices(), value=AUTO),
+                gr.update(choices=service.target_choices(), value=service.default_target()))
+
+    # -- layout -------------------------------------------------------------
+
+    with gr.Blocks(title="mtmoe · Switch Transformer translation") as demo:
+        gr.Markdown("## mtmoe · multilingual translation with a Switch Transformer")
+        model = gr.Dropdown(
+            choices=[(f"{name} (step {getattr(s.translator, 'step', '?')})", name) for name, s in services.items()],
+            value=names[0], label="Model", visible=len(names) > 1, interactive=True)
+        detected = gr.State(None)
+        with gr.Row(equal_height=True):
+            source_lang = gr.Dropdown(choices=first.source_choices(), value=AUTO, label="Source language",
+                                      filterable=True, scale=4, elem_id="source-lang")
+            swap = gr.Button("⇄ Swap", scale=1, min_width=80, elem_id="swap")
+            target_lang = gr.Dropdown(choices=first.target_choices(), value=first.default_target(),
+                                      label="Target language", filterable=True, scale=4, elem_id="target-lang")
+        with gr.Tab("Text"):
+            with gr.Row():
+                with gr.Column():
+                    source_text = gr.Textbox(lines=7, max_lines=20, label="Source text", elem_id="source-text",
+                                             placeholder="Type or paste text; paragraphs are split into sentences.")
+                    counter = gr.Markdown(f"0 / {limits.max_chars} characters", elem_id="char-count")
+                with gr.Column():
+                    target_text = gr.Textbox(lines=7, max_lines=20, label="Translation", interactive=False,
+                                             buttons=["copy"], elem_id="target-text")
+                    info = gr.Textbox(show_label=False, container=False, interactive=False, max_lines=1,
+                                      placeholder="Source language and timing appear here.", elem_id="info")
+            translate_button = gr.Button("Translate", variant="primary", elem_id="translate")
+            with gr.Accordion("Advanced", open=False):
+                with gr.Row():
+                    beam_size = gr.Slider(1, limits.max_beam_size, value=4, step=1, label="Beam size",
+                                          info="1 = greedy; more beams: slower, often better")
+                    max_length = gr.Slider(0, limits.max_length_cap, value=0, step=1, label="Max length (tokens)",
+                                           info="0 = the model's default")
+            examples = [[text, src, tgt] for text, src, tgt in EXAMPLES
+                        if (src == AUTO or src in first.source_languages) and tgt in first.languages]
+            if examples:
+                gr.Examples(examples=examples, inputs=[source_text, source_lang, target_lang], label="Examples")
+        with gr.Tab("File"):
+            gr.Markdown(f"A UTF-8 `.txt` file, one segment per line (blank lines are kept), at most "
+                        f"{limits.max_file_lines} lines and {limits.max_file_bytes // 1000} kB.")
+            with gr.Row():
+                upload = gr.File(label="Text file", file_types=[".txt"], type="filepath", elem_id="upload")
+                download = gr.File(label="Translated file", interactive=False, elem_id="download")
+            file_button = gr.Button("Translate file", variant="primary", elem_id="translate-file")
+        with gr.Accordion("What the experts did", open=False):
+            gr.Markdown("Which expert each source token was sent to in each MoE layer of the encoder, "
+                        "and the share of tokens dropped because their expert was full.")
+            route_button = gr.Button("Show the routing of the source text", elem_id="route")
+            route_note = gr.Textbox(show_label=False, container=False, interactive=False, max_lines=2)
+            route_plot = gr.Plot(label="Expert per token", format="png", elem_id="route-plot")
+            route_table = gr.Dataframe(headers=["layer", "tokens dropped", "experts used / tokens"],
+                                       datatype="str", interactive=False, label="Per layer")
+        with gr.Accordion("Use from Python (gradio_client)", open=False):
+            gr.Code(_client_snippet(url, first), language="python", interactive=False)
+
+        # -- events ---------------------------------------------------------
+        gr.api(translate_api, api_name="translate")
+        gr.api(detect_api, api_name="detect_language")
+        translate_inputs = [model, source_text, source_lang, target_lang, beam_size, max_length]
+        for trigger in (translate_button.click, source_text.submit):
+            trigger(on_translate, inputs=translate_inputs, outputs=[target_text, info, detected],
+                    api_visibility="private")
+        file_button.click(on_translate_file, inputs=[upload, source_lang, target_lang, model, beam_size, max_length],
+                          outputs=download, api_name="translate_file")
+        route_button.click(on_route, inputs=[model, source_text, target_lang],
+                           outputs=[route_plot, route_table, route_note], api_visibility="private")
+        swap.click(on_swap, inputs=[model, source_text, target_text, source_lang, target_lang, detected],
+                   outputs=[source_text, target_text, source_lang, target_lang], api_visibility="private")
+        model.change(on_model, inputs=model, outputs=[source_lang, target_lang], api_visibility="private")
+        # Counted in the browser: code points, as the server counts them.
+        source_text.change(None, inputs=source_text, outputs=counter, js=(
+            f"(text) => {{ const n = [...(text ?? '')].length; "
+            f"return n + ' / {limits.max_chars} characters' + (n > {limits.max_chars} ? ' (over the limit)' : ''); }}"))
+    return demo

@@ -1,0 +1,119 @@
+"""`python -m app --checkpoint DIR [DIR ...]`: load, warm and serve the page.
+
+    python -m app --checkpoint /tmp/mtmoe/run1
+    python -m app --checkpoint runs/a runs/b --port 8080 --auth me:secret
+    python -m app --checkpoint runs/a --host 0.0.0.0      # reachable from the network: you asked
+
+Binds to 127.0.0.1 unless --host says otherwise and never opens a public share
+link unless --share is given. Each model is loaded once and warmed (one
+translation and one routing trace, so the first user waits for no
+compilation) before the server starts. Requests wait in a bounded queue and
+at most --concurrency of them run at once (decoding fills the CPU or
+accelerator; more in parallel only adds latency).
+
+This path never imports TensorFlow or seqio: Translator reads the vocabulary
+with sentencepiece, and language names come from tasks/languages.py.
+"""
+
+import argparse
+import logging
+import os
+import sys
+import time
+
+from app.page import CSS, build_app
+from app.service import Limits, TranslationService
+
+log = logging.getLogger(__name__)
+
+
+def parse_auth(value: str | None) -> tuple[str, str] | None:
+    """'user:password' -> (user, password); None passes through."""
+    if value is None:
+        return None
+    user, sep, password = value.partition(":")
+    if not sep or not user or not password:
+        raise argparse.ArgumentTypeError("--auth takes user:password, both non-empty (e.g. --auth me:secret)")
+    return user, password
+
+
+def model_names(checkpoints: list[str]) -> list[str]:
+    """Picker names: the folder's name, with its parent's where two would clash."""
+    bases = [os.path.basename(os.path.normpath(path)) or path for path in checkpoints]
+    names = []
+    for path, base in zip(checkpoints, bases):
+        parent = os.path.basename(os.path.dirname(os.path.normpath(path)))
+        names.append(f"{parent}/{base}" if bases.count(base) > 1 else base)
+    if len(set(names)) != len(names):
+        raise SystemExit(f"--checkpoint names the same folder twice: {checkpoints}")
+    return names
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m app", description="Serve the mtmoe translation page and API.")
+    parser.add_argument("--checkpoint", nargs="+", required=True, metavar="DIR",
+                        help="checkpoint directory (several: a model picker on the page; the first is the API default)")
+    parser.add_argument("--step", type=int, default=None, help="checkpoint step to load (default: the latest)")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    parser.add_argument("--share", action="store_true", help="also open a public gradio.live link (off unless given)")
+    parser.add_argument("--auth", type=parse_auth, default=None, metavar="USER:PASSWORD",
+                        help="require this login on the page and the API")
+    parser.add_argument("--concurrency", type=int, default=2, help="requests decoded at once (default 2)")
+    parser.add_argument("--queue-size", type=int, default=128, help="requests that may wait; more are refused (default 128)")
+    parser.add_argument("--max-chars", type=int, default=Limits.max_chars, help="character limit of typed text")
+    parser.add_argument("--max-file-kb", type=int, default=Limits.max_file_bytes // 1000, help="size limit of an uploaded file")
+    parser.add_argument("--no-warm", action="store_true", help="skip the warm-up translation at start")
+    return parser
+
+
+def make_services(translators: dict, *, limits: Limits = Limits(), warm: bool = True) -> dict[str, TranslationService]:
+    """One TranslationService per translator, warmed when asked."""
+    services = {}
+    for name, translator in translators.items():
+        service = TranslationService(translator, name=name, limits=limits)
+        if warm:
+            log.info("warming %s ...", name)
+            log.info("warmed %s in %.1f s", name, service.warm())
+        services[name] = service
+    return services
+
+
+def launch(demo, *, host: str = "127.0.0.1", port: int | None = 7860, share: bool = False,
+           auth: tuple[str, str] | None = None, concurrency: int = 2, queue_size: int = 128,
+           max_file_bytes: int = Limits.max_file_bytes, prevent_thread_lock: bool = False):
+    """Queue and launch `demo`; returns what Blocks.launch returns (app, local url, share url).
+
+    Gradio's own upload limit is four times the service's file limit, so a file
+    a little too large gets the service's message and a huge one is cut off at
+    the door.
+    """
+    demo.queue(default_concurrency_limit=concurrency, max_size=queue_size)
+    return demo.launch(server_name=host, server_port=port, share=share, auth=auth, prevent_thread_lock=prevent_thread_lock,
+                       show_error=True, quiet=prevent_thread_lock, max_file_size=4 * max_file_bytes, css=CSS,
+                       footer_links=["api", "gradio"], ssr_mode=False)
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    for path in args.checkpoint:
+        if not os.path.isdir(path):
+            raise SystemExit(f"--checkpoint {path}: no such directory; give a model directory written by mtmoe.train")
+    # Imported here so `python -m app --help` answers at once.
+    from mtmoe.translate import Translator
+
+    translators = {}
+    for name, path in zip(model_names(args.checkpoint), args.checkpoint):
+        started = time.perf_counter()
+        translators[name] = Translator.from_checkpoint(path, step=args.step)
+        log.info("loaded %s (step %s) in %.1f s", path, translators[name].step, time.perf_counter() - started)
+    limits = Limits(max_chars=args.max_chars, max_file_bytes=args.max_file_kb * 1000)
+    services = make_services(translators, limits=limits, warm=not args.no_warm)
+    for module in ("tensorflow", "seqio"):
+        if module in sys.modules:
+            log.warning("%s was imported on the web UI path; start-up is slower than it needs to be", module)
+    url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}/"
+    demo = build_app(services, url=url)
+    launch(demo, host=args.host, port=args.port, share=args.share, auth=args.auth, concurrency=args.concurrency,
+           queue_size=args.queue_size, max_file_bytes=limits.max_file_bytes)

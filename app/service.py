@@ -1,0 +1,369 @@
+"""The translation service behind the page and the API: limits, language
+detection, sentence batching, file translation and routing traces.
+
+Nothing here imports gradio: the page (app/page.py) turns `RequestError` into
+`gr.Error` so the message reaches the browser and gradio_client unchanged.
+
+Source-language detection uses `langid` (Lui & Baldwin 2012): it ships its
+naive-Bayes model inside the package (no download at run time), covers 97
+languages, answers in well under a millisecond per sentence and, with
+`set_languages`, can be restricted to the languages the checkpoint actually
+reads, so it never answers a language the model cannot translate from. Asking
+the model itself (score the input under every source tag) would cost one
+forward pass per language and only works for languages whose tag the model
+learned on the source side. Languages outside langid's 97 can still be chosen
+by hand in the Source list.
+"""
+
+import dataclasses
+import functools
+import logging
+import os
+import tempfile
+import time
+import unicodedata
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from app import text as text_lib
+
+log = logging.getLogger(__name__)
+
+AUTO = "auto"  # the source "language" that asks for detection
+
+
+class RequestError(ValueError):
+    """Bad input that the user can fix; its message says how, in one line."""
+
+
+class TranslatorLike(Protocol):
+    """What the app needs from `mtmoe.translate.Translator`."""
+
+    languages: list[str]
+    source_languages: list[str]
+
+    def translate(self, texts: list[str], target_lang: str, *, source_lang: str | None = None,
+                  beam_size: int = 4, max_length: int | None = None) -> list[str]: ...
+
+    def route(self, text: str, target_lang: str) -> dict: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """What one request may ask for.
+
+    max_chars: characters of typed text (code points, as the page counts them).
+    max_file_bytes / max_file_lines: size of an uploaded .txt file.
+    batch_size: sentences per translator call; bounds the memory of one call.
+    max_beam_size / max_length_cap: upper ends of the Advanced controls.
+    min_detect_probability: langid's normalised probability below which the
+    source counts as undetectable (two-letter strings score ~0.5).
+    """
+
+    max_chars: int = 5000
+    max_file_bytes: int = 1_000_000
+    max_file_lines: int = 5000
+    batch_size: int = 32
+    max_beam_size: int = 8
+    max_length_cap: int = 512
+    min_detect_probability: float = 0.8
+
+
+def language_label(code: str) -> str:
+    """'German (de)'; the bare code for a code the language table lacks."""
+    from tasks.languages import language_name  # standard library only (no seqio)
+
+    try:
+        return f"{language_name(code)} ({code})"
+    except (ValueError, KeyError):
+        return code
+
+
+# Script subtags that decide between variants sharing one langid code.
+_SCRIPT_OF_SUBTAG = {"Latn": "LATIN", "Cyrl": "CYRILLIC", "Arab": "ARABIC", "Deva": "DEVANAGARI"}
+
+
+def _dominant_script(text: str) -> str | None:
+    """First word of the Unicode name of the commonest letter script ('LATIN', 'CJK', ...)."""
+    counts: dict[str, int] = {}
+    for char in text:
+        if char.isalpha():
+            script = unicodedata.name(char, "UNKNOWN").split()[0]
+            counts[script] = counts.get(script, 0) + 1
+    return max(counts, key=counts.get) if counts else None
+
+
+@functools.cache
+def _full_langid_model():
+    """langid's shipped model, unpacked once per process (~1 s)."""
+    from langid import langid
+
+    return langid.LanguageIdentifier.from_modelstring(langid.model, norm_probs=True)
+
+
+class LanguageDetector:
+    """langid restricted to the model's source languages.
+
+    Model codes map to langid's by their base (`pt-BR` -> `pt`). Variants of one
+    base are told apart by script (`sr` vs `sr-Latn`) and, for Chinese, by
+    whether the text fits GB2312, the simplified character set (`zh-Hans` vs
+    `zh-Hant`); region variants (`pt` vs `pt-BR`) go to the plainer code.
+    """
+
+    def __init__(self, *, languages: Sequence[str], min_probability: float):
+        from langid import langid
+
+        full = _full_langid_model()  # shared read-only arrays; set_languages below slices copies
+        self._identifier = langid.LanguageIdentifier(full.nb_ptc, full.nb_pc, full.nb_numfeats, full.nb_classes,
+                                                     full.tk_nextmove, full.tk_output, norm_probs=True)
+        known = set(self._identifier.nb_classes)
+        self._variants: dict[str, list[str]] = {}
+        for code in languages:
+            base = code.split("-")[0]
+            if base in known:
+                self._variants.setdefault(base, []).append(code)
+        self.detectable = sorted(code for codes in self._variants.values() for code in codes)
+        if len(self._variants) >= 2:
+            self._identifier.set_languages(sorted(self._variants))
+        self._min_probability = min_probability
+
+    def detect(self, text: str) -> tuple[str, float]:
+        """Returns (model language code, probability); RequestError when unsure."""
+        if not self._variants:
+            raise RequestError("this model reads no language that the detector (langid) knows; choose the source language in the list")
+        if not any(char.isalpha() for char in text):
+            raise RequestError("could not detect the source language: the text has no letters; choose the source language in the list")
+        if len(self._variants) == 1:
+            base, probability = next(iter(self._variants)), 1.0
+        else:
+            base, probability = self._identifier.classify(text)
+        if probability < self._min_probability:
+            raise RequestError(f"could not detect the source language (best guess {base} at {probability:.0%}); "
+                               "choose it in the Source list or enter a longer text")
+        return self._pick_variant(base, text), float(probability)
+
+    def _pick_variant(self, base: str, text: str) -> str:
+        variants = sorted(self._variants[base], key=len)
+        if len(variants) == 1:
+            return variants[0]
+        if base == "zh":
+            try:
+                text.encode("gb2312")
+                wanted = "Hans"
+            except UnicodeEncodeError:
+                wanted = "Hant"
+            for code in variants:
+                if code.endswith(wanted):
+                    return code
+        script = _dominant_script(text)
+        for code in variants:
+            subtag = code.split("-")[-1]
+            if _SCRIPT_OF_SUBTAG.get(subtag) == script:
+                return code
+        return variants[0]
+
+
+@dataclasses.dataclass
+class Translation:
+    """One answered text request."""
+
+    text: str
+    source_lang: str
+    detected_probability: float | None  # None when the user chose the source
+    num_sentences: int
+    seconds: float
+
+
+Progress = Callable[[float, str], Any]
+
+
+class TranslationService:
+    """Validates requests and batches them through one translator."""
+
+    def __init__(self, translator: TranslatorLike, *, name: str, limits: Limits = Limits()):
+        self.translator = translator
+        self.name = name
+        self.limits = limits
+        self.languages = list(translator.languages)
+        self.source_languages = list(translator.source_languages)
+        if not self.languages:
+            raise ValueError(f"model {name!r} lists no target languages; check its checkpoint's vocabulary and config")
+        self.detector = LanguageDetector(languages=self.source_languages, min_probability=limits.min_detect_probability)
+        self._out_root = tempfile.mkdtemp(prefix="mtmoe-app-")
+
+    # -- choices for the page ------------------------------------------------
+
+    def target_choices(self) -> list[tuple[str, str]]:
+        """(label, code) pairs sorted by label."""
+        return sorted(((language_label(code), code) for code in self.languages), key=lambda pair: pair[0].casefold())
+
+    def source_choices(self) -> list[tuple[str, str]]:
+        """'Detect language' first, then the source languages by label."""
+        pairs = sorted(((language_label(code), code) for code in self.source_languages), key=lambda pair: pair[0].casefold())
+        return [("Detect language", AUTO), *pairs]
+
+    def default_target(self) -> str:
+        """English when the model writes it and something else is there, else the first language."""
+        return "en" if "en" in self.languages else self.languages[0]
+
+    # -- validation ----------------------------------------------------------
+
+    def check_target(self, target_lang: str) -> str:
+        target_lang = (target_lang or "").strip()
+        if target_lang not in self.languages:
+            raise RequestError(f"unknown target language {target_lang!r}; this model translates into: {', '.join(self.languages)}")
+        return target_lang
+
+    def resolve_source(self, text: str, source_lang: str | None) -> tuple[str, float | None]:
+        """(source code, detection probability or None); `auto`/empty detects."""
+        source_lang = (source_lang or AUTO).strip()
+        if source_lang == AUTO:
+            return self.detector.detect(text)
+        if source_lang not in self.source_languages:
+            raise RequestError(f"unknown source language {source_lang!r}; use 'auto' or one of: {', '.join(self.source_languages)}")
+        return source_lang, None
+
+    def check_options(self, beam_size: int | float | None, max_length: int | float | None) -> tuple[int, int | None]:
+        """Beam size in [1, max_beam_size]; max length None (model default) or in [1, cap]."""
+        beam = 4 if beam_size is None else int(beam_size)
+        if not 1 <= beam <= self.limits.max_beam_size:
+            raise RequestError(f"beam size must be between 1 and {self.limits.max_beam_size}, got {beam}")
+        if max_length is None or int(max_length) == 0:
+            return beam, None
+        length = int(max_length)
+        if not 1 <= length <= self.limits.max_length_cap:
+            raise RequestError(f"max length must be between 1 and {self.limits.max_length_cap} tokens (0 = the model's default), got {length}")
+        return beam, length
+
+    def check_text(self, text: str | None) -> str:
+        text = text or ""
+        if not text.strip():
+            raise RequestError("the text is empty; type or paste something to translate")
+        if len(text) > self.limits.max_chars:
+            raise RequestError(f"the text has {len(text)} characters, over the limit of {self.limits.max_chars}; "
+                               "shorten it or upload it as a .txt file")
+        return text
+
+    # -- work ----------------------------------------------------------------
+
+    def _translate_batch(self, segments: list[str], *, target_lang: str, source_lang: str, beam_size: int,
+                         max_length: int | None, progress: Progress | None = None) -> list[str]:
+        """Translate in chunks of `batch_size`; one output per segment."""
+        out: list[str] = []
+        for start in range(0, len(segments), self.limits.batch_size):
+            chunk = segments[start : start + self.limits.batch_size]
+            if progress is not None:
+                progress(start / len(segments), f"{start}/{len(segments)} segments")
+            translated = self.translator.translate(chunk, target_lang=target_lang, source_lang=source_lang,
+                                                   beam_size=beam_size, max_length=max_length)
+            if len(translated) != len(chunk):
+                raise RuntimeError(f"translator returned {len(translated)} outputs for {len(chunk)} inputs")
+            out.extend(str(piece) for piece in translated)
+        if progress is not None:
+            progress(1.0, f"{len(segments)}/{len(segments)} segments")
+        return out
+
+    def translate_text(self, text: str | None, *, source_lang: str | None, target_lang: str,
+                       beam_size: int | float | None = 4, max_length: int | float | None = None) -> Translation:
+        """Translate typed text: split into sentences, one batch, same layout back."""
+        started = time.perf_counter()
+        text = self.check_text(text)
+        target_lang = self.check_target(target_lang)
+        beam, length = self.check_options(beam_size, max_length)
+        source, probability = self.resolve_source(text, source_lang)
+        layout = text_lib.split_segments(text)
+        sentences = layout.sentences
+        translations = self._translate_batch(sentences, target_lang=target_lang, source_lang=source,
+                                             beam_size=beam, max_length=length)
+        joined = text_lib.join_segments(layout, translations, target_lang=target_lang)
+        return Translation(text=joined, source_lang=source, detected_probability=probability,
+                           num_sentences=len(sentences), seconds=time.perf_counter() - started)
+
+    def read_text_file(self, path: str | os.PathLike) -> tuple[list[str], bool]:
+        """(lines, ended with a newline) of an uploaded UTF-8 .txt file; RequestError otherwise."""
+        name = os.path.basename(os.fspath(path))
+        size = os.path.getsize(path)
+        if size > self.limits.max_file_bytes:
+            raise RequestError(f"{name} is {size} bytes, over the limit of {self.limits.max_file_bytes}; split it into smaller files")
+        with open(path, "rb") as f:
+            data = f.read()
+        if b"\x00" in data:
+            raise RequestError(f"{name} is not a text file (it holds NUL bytes); upload a UTF-8 .txt file, one segment per line")
+        try:
+            content = data.decode("utf-8-sig")  # a BOM from Windows editors is not text
+        except UnicodeDecodeError as e:
+            raise RequestError(f"{name} is not UTF-8 text (bad byte at offset {e.start}); save it as UTF-8 and upload it again") from None
+        content = content.replace("\r\n", "\n").replace("\r", "\n")
+        ends_with_newline = content.endswith("\n")
+        lines = content.split("\n")
+        if ends_with_newline:
+            lines.pop()
+        if not any(line.strip() for line in lines):
+            raise RequestError(f"{name} has no text; upload a .txt file with one segment per line")
+        if len(lines) > self.limits.max_file_lines:
+            raise RequestError(f"{name} has {len(lines)} lines, over the limit of {self.limits.max_file_lines}; split it into smaller files")
+        for number, line in enumerate(lines, start=1):
+            if len(line) > self.limits.max_chars:
+                raise RequestError(f"line {number} of {name} has {len(line)} characters, over the limit of {self.limits.max_chars}; break it into shorter lines")
+        return lines, ends_with_newline
+
+    def translate_file(self, path: str | os.PathLike, *, source_lang: str | None, target_lang: str,
+                       beam_size: int | float | None = 4, max_length: int | float | None = None,
+                       progress: Progress | None = None) -> tuple[str, str]:
+        """Translate a .txt file line by line (one segment per line, blank lines kept).
+
+        Returns (path of the translated file, source language used). The output
+        is `<stem>.<target>.txt` in a fresh folder under this service's temp dir.
+        """
+        target_lang = self.check_target(target_lang)
+        beam, length = self.check_options(beam_size, max_length)
+        lines, ends_with_newline = self.read_text_file(path)
+        sample = "\n".join(line for line in lines if line.strip())[: self.limits.max_chars]
+        source, _ = self.resolve_source(sample, source_lang)
+        positions = [i for i, line in enumerate(lines) if line.strip()]
+        translations = self._translate_batch([lines[i].strip() for i in positions], target_lang=target_lang,
+                                             source_lang=source, beam_size=beam, max_length=length, progress=progress)
+        out_lines = [""] * len(lines)
+        for i, translation in zip(positions, translations):
+            indent = lines[i][: len(lines[i]) - len(lines[i].lstrip())]
+            out_lines[i] = indent + translation.strip()
+        stem = os.path.splitext(os.path.basename(os.fspath(path)))[0] or "translation"
+        out_dir = tempfile.mkdtemp(dir=self._out_root)
+        out_path = os.path.join(out_dir, f"{stem}.{target_lang}.txt")
+        with open(out_path, "w", encoding="utf-8", newline="\n") as f:
+            f.write("\n".join(out_lines) + ("\n" if ends_with_newline else ""))
+        return out_path, source
+
+    def route(self, text: str | None, *, target_lang: str, max_tokens: int = 64) -> dict:
+        """Routing trace of the first sentence of `text`.
+
+        Returns {"tokens": [str] (at most max_tokens), "layers": {name: [int]},
+        "fraction_dropped": {name: float}, "truncated": bool, "sentence": str}.
+        """
+        text = self.check_text(text)
+        target_lang = self.check_target(target_lang)
+        sentences = text_lib.split_segments(text).sentences
+        sentence = sentences[0]
+        trace = self.translator.route(sentence, target_lang=target_lang)
+        tokens = [str(token) for token in trace["tokens"]]
+        layers = {str(name): [int(expert) for expert in experts] for name, experts in trace["layers"].items()}
+        for name, experts in layers.items():
+            if len(experts) != len(tokens):
+                raise RuntimeError(f"routing trace of layer {name} has {len(experts)} entries for {len(tokens)} tokens")
+        dropped = {str(name): float(value) for name, value in trace.get("fraction_dropped", {}).items()}
+        return {
+            "tokens": tokens[:max_tokens],
+            "layers": {name: experts[:max_tokens] for name, experts in layers.items()},
+            "fraction_dropped": dropped,
+            "truncated": len(tokens) > max_tokens or len(sentences) > 1,
+            "sentence": sentence,
+        }
+
+    def warm(self) -> float:
+        """Run one translation and one routing trace so the first user waits for no compilation; returns seconds."""
+        started = time.perf_counter()
+        target = self.default_target()
+        source = next((code for code in self.source_languages if code != target), None)
+        self.translator.translate(["Hello."], target_lang=target, source_lang=source)
+        self.translator.route("Hello.", target_lang=target)
+        return time.perf_counter() - started

@@ -1,0 +1,277 @@
+"""The web UI: served in-process on a free loopback port and called through gradio_client.
+
+The model is tests/fixtures/app/fake_translator.py (the Translator interface,
+"[de] Hello."), so these tests check the app: limits, detection, batching,
+files, errors, the queue. A test through the real Translator runs when the
+trainer's `tiny_checkpoint` fixture exists.
+"""
+
+import concurrent.futures
+import io
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+
+from app import experts_view
+from app import text as text_lib
+from app.page import build_app
+from app.server import build_parser, launch, make_services, model_names, parse_auth
+from app.service import AUTO, Limits, RequestError, TranslationService
+from tests.fixtures.app.fake_translator import FakeTranslator
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "app")
+LIMITS = Limits(max_chars=300, max_file_bytes=2000, max_file_lines=20, batch_size=4)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve(services, **kwargs):
+    port = free_port()
+    demo = build_app(services, url=f"http://127.0.0.1:{port}/")
+    _, url, share_url = launch(demo, host="127.0.0.1", port=port, prevent_thread_lock=True,
+                               max_file_bytes=LIMITS.max_file_bytes, **kwargs)
+    assert share_url is None  # never a public link unless --share
+    return demo, url
+
+
+@pytest.fixture(scope="module")
+def server():
+    """(client, {name: FakeTranslator}, url): two models, the first the API default."""
+    translators = {"tiny": FakeTranslator(delay_s=0.005), "small": FakeTranslator(languages=("en", "de"), step=3)}
+    demo, url = serve(make_services(translators, limits=LIMITS), concurrency=2, queue_size=64)
+    yield Client(url, verbose=False), translators, url
+    demo.close()
+
+
+# -- text splitting ----------------------------------------------------------
+
+
+def test_sentences_split_and_rejoin_in_layout():
+    text = "Open the file. Save it!\n\n  See J. Smith, e.g. here. 3.5 GB free.\n文件已保存。请关闭窗口。"
+    layout = text_lib.split_segments(text)
+    assert layout.lines == [["Open the file.", "Save it!"], [], ["See J. Smith, e.g. here.", "3.5 GB free."],
+                            ["文件已保存。", "请关闭窗口。"]]
+    assert layout.indents == ["", "", "  ", ""]
+    out = text_lib.join_segments(layout, [s.upper() for s in layout.sentences], target_lang="de")
+    assert out == "OPEN THE FILE. SAVE IT!\n\n  SEE J. SMITH, E.G. HERE. 3.5 GB FREE.\n文件已保存。 请关闭窗口。"
+    chinese = text_lib.split_segments("好。对。")
+    assert text_lib.join_segments(chinese, ["好。", "对。"], target_lang="zh-Hans") == "好。对。"  # no space in Chinese
+    with pytest.raises(ValueError, match="one per input"):
+        text_lib.join_segments(layout, ["x"], target_lang="de")
+
+
+# -- the service without a server --------------------------------------------
+
+
+def test_detector_restricted_to_model_languages_and_variants():
+    service = TranslationService(FakeTranslator(), name="t", limits=LIMITS)
+    assert service.resolve_source("Die Datei konnte nicht gespeichert werden.", AUTO)[0] == "de"
+    assert service.resolve_source("Не удалось открыть файл.", AUTO)[0] == "ru"
+    assert service.resolve_source("无法打开这个文件，请检查权限。", AUTO)[0] == "zh-Hans"
+    assert service.resolve_source("無法開啟這個檔案，請檢查權限。", AUTO)[0] == "zh-Hant"
+    # Italian is not a language of this model: the detector answers among the model's own.
+    assert service.resolve_source("Impossibile aprire il file richiesto.", AUTO)[0] in service.source_languages
+    for undetectable in ("12345 67", "ok", "!!!"):
+        with pytest.raises(RequestError, match="could not detect"):
+            service.resolve_source(undetectable, AUTO)
+
+
+def test_routing_view_draws_tokens_as_text():
+    trace = {"tokens": ["▁$x", "▁<b>bold</b>", "▁a_b^c", "</s>"],
+             "layers": {"encoder/layers_1/mlp": [0, 3, 1, 2], "encoder/layers_3/mlp": [2, 2, 0, 1]},
+             "fraction_dropped": {"encoder/layers_1/mlp": 0.0, "encoder/layers_3/mlp": 0.25}}
+    figure = experts_view.routing_figure(trace)
+    png = io.BytesIO()
+    figure.savefig(png, format="png")  # an unbalanced "$" would fail under mathtext
+    assert png.getvalue()[:4] == b"\x89PNG"
+    labels = [label.get_text() for label in figure.axes[0].get_xticklabels()]
+    assert labels == ["·$x", "·<b>bold</b>", "·a_b^c", "</s>"]
+    assert experts_view.routing_table(trace) == [["encoder/layers_1/mlp", "0.0%", "4 / 4"],
+                                                 ["encoder/layers_3/mlp", "25.0%", "3 / 4"]]
+
+
+def test_command_line_defaults_are_local_and_private():
+    args = build_parser().parse_args(["--checkpoint", "a", "b"])
+    assert (args.host, args.port, args.share, args.auth) == ("127.0.0.1", 7860, False, None)
+    assert parse_auth("me:se:cret") == ("me", "se:cret")
+    for bad in ("me", ":pw", "me:"):
+        with pytest.raises(Exception, match="user:password"):
+            parse_auth(bad)
+    assert model_names(["runs/a/ckpt", "runs/b/ckpt", "runs/c"]) == ["a/ckpt", "b/ckpt", "c"]
+
+
+def test_web_ui_imports_no_tensorflow_or_seqio():
+    """Start-up must not pay for TensorFlow: import and build the app in a fresh interpreter."""
+    code = textwrap.dedent("""
+        import importlib.util, sys
+        from app.server import make_services
+        from app.page import build_app
+        from tests.fixtures.app.fake_translator import FakeTranslator
+        if importlib.util.find_spec("mtmoe.translate") is not None:
+            import mtmoe.translate
+        build_app(make_services({"m": FakeTranslator()}))
+        heavy = [name for name in ("tensorflow", "seqio", "tensorflow_text") if name in sys.modules]
+        assert not heavy, f"the web UI imported {heavy}"
+    """)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+# -- through the server -------------------------------------------------------
+
+
+def test_round_trip_is_one_batch_of_sentences(server):
+    client, translators, _ = server
+    fake = translators["tiny"]
+    answer = client.predict("Open the file. Save it!\nClose the window.", "en", "de", api_name="/translate")
+    assert answer == "[de] Open the file. [de] Save it!\n[de] Close the window."
+    texts, target, source, beam, max_length = fake.calls[-1]
+    assert (texts, target, source, beam, max_length) == (["Open the file.", "Save it!", "Close the window."], "de", "en", 4, None)
+
+
+def test_auto_detects_the_source(server):
+    client, translators, _ = server
+    answer = client.predict("Die Datei konnte nicht gespeichert werden, weil der Datenträger voll ist.", "auto", "en",
+                            api_name="/translate")
+    assert answer == "[en] Die Datei konnte nicht gespeichert werden, weil der Datenträger voll ist."
+    assert translators["tiny"].calls[-1][2] == "de"
+    assert client.predict("Не удалось открыть файл.", api_name="/detect_language") == "ru"
+
+
+def test_model_picker_routes_to_the_named_model(server):
+    client, translators, _ = server
+    before = len(translators["small"].calls)
+    assert client.predict("Hello.", "en", "de", "small", api_name="/translate") == "[de] Hello."
+    assert len(translators["small"].calls) == before + 1
+    with pytest.raises(AppError, match="unknown target language 'fr'; this model translates into: en, de"):
+        client.predict("Hello.", "en", "fr", "small", api_name="/translate")
+    with pytest.raises(AppError, match="unknown model 'nope'"):
+        client.predict("Hello.", "en", "de", "nope", api_name="/translate")
+
+
+@pytest.mark.parametrize("text, source, target, message", [
+    ("", "en", "de", "the text is empty"),
+    ("   \n ", "auto", "de", "the text is empty"),
+    ("x" * (LIMITS.max_chars + 1), "en", "de", f"over the limit of {LIMITS.max_chars}"),
+    ("Hello.", "en", "xx", "unknown target language 'xx'"),
+    ("Hello.", "klingon", "de", "unknown source language 'klingon'"),
+    ("12345 678", "auto", "de", "could not detect the source language"),
+])
+def test_bad_text_input_gets_a_clear_message(server, text, source, target, message):
+    client, _, _ = server
+    with pytest.raises(AppError) as error:
+        client.predict(text, source, target, api_name="/translate")
+    assert message in str(error.value)
+    assert "Traceback" not in str(error.value)
+
+
+def test_model_failure_is_one_line_and_server_stays_up(server):
+    client, _, _ = server
+    with pytest.raises(AppError, match=r"the model failed on this request \(RuntimeError\)"):
+        client.predict("💥 Boom.", "en", "de", api_name="/translate")
+    assert client.predict("Still here.", "en", "de", api_name="/translate") == "[de] Still here."
+
+
+def test_file_translation_keeps_lines(server, tmp_path):
+    client, translators, _ = server
+    path = client.predict(handle_file(os.path.join(FIXTURES, "sample.txt")), "en", "de", "tiny", 2, 40,
+                          api_name="/translate_file")
+    assert os.path.basename(path) == "sample.de.txt"
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    with open(os.path.join(FIXTURES, "sample.txt"), encoding="utf-8") as f:
+        expected = [("" if not line.strip() else line[: len(line) - len(line.lstrip())] + "[de] " + line.strip())
+                    for line in f.read().split("\n")]
+    assert lines == expected  # blank line, indentation, HTML-looking text and final newline kept as text
+    assert translators["tiny"].calls[-1][3:] == (2, 40)  # beam size and max length reach the model
+
+
+@pytest.mark.parametrize("content, message", [
+    ("Grüße aus Köln.\n".encode("latin-1"), "is not UTF-8 text"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00", "is not a text file"),
+    (("A line.\n" * 300).encode(), f"over the limit of {LIMITS.max_file_bytes}"),
+    (("Line.\n" * 30).encode(), f"over the limit of {LIMITS.max_file_lines}"),
+    (b"\n \n", "has no text"),
+])
+def test_bad_file_gets_a_clear_message(server, tmp_path, content, message):
+    client, _, _ = server
+    path = tmp_path / "upload.txt"
+    path.write_bytes(content)
+    with pytest.raises(AppError) as error:
+        client.predict(handle_file(str(path)), "en", "de", api_name="/translate_file")
+    assert message in str(error.value)
+
+
+def test_fifty_concurrent_requests_all_answered(server):
+    client, _, url = server
+    threads, per_thread = 5, 10
+
+    def work(worker: int) -> list[str]:
+        own = Client(url, verbose=False)
+        return [own.predict(f"Sentence {worker}-{i}.", "en", "de", api_name="/translate") for i in range(per_thread)]
+
+    started = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        answers = [answer for batch in pool.map(work, range(threads)) for answer in batch]
+    assert sorted(answers) == sorted(f"[de] Sentence {w}-{i}." for w in range(threads) for i in range(per_thread))
+    assert time.perf_counter() - started < 60
+    assert client.predict("After the load.", "en", "de", api_name="/translate") == "[de] After the load."
+
+
+def test_page_and_api_view_are_served(server):
+    client, _, url = server
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.status == 200
+    api = client.view_api(return_format="dict", print_info=False)
+    translate = api["named_endpoints"]["/translate"]
+    assert [p["parameter_name"] for p in translate["parameters"]][:3] == ["text", "source_lang", "target_lang"]
+    # The page's own events are not part of the public API.
+    assert set(api["named_endpoints"]) == {"/translate", "/detect_language", "/translate_file"}
+
+
+def test_auth_is_required_when_asked():
+    demo, url = serve(make_services({"m": FakeTranslator()}, limits=LIMITS, warm=False), auth=("me", "secret"))
+    try:
+        with pytest.raises(Exception):
+            Client(url, verbose=False).predict("Hello.", "en", "de", api_name="/translate")
+        client = Client(url, auth=("me", "secret"), verbose=False)
+        assert client.predict("Hello.", "en", "de", api_name="/translate") == "[de] Hello."
+    finally:
+        demo.close()
+
+
+def test_real_translator_round_trip(request):
+    """Through mtmoe.translate.Translator on the trainer's tiny checkpoint (when that fixture exists)."""
+    try:
+        checkpoint = request.getfixturevalue("tiny_checkpoint")
+    except pytest.FixtureLookupError:
+        pytest.skip("tests/conftest.py has no tiny_checkpoint fixture yet (trainer, issue 5)")
+    from mtmoe.translate import Translator
+
+    translator = Translator.from_checkpoint(checkpoint)
+    services = make_services({"tiny": translator}, limits=LIMITS)
+    demo, url = serve(services)
+    try:
+        client = Client(url, verbose=False)
+        source = next(code for code in translator.source_languages if code != "en") if "en" in translator.languages else "auto"
+        target = "en" if "en" in translator.languages else translator.languages[0]
+        answer = client.predict("Das ist ein Test.", source, target, api_name="/translate")
+        assert isinstance(answer, str)
+        trace = services["tiny"].route("Das ist ein Test.", target_lang=target)
+        assert trace["tokens"] and all(len(experts) == len(trace["tokens"]) for experts in trace["layers"].values())
+    finally:
+        demo.close()
