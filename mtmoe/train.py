@@ -838,20 +838,40 @@ def parse_gin(*, gin_files: Sequence[str], bindings: Sequence[str], search_paths
     """Parse gin files and bindings and finalize the config; UsageError (one line) on any problem."""
     import gin
 
+    gin.clear_config()  # a second run in one process (tests) starts from a clean, unlocked config
     repo_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    search = [p for p in search_paths if p] + [os.getcwd(), repo_root]
+    search = list(dict.fromkeys([p for p in search_paths if p] + [os.getcwd(), repo_root]))
     for directory in search:
         gin.add_config_file_search_path(directory)
     files = [_resolve_gin_file(f, search) for f in gin_files]
     if not files:
         raise UsageError("no --gin_file given; e.g. --gin_file=gin/experiments/demo.gin")
     try:
-        gin.parse_config_files_and_bindings(files, list(bindings), finalize_config=False)
+        gin.parse_config_files_and_bindings(files, [], finalize_config=False)
+        _check_macro_bindings(bindings)
+        gin.parse_config_files_and_bindings([], list(bindings), finalize_config=False)
         gin.finalize()
+    except UsageError:
+        raise
     except ImportError as err:
         raise UsageError(f"a gin file imports a module that cannot be imported: {err}") from None
     except Exception as err:  # gin reports parse and binding errors with several exception types
         raise UsageError(_gin_error_line(err)) from None
+
+
+def _check_macro_bindings(bindings: Sequence[str]) -> None:
+    """A `--gin.NAME=VALUE` macro must be one the gin files define: a misspelt macro is an error, not a no-op."""
+    import gin
+
+    defined = sorted(key[0] for key in gin.config._CONFIG if key[1] == "gin.macro")  # noqa: SLF001
+    for binding in bindings:
+        name = binding.split("=", 1)[0].strip()
+        if "." in name or "/" in name or not name:
+            continue  # configurable.parameter: gin itself checks it
+        if name not in defined:
+            close = difflib.get_close_matches(name, defined, n=3, cutoff=0.6)
+            hint = f"did you mean {', '.join(close)}?" if close else "no gin file defines it"
+            raise UsageError(f"--gin.{name} sets a macro the gin files do not use; {hint}")
 
 
 def _gin_error_line(err: Exception) -> str:
