@@ -1,0 +1,164 @@
+"""The encoder-decoder: sparse layout, cached decoding, packing, dtypes, bad configs."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import linen as nn
+
+from mtmoe import network
+
+# Pairwise-different sizes so a transposed axis fails.
+TINY = network.TransformerConfig(
+    vocab_size=23,
+    d_model=12,
+    num_heads=3,
+    head_dim=5,
+    d_ff=14,
+    num_encoder_layers=2,
+    num_decoder_layers=3,
+    num_experts=4,
+    expert_d_ff=9,
+    max_group_size=64,
+)
+# Every forward pass below uses these shapes and keywords, so it compiles once.
+ENCODER_TOKENS = jnp.array([[4, 9, 17, 3, 1, 0, 0], [8, 5, 1, 0, 0, 0, 0], [2, 1, 0, 0, 0, 0, 0]], jnp.int32)  # [B=3, S=7]
+DECODER_INPUTS = jnp.array([[0, 6, 11, 2, 7], [0, 13, 1, 19, 4], [0, 3, 3, 3, 3]], jnp.int32)  # [B=3, T=5]
+
+
+def random_params(module, *inputs, seed=0):
+    """float32 params with init's tree and shapes, drawn by numpy: no init to compile."""
+    shapes = nn.unbox(jax.eval_shape(module.init, jax.random.PRNGKey(0), *inputs)["params"])
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(lambda leaf: jnp.asarray(rng.normal(0.0, 0.5, leaf.shape), jnp.float32), shapes)
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """(module, params, forward): forward(enc, dec, enc_segments, dec_segments) -> logits, jitted."""
+    module = network.Transformer(TINY)
+    params = random_params(module, ENCODER_TOKENS, DECODER_INPUTS)
+
+    @jax.jit
+    def forward(encoder_tokens, decoder_tokens, encoder_segments, decoder_segments):
+        return module.apply(
+            {"params": params},
+            encoder_tokens,
+            decoder_tokens,
+            encoder_segment_ids=encoder_segments,
+            decoder_segment_ids=decoder_segments,
+            no_token_drop=True,
+        )
+
+    return module, params, forward
+
+
+def _segments(tokens, real_length):
+    """Segment ids 1 on the first `real_length` positions of each row, 0 after."""
+    return (jnp.arange(tokens.shape[1])[None, :] < jnp.asarray(real_length)[:, None]).astype(jnp.int32)
+
+
+def test_sparse_layout_and_param_shapes():
+    module = network.Transformer(TINY)
+    variables = jax.eval_shape(module.init, jax.random.PRNGKey(0), ENCODER_TOKENS, DECODER_INPUTS)
+    params = nn.unbox(variables["params"])
+    specs = nn.get_partition_spec(variables)["params"]
+    assert {leaf.dtype for leaf in jax.tree.leaves(params)} == {jnp.dtype(jnp.float32)}
+    assert specs["encoder"]["layers_1"]["moe"]["wi_1"] == jax.sharding.PartitionSpec("expert", "embed", "mlp")
+    assert specs["decoder"]["logits_dense"] == jax.sharding.PartitionSpec("embed", "vocab")
+    # Every other FFN is MoE: encoder layer 1, decoder layer 1 (of 0, 1, 2).
+    assert set(params["encoder"]["layers_1"]) >= {"moe"} and "mlp" in params["encoder"]["layers_0"]
+    assert [("moe" in params["decoder"][f"layers_{i}"]) for i in range(3)] == [False, True, False]
+    moe = params["decoder"]["layers_1"]["moe"]
+    assert moe["wi_0"].shape == (4, 12, 9) and moe["wo"].shape == (4, 9, 12)
+    assert moe["router"]["kernel"].shape == (12, 4)
+    assert params["decoder"]["logits_dense"].shape == (12, 23)  # untied from token_embedder
+    assert params["token_embedder"]["embedding"].shape == (23, 12)
+    every_layer = dataclasses.replace(TINY, encoder_sparse_every=1, decoder_sparse_every=0)
+    assert every_layer.num_sparse_layers(decoder=False) == 2 and every_layer.num_sparse_layers(decoder=True) == 0
+
+
+def test_cached_decoding_equals_full_forward(tiny):
+    module, params, forward = tiny
+    all_real = jnp.ones_like(DECODER_INPUTS)
+    full = forward(ENCODER_TOKENS, DECODER_INPUTS, (ENCODER_TOKENS > 0).astype(jnp.int32), all_real)  # [B, T, V]
+    assert full.dtype == jnp.float32 and full.shape == (3, 5, 23)
+    encoded = jax.jit(lambda tokens: module.apply({"params": params}, tokens, no_token_drop=True, method=module.encode))(
+        ENCODER_TOKENS
+    )
+    cache = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), ENCODER_TOKENS, DECODER_INPUTS, decode=True))["cache"]
+    cache = jax.tree.map(lambda leaf: jnp.zeros(leaf.shape, leaf.dtype), cache)
+    step = jax.jit(
+        lambda cache, token: module.apply(
+            {"params": params, "cache": cache}, encoded, ENCODER_TOKENS, token,
+            decode=True, max_decode_length=5, no_token_drop=True, mutable=["cache"], method=module.decode,
+        )
+    )
+    steps = []
+    for t in range(5):
+        logits, mutated = step(cache, DECODER_INPUTS[:, t : t + 1])
+        cache = mutated["cache"]
+        steps.append(logits)
+    np.testing.assert_allclose(jnp.concatenate(steps, axis=1), full, atol=1e-5)
+
+
+def test_packed_sequences_equal_each_alone(tiny):
+    _, _, forward = tiny
+    first_src, first_tgt = [4, 9, 17, 1], [0, 6]
+    second_src, second_tgt = [8, 5, 1], [0, 13, 2]
+    # Row 0 packs both examples; rows 1 and 2 hold each alone, padded to the same shape.
+    encoder_tokens = jnp.array([first_src + second_src, first_src + [0] * 3, second_src + [0] * 4])  # [3, 7]
+    decoder_tokens = jnp.array([first_tgt + second_tgt, first_tgt + [0] * 3, second_tgt + [0] * 2])  # [3, 5]
+    encoder_segments = jnp.array([[1] * 4 + [2] * 3, [1] * 4 + [0] * 3, [1] * 3 + [0] * 4])
+    decoder_segments = jnp.array([[1] * 2 + [2] * 3, [1] * 2 + [0] * 3, [1] * 3 + [0] * 2])
+    logits = forward(encoder_tokens, decoder_tokens, encoder_segments, decoder_segments)  # [3, 5, V]
+    np.testing.assert_allclose(logits[0, :2], logits[1, :2], atol=1e-5)
+    np.testing.assert_allclose(logits[0, 2:], logits[2, :3], atol=1e-5)
+    # Packing must matter at all: without segment ids the second example sees the first.
+    unpacked = forward(encoder_tokens, decoder_tokens, (encoder_tokens > 0).astype(jnp.int32), jnp.ones_like(decoder_tokens))
+    assert np.abs(unpacked[0, 2:] - logits[2, :3]).max() > 1e-3
+
+
+def test_bfloat16_keeps_params_logits_and_router_float32(tiny):
+    _, params, _ = tiny
+    # The compute dtype does not change the parameters: the float32 ones run in bfloat16.
+    module = network.Transformer(dataclasses.replace(TINY, dtype="bfloat16"))
+    variables = {"params": params}
+    logits, state = jax.jit(
+        lambda variables: module.apply(
+            variables,
+            ENCODER_TOKENS,
+            DECODER_INPUTS,
+            capture_intermediates=lambda mdl, _: mdl.name in ("router", "encoder_norm"),
+            mutable=["intermediates"],
+        )
+    )(variables)
+    assert logits.dtype == jnp.float32
+    assert state["intermediates"]["encoder"]["encoder_norm"]["__call__"][0].dtype == jnp.bfloat16
+    router_logits, router_probs = state["intermediates"]["encoder"]["layers_1"]["moe"]["router"]["__call__"][0]
+    assert router_logits.dtype == jnp.float32 and router_probs.dtype == jnp.float32
+    assert state["intermediates"]["decoder"]["layers_1"]["moe"]["router_z_loss"][0].dtype == jnp.float32
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (dict(router_type="top3"), "unknown router_type 'top3'"),
+        (dict(dispatch="scatter"), "unknown dispatch 'scatter'"),
+        (dict(router_type="experts_choose"), "set decoder_sparse_every=0"),
+        (dict(dtype="float16"), "dtype='float16' is unknown"),
+        (dict(activations=("gelu", "swish")), "unknown activation 'swish'"),
+        (dict(num_experts=-1), "num_experts=-1 must be >= 0"),
+    ],
+)
+def test_bad_config_fails_at_construction_in_one_line(change, message):
+    with pytest.raises(ValueError, match=message) as info:
+        dataclasses.replace(TINY, **change)
+    assert "\n" not in str(info.value)
+
+
+def test_experts_choose_allowed_in_encoder_only():
+    config = dataclasses.replace(TINY, router_type="experts_choose", decoder_sparse_every=0)
+    assert config.num_sparse_layers(decoder=True) == 0 and config.num_sparse_layers(decoder=False) == 1
