@@ -917,6 +917,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as err:
         print(f"error: {_first_line(err)}", file=sys.stderr)
         return 2
+    except ValueError as err:
+        from mtmoe.checkpoints import CheckpointError
+
+        if not isinstance(err, CheckpointError):
+            raise
+        print(f"error: {_first_line(err)}", file=sys.stderr)
+        return 2
     except NonFiniteLossError as err:
         print(f"error: {_first_line(err)}", file=sys.stderr)
         return NONFINITE_EXIT_CODE
