@@ -1,0 +1,145 @@
+"""EncoderDecoderModel: loss terms, metrics, scoring, decoding independent of the batch."""
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import linen as nn
+
+from mtmoe import models, network
+
+TINY = network.TransformerConfig(
+    vocab_size=29,
+    d_model=10,
+    num_heads=2,
+    head_dim=3,
+    d_ff=11,
+    num_encoder_layers=2,
+    num_decoder_layers=2,
+    num_experts=4,
+    expert_d_ff=7,
+    # A small eval capacity: without no_token_drop, tokens would overflow and a
+    # sentence's output would depend on its batch neighbours.
+    eval_capacity_factor=0.5,
+    min_expert_capacity=1,
+)
+SOURCES = np.array([[5, 9, 14, 3, 1, 0], [7, 2, 1, 0, 0, 0], [11, 12, 13, 20, 8, 1]], np.int32)  # [B=3, S=6]
+TARGETS = np.array([[6, 4, 1, 0], [9, 1, 0, 0], [3, 3, 7, 1]], np.int32)  # [B=3, T=4]
+
+
+def make_batch(sources, targets):
+    inputs = np.pad(targets, ((0, 0), (1, 0)))[:, :-1]  # shifted right, 0 = start token
+    return {
+        "encoder_input_tokens": jnp.asarray(sources),
+        "decoder_input_tokens": jnp.asarray(inputs),
+        "decoder_target_tokens": jnp.asarray(targets),
+        "decoder_loss_weights": jnp.asarray(targets > 0, jnp.float32),
+    }
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """(model, params): float32 params with init's shapes, drawn by numpy (no init to compile)."""
+    model = models.EncoderDecoderModel(config=TINY)
+    shapes = jax.eval_shape(
+        functools.partial(model.get_initial_variables, input_shapes={"encoder_input_tokens": (3, 6), "decoder_input_tokens": (3, 4)}),
+        jax.random.PRNGKey(0),
+    )
+    rng = np.random.default_rng(0)
+    params = jax.tree.map(lambda leaf: jnp.asarray(rng.normal(0.0, 0.7, leaf.shape), jnp.float32), nn.unbox(shapes["params"]))
+    return model, params
+
+
+def test_cross_entropy_hand_values():
+    logits = jnp.zeros((1, 1, 4))  # uniform over 4 tokens
+    loss, z_term = models.cross_entropy_with_logits(logits, jnp.array([[2]]), z_loss=0.5)
+    np.testing.assert_allclose(z_term, [[0.5 * np.log(4) ** 2]], rtol=1e-6)
+    np.testing.assert_allclose(loss, [[np.log(4) + 0.5 * np.log(4) ** 2]], rtol=1e-6)
+    # With label smoothing a prediction equal to the smoothed target scores 0.
+    smoothing = 0.3
+    smoothed = np.array([0.1, 0.1, 0.7, 0.1])
+    loss, _ = models.cross_entropy_with_logits(
+        jnp.log(jnp.asarray(smoothed))[None, None], jnp.array([[2]]), z_loss=0.0, label_smoothing=smoothing
+    )
+    np.testing.assert_allclose(loss, [[0.0]], atol=1e-6)
+
+
+def test_loss_adds_expert_losses_averaged_over_layers(tiny_model):
+    model, params = tiny_model
+    loss, metrics = jax.jit(model.loss_fn)(params, make_batch(SOURCES, TARGETS), None)
+    layer_aux = [v for k, v in metrics.items() if k.endswith("/auxiliary_loss") and k != "experts/auxiliary_loss"]
+    layer_z = [v for k, v in metrics.items() if k.endswith("/router_z_loss") and k != "experts/router_z_loss"]
+    assert len(layer_aux) == len(layer_z) == 2  # encoder layers_1, decoder layers_1
+    assert "experts/encoder/layers_1/moe/fraction_tokens_left_behind" in metrics
+    np.testing.assert_allclose(metrics["experts/auxiliary_loss"], np.mean(layer_aux), rtol=1e-6)
+    expected = (
+        metrics["cross_ent_loss"]
+        + metrics["z_loss"]
+        + 0.01 * metrics["experts/auxiliary_loss"]
+        + 0.001 * metrics["experts/router_z_loss"]
+    )
+    np.testing.assert_allclose(loss, expected, rtol=1e-6)
+    assert metrics["num_target_tokens"] == 9
+    for name in models.EXPERT_METRICS.values():
+        assert f"experts/{name}" in metrics
+
+
+def test_dense_model_has_no_expert_terms(tiny_model):
+    _, params = tiny_model
+    dense = models.EncoderDecoderModel(config=dataclasses.replace(TINY, num_experts=0), z_loss=0.0)
+    shapes = jax.eval_shape(
+        functools.partial(dense.get_initial_variables, input_shapes={"encoder_input_tokens": (3, 6), "decoder_input_tokens": (3, 4)}),
+        jax.random.PRNGKey(0),
+    )
+    dense_params = jax.tree.map(lambda leaf: jnp.full(leaf.shape, 0.1, jnp.float32), nn.unbox(shapes["params"]))
+    batch = make_batch(SOURCES, TARGETS)
+    loss, metrics = jax.jit(dense.loss_fn)(dense_params, batch, None)
+    assert not any(key.startswith("experts/") for key in metrics)
+    # Constant params give the same logits at every position, so CE = -mean log p(target).
+    scores = dense.score_batch(dense_params, batch)
+    np.testing.assert_allclose(loss, -np.sum(scores) / 9, rtol=1e-5)
+
+
+def test_score_batch_equals_greedy_log_prob(tiny_model):
+    model, params = tiny_model
+    batch = make_batch(SOURCES, TARGETS)
+    tokens, scores = jax.jit(functools.partial(model.predict_batch, decoding="greedy", return_scores=True))(params, batch)
+    assert tokens.shape == (3, 4) and tokens.dtype == jnp.int32
+    # Score the greedy outputs with the full (uncached) forward pass.
+    weights = np.cumsum(np.asarray(tokens) == models.EOS_ID, axis=1) - (np.asarray(tokens) == models.EOS_ID) == 0
+    rescored = model.score_batch(params, {**make_batch(SOURCES, np.asarray(tokens)), "decoder_loss_weights": weights})
+    np.testing.assert_allclose(rescored, scores, atol=1e-4)
+
+
+def test_sentence_decodes_the_same_alone_and_in_a_batch(tiny_model):
+    model, params = tiny_model
+    predict = jax.jit(functools.partial(model.predict_batch, decoding="beam", beam_size=3, max_decode_length=5))
+    batched = predict(params, {"encoder_input_tokens": jnp.asarray(SOURCES)})  # [3, 5]
+    for row in (0, 2):
+        alone = predict(params, {"encoder_input_tokens": jnp.asarray(SOURCES[row : row + 1])})  # [1, 5]
+        np.testing.assert_array_equal(alone[0], batched[row])
+
+
+def test_sampling_needs_rng_and_unknown_decoding_fails(tiny_model):
+    model, params = tiny_model
+    batch = {"encoder_input_tokens": jnp.asarray(SOURCES)}
+    with pytest.raises(ValueError, match="needs rng"):
+        model.predict_batch(params, batch, decoding="sample", max_decode_length=3)
+    with pytest.raises(ValueError, match="unknown decoding 'nucleus'"):
+        model.predict_batch(params, batch, decoding="nucleus", max_decode_length=3)
+    with pytest.raises(ValueError, match="max_decode_length"):
+        model.predict_batch(params, batch)
+
+
+def test_routing_trace_marks_padding_and_names_encoder_moe_layers(tiny_model):
+    model, params = tiny_model
+    trace = model.routing_trace(params, {"encoder_input_tokens": jnp.asarray(SOURCES)})
+    experts = np.asarray(trace["encoder/layers_1/moe"])
+    assert set(trace) == {"encoder/layers_1/moe", "fraction_tokens_dropped/encoder/layers_1/moe"}
+    assert experts.shape == SOURCES.shape
+    np.testing.assert_array_equal(experts == -1, SOURCES == 0)
+    assert experts.max() < TINY.num_experts
+    assert float(trace["fraction_tokens_dropped/encoder/layers_1/moe"]) == 0.0  # no_token_drop
