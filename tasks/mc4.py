@@ -19,6 +19,7 @@ fails when used, naming the TFDS build step; nothing is ever downloaded.
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import os
 
@@ -133,8 +134,9 @@ def embedded_text_source(*, root, lang: str, langs_in_corpus, num_examples: int
     files, column = [translation.embedded_file(root, "train", lang)], 1
   return sources.TextSource(
       split_files={"train": files},
-      read=lambda paths: translation._chain(sources.read_tsv(p, columns=(column,)) for p in paths),
-      features=("text",), missing_message=translation._missing_embedded,
+      read=lambda paths: itertools.chain.from_iterable(
+          sources.read_tsv(p, columns=(column,)) for p in paths),
+      features=("text",), missing_message=translation.missing_embedded_message,
       num_examples={"train": num_examples})
 
 

@@ -32,6 +32,7 @@ saying what to download or set.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import logging
 import os
@@ -163,7 +164,8 @@ def embedded_file(root: str | os.PathLike, split: str, lang: str) -> str:
   return os.fspath(Path(root) / _EMBEDDED_SPLITS[split] / f"en-{lang}.tsv.gz")
 
 
-def _missing_embedded(path: str) -> str:
+def missing_embedded_message(path: str) -> str:
+  """What to do when a file of the embedded corpus is missing."""
   return (f"{path} is missing: rebuild the embedded corpus (`python -m tasks.build_corpus`) "
           "or point MTMOE_EMBEDDED_DIR at a built one")
 
@@ -174,16 +176,12 @@ def embedded_source(*, root: str | os.PathLike, lang: str, english_first: bool,
   columns = (0, 1) if english_first else (1, 0)
   return sources.TextSource(
       split_files={split: [embedded_file(root, split, lang)] for split in _EMBEDDED_SPLITS},
-      read=lambda files: _chain(sources.read_tsv(f, columns=columns) for f in files),
+      read=lambda files: itertools.chain.from_iterable(
+          sources.read_tsv(f, columns=columns) for f in files),
       features=("inputs", "targets"),
-      missing_message=_missing_embedded,
+      missing_message=missing_embedded_message,
       num_examples={split: stats[key] for split, key in _EMBEDDED_SPLITS.items()
                     if stats and key in stats})
-
-
-def _chain(iterators: Iterable):
-  for iterator in iterators:
-    yield from iterator
 
 
 def register_embedded_tasks(*, root: str | os.PathLike = EMBEDDED_DIR, corpus: str = "embedded",
@@ -193,21 +191,12 @@ def register_embedded_tasks(*, root: str | os.PathLike = EMBEDDED_DIR, corpus: s
 
   Returns {lang: (en->lang task name, lang->en task name)}.
   """
-  pairs = {}
-  for lang, counts in sorted(load_stats(root).items()):
-    if lang == "en":
-      continue
-    names = []
-    for english_first in (True, False):
-      source_lang, target_lang = ("en", lang) if english_first else (lang, "en")
-      name = task_name(corpus, source_lang, target_lang)
-      register_translation_task(
-          name=name, source_lang=source_lang, target_lang=target_lang, vocabulary=vocabulary,
-          tag_fn=tag_fn, source=embedded_source(root=root, lang=lang, english_first=english_first,
-                                                stats=counts))
-      names.append(name)
-    pairs[lang] = tuple(names)
-  return pairs
+  stats = load_stats(root)
+  return _register_english_centric(
+      corpus=corpus, langs=sorted(lang for lang in stats if lang != "en"),
+      source_fn=lambda lang, english_first: embedded_source(
+          root=root, lang=lang, english_first=english_first, stats=stats[lang]),
+      vocabulary=vocabulary, tag_fn=tag_fn)
 
 
 # --- OPUS-100 and FLORES-200 -------------------------------------------------------
@@ -343,7 +332,8 @@ def register_tsv_task(*, name: str, source_lang: str, target_lang: str,
       tag_fn=tag_fn,
       source=sources.TextSource(
           split_files={split: [os.fspath(path)] for split, path in files.items()},
-          read=lambda paths: _chain(sources.read_tsv(p, columns=columns) for p in paths),
+          read=lambda paths: itertools.chain.from_iterable(
+              sources.read_tsv(p, columns=columns) for p in paths),
           features=("inputs", "targets"),
           missing_message=lambda path: f"{path} is missing: fix the files given to {name}"))
 
