@@ -61,8 +61,9 @@ FLORES200_URL = "https://dl.fbaipublicfiles.com/nllb/flores200_dataset.tar.gz"
 def corpus_roots(*, opus100: str | None = None, flores200: str | None = None) -> dict:
   """Where OPUS-100 and FLORES-200 live: gin bindings first, then environment.
 
-  In a gin file: `tasks.corpus_roots.opus100 = %OPUS100_DIR`; or export
-  OPUS100_DIR / FLORES200_DIR. Read when a dataset is built, not at import.
+  In a gin file (which must import the module first: `import tasks.translation`):
+  `tasks.corpus_roots.opus100 = %OPUS100_DIR`; or export OPUS100_DIR /
+  FLORES200_DIR. Read when a dataset is built, not at import.
   """
   return {"opus100": opus100 or os.environ.get("OPUS100_DIR"),
           "flores200": flores200 or os.environ.get("FLORES200_DIR")}
