@@ -88,19 +88,21 @@ def _is_spec(x) -> bool:
     return isinstance(x, PartitionSpec)
 
 
-def logical_specs(boxed_tree: Any) -> Any:
-    """Tree of logical PartitionSpecs: boxed leaves give their names, other leaves P()."""
-    return nn.get_partition_spec(boxed_tree)
+def logical_specs(boxed_or_spec_tree: Any) -> Any:
+    """Tree of logical PartitionSpecs: boxed leaves give their names, PartitionSpecs stay,
+    any other leaf (an unboxed array) is replicated: P()."""
+
+    def spec(x):
+        if isinstance(x, nn.Partitioned):
+            return x.get_partition_spec()
+        return x if _is_spec(x) else PartitionSpec()
+
+    return jax.tree.map(spec, boxed_or_spec_tree, is_leaf=lambda x: isinstance(x, nn.Partitioned) or _is_spec(x))
 
 
 def mesh_specs(boxed_or_spec_tree: Any, *, rules=LOGICAL_AXIS_RULES) -> Any:
     """Tree of mesh PartitionSpecs for boxed params (or logical PartitionSpecs)."""
-    specs = jax.tree.map(
-        lambda x: x if _is_spec(x) else PartitionSpec(),
-        logical_specs(boxed_or_spec_tree),
-        is_leaf=_is_spec,
-    )
-    return nn.logical_to_mesh(specs, rules)
+    return nn.logical_to_mesh(logical_specs(boxed_or_spec_tree), rules)
 
 
 def logical_shardings(boxed_or_spec_tree: Any, mesh: Mesh, *, rules=LOGICAL_AXIS_RULES) -> Any:

@@ -115,8 +115,8 @@ def plan(config: network.TransformerConfig, *, mesh_sizes: dict[str, int] | None
     mesh_sizes = {"data": 1, "expert": 1, "model": 1, **(mesh_sizes or {})}
     partitioning.check_divisible(config=config, mesh=mesh_sizes, global_batch_size=None)
     boxed = abstract_params(config)
-    logical = traverse_util.flatten_dict(nn.unbox(partitioning.logical_specs(boxed)), sep=None)
-    mesh_specs = traverse_util.flatten_dict(partitioning.mesh_specs(boxed), sep=None)
+    logical = traverse_util.flatten_dict(partitioning.logical_specs(boxed))
+    mesh_specs = traverse_util.flatten_dict(partitioning.mesh_specs(boxed))
     shapes = traverse_util.flatten_dict(nn.unbox(boxed))
 
     by_kind = dict.fromkeys(KINDS, 0)

@@ -1,0 +1,132 @@
+"""Mesh building, logical rules, divisibility errors, and sharded = single-device numerics."""
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import linen as nn
+from jax.sharding import PartitionSpec as P
+
+from mtmoe import models, network, partitioning
+
+CONFIG = network.TransformerConfig(
+    vocab_size=27,
+    d_model=10,
+    num_heads=2,
+    head_dim=3,
+    d_ff=11,
+    num_encoder_layers=2,
+    num_decoder_layers=2,
+    num_experts=4,
+    expert_d_ff=7,
+    max_group_size=24,  # 8 examples x 6 tokens = 2 groups: capacity is per group
+    min_expert_capacity=1,
+    train_capacity_factor=1.0,
+)
+
+
+def test_make_mesh_shapes_and_one_line_errors():
+    mesh = partitioning.make_mesh(data=2, expert=4)
+    assert dict(mesh.shape) == {"data": 2, "expert": 4, "model": 1}
+    assert dict(partitioning.make_mesh(expert=2, model=2).shape) == {"data": 2, "expert": 2, "model": 2}
+    for kwargs in (dict(expert=3), dict(data=3, expert=2), dict(data=1, expert=1, model=1)):
+        with pytest.raises(ValueError, match="devices") as info:
+            partitioning.make_mesh(**kwargs)
+        assert "\n" not in str(info.value)
+
+
+def test_parse_mesh_spec():
+    assert partitioning.parse_mesh_spec("data=2,expert=4") == {"data": 2, "expert": 4}
+    with pytest.raises(ValueError, match="bad mesh spec"):
+        partitioning.parse_mesh_spec("tensor=2")
+
+
+def test_check_divisible_errors():
+    mesh = partitioning.make_mesh(data=2, expert=4)
+    partitioning.check_divisible(config=CONFIG, mesh=mesh, global_batch_size=16)
+    with pytest.raises(ValueError, match="num_experts=6 does not divide over the mesh's expert axis") as info:
+        partitioning.check_divisible(config=dataclasses.replace(CONFIG, num_experts=6), mesh=mesh, global_batch_size=16)
+    assert "\n" not in str(info.value)
+    with pytest.raises(ValueError, match="batch size 12 does not divide over data x expert = 8"):
+        partitioning.check_divisible(config=CONFIG, mesh=mesh, global_batch_size=12)
+    with pytest.raises(ValueError, match="num_heads=2 does not divide over the mesh's model axis"):
+        partitioning.check_divisible(config=dataclasses.replace(CONFIG, vocab_size=24), mesh={"model": 4}, global_batch_size=None)
+
+
+def test_rules_map_logical_names_to_mesh_axes():
+    logical = {
+        "experts": P("expert", "embed", "mlp"),
+        "attention": P("embed", "joined_kv"),
+        "logits": P("embed", "vocab"),
+        "router": P("embed", "unmodeled"),
+        "activations": P("batch", "length", "embed"),
+        "buffers": P("expert", "expert_group", "expert_capacity", "embed"),
+    }
+    mesh_specs = partitioning.mesh_specs(logical)
+    assert mesh_specs == {
+        "experts": P("expert", None, "model"),
+        "attention": P(None, "model"),
+        "logits": P(None, "model"),
+        "router": P(None, None),
+        "activations": P(("data", "expert"), None, None),
+        "buffers": P("expert", "data", None, None),
+    }
+
+
+def test_shard_batch_puts_rows_over_data_and_expert():
+    mesh = partitioning.make_mesh(data=2, expert=4)
+    batch = partitioning.shard_batch({"tokens": np.arange(16 * 3).reshape(16, 3), "weights": np.ones(16)}, mesh)
+    assert batch["tokens"].sharding.spec == P(("data", "expert"), None)
+    assert batch["tokens"].addressable_shards[1].data.shape == (2, 3)
+    np.testing.assert_array_equal(np.asarray(batch["tokens"]), np.arange(48).reshape(16, 3))
+
+
+def _batch():
+    rng = np.random.default_rng(3)
+    targets = rng.integers(2, 27, (8, 6)).astype(np.int32)
+    targets[:, -2:] = 0  # padding
+    targets[:, -3] = 1  # eos
+    sources = rng.integers(2, 27, (8, 6)).astype(np.int32)
+    sources[::2, -1] = 0
+    return {
+        "encoder_input_tokens": sources,
+        "decoder_input_tokens": np.pad(targets, ((0, 0), (1, 0)))[:, :-1],
+        "decoder_target_tokens": targets,
+        "decoder_loss_weights": (targets > 0).astype(np.float32),
+    }
+
+
+def test_sharded_forward_and_backward_equal_single_device():
+    model = models.EncoderDecoderModel(config=CONFIG)
+    input_shapes = {"encoder_input_tokens": (8, 6), "decoder_input_tokens": (8, 6)}
+    boxed = jax.eval_shape(functools.partial(model.get_initial_variables, input_shapes=input_shapes), jax.random.PRNGKey(0))
+    rng = np.random.default_rng(0)
+    params = jax.tree.map(lambda leaf: rng.normal(0.0, 0.7, leaf.shape).astype(np.float32), nn.unbox(boxed["params"]))
+    batch = _batch()
+    dropout_rng = jax.random.PRNGKey(5)
+
+    def loss_and_grad(params, batch):
+        # Training mode (dropout rng given, jitter noise, train capacity) is the path that must agree.
+        (loss, metrics), grads = jax.value_and_grad(model.loss_fn, has_aux=True)(params, batch, dropout_rng)
+        return loss, metrics, grads
+
+    single = jax.jit(loss_and_grad)(params, batch)
+
+    mesh = partitioning.make_mesh(data=2, expert=4)
+    param_shardings = partitioning.logical_shardings(boxed["params"], mesh)
+    assert param_shardings["encoder"]["layers_1"]["moe"]["wo"].spec == P("expert", "model", None)
+    with mesh, nn.logical_axis_rules(partitioning.LOGICAL_AXIS_RULES):
+        sharded_params = jax.device_put(params, param_shardings)
+        sharded_batch = partitioning.shard_batch(batch, mesh)
+        sharded = jax.jit(loss_and_grad, in_shardings=(param_shardings, partitioning.batch_sharding(mesh)))(
+            sharded_params, sharded_batch
+        )
+    wo = sharded[2]["encoder"]["layers_1"]["moe"]["wo"]
+    assert len({shard.device for shard in wo.addressable_shards}) == 8 and wo.addressable_shards[0].data.shape == (1, 7, 10)
+    np.testing.assert_allclose(sharded[0], single[0], rtol=1e-5)
+    for key in ("cross_ent_loss", "experts/auxiliary_loss", "experts/fraction_tokens_left_behind"):
+        np.testing.assert_allclose(sharded[1][key], single[1][key], rtol=1e-5, atol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), sharded[2], single[2])
