@@ -212,3 +212,15 @@ def test_metrics_call_the_shared_scorer():
   assert scores == {"bleu": pytest.approx(100.0), "chrf++": pytest.approx(100.0)}
   worse = translation.translation_metrics(["Guten Morgen"], ["Guten Abend"], target_lang="de")
   assert 0 < worse["chrf++"] < 100
+
+
+def test_corpus_roots_from_gin_then_environment(monkeypatch):
+  import gin
+  monkeypatch.setenv("OPUS100_DIR", "/from/env")
+  assert translation.corpus_roots()["opus100"] == "/from/env"
+  with gin.unlock_config():
+    gin.parse_config(["import tasks.translation", "tasks.corpus_roots.opus100 = '/from/gin'"])
+  try:
+    assert translation.corpus_roots()["opus100"] == "/from/gin"
+  finally:
+    gin.clear_config()
