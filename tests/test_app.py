@@ -254,24 +254,25 @@ def test_auth_is_required_when_asked():
         demo.close()
 
 
-def test_real_translator_round_trip(request):
-    """Through mtmoe.translate.Translator on the trainer's tiny checkpoint (when that fixture exists)."""
-    try:
-        checkpoint = request.getfixturevalue("tiny_checkpoint")
-    except pytest.FixtureLookupError:
-        pytest.skip("tests/conftest.py has no tiny_checkpoint fixture yet (trainer, issue 5)")
+def test_real_translator_round_trip(tiny_checkpoint):
+    """Through mtmoe.translate.Translator on the trainer's tiny checkpoint (en <-> de, fr, pt-BR, zh-Hans)."""
     from mtmoe.translate import Translator
 
-    translator = Translator.from_checkpoint(checkpoint)
-    services = make_services({"tiny": translator}, limits=LIMITS)
+    translator = Translator.from_checkpoint(tiny_checkpoint)
+    services = make_services({"tiny": translator}, limits=LIMITS)  # warms: one translation, one trace
     demo, url = serve(services)
     try:
         client = Client(url, verbose=False)
-        source = next(code for code in translator.source_languages if code != "en") if "en" in translator.languages else "auto"
-        target = "en" if "en" in translator.languages else translator.languages[0]
-        answer = client.predict("Das ist ein Test.", source, target, api_name="/translate")
-        assert isinstance(answer, str)
-        trace = services["tiny"].route("Das ist ein Test.", target_lang=target)
-        assert trace["tokens"] and all(len(experts) == len(trace["tokens"]) for experts in trace["layers"].values())
+        answer = client.predict("Die Datei wurde gespeichert. Bitte schließen Sie das Fenster.", "auto", "en",
+                                api_name="/translate")
+        assert isinstance(answer, str) and "\n" not in answer
+        assert client.predict("O arquivo não pôde ser aberto.", api_name="/detect_language") == "pt-BR"
+        with pytest.raises(AppError, match="unknown target language 'ru'"):
+            client.predict("Hello.", "en", "ru", api_name="/translate")
+        trace = services["tiny"].route("Open the file.", target_lang="de")
+        assert trace["tokens"][-1] == "</s>" and trace["layers"]
+        assert all(len(experts) == len(trace["tokens"]) for experts in trace["layers"].values())
+        assert set(trace["fraction_dropped"]) == set(trace["layers"])
+        experts_view.routing_figure(trace).savefig(io.BytesIO(), format="png")
     finally:
         demo.close()
