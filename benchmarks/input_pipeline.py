@@ -124,6 +124,7 @@ def main(argv=None) -> int:
   result = {
       "mixture": args.mixture, "gin_file": args.gin_file, "task_feature_lengths": lengths,
       "batch_size": batch_size, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+      "load_average_1min_at_end": os.getloadavg()[0],  # other processes on the same cores
       "jax_devices": [str(d) for d in jax.devices()], "pipeline": pipeline,
       "train_step": alone, "train_step_fed_by_pipeline": together,
       "headroom": pipeline["rows_per_s"] / alone["rows_per_s"],
@@ -132,7 +133,8 @@ def main(argv=None) -> int:
   Path(args.output).write_text(json.dumps(result, indent=1) + "\n")
   p = pipeline
   print(f"\n{args.mixture}, TASK_FEATURE_LENGTHS {lengths}, BATCH_SIZE {batch_size}, "
-        f"model {args.gin_file}, {result['machine']}\n")
+        f"model {args.gin_file}, {result['machine']}, "
+        f"load average {result['load_average_1min_at_end']:.1f} at the end\n")
   print("| measurement | packed rows/s | sentence pairs/s | target tokens/s | input tokens/s |")
   print("|---|---:|---:|---:|---:|")
   print(f"| pipeline alone (start-up {p['startup_s']:.1f} s) | {p['rows_per_s']:.0f} | "
