@@ -214,6 +214,15 @@ def test_bad_file_gets_a_clear_message(server, tmp_path, content, message):
     assert message in str(error.value)
 
 
+def test_huge_file_is_stopped_at_upload(server, tmp_path):
+    client, _, _ = server
+    path = tmp_path / "huge.txt"
+    path.write_bytes(b"A line.\n" * (LIMITS.max_file_bytes // 2 + 1))  # over 4x the limit: gradio's own upload cap
+    with pytest.raises(Exception, match="exceeds the maximum file size"):
+        client.predict(handle_file(str(path)), "en", "de", api_name="/translate_file")
+    assert client.predict("Still here.", "en", "de", api_name="/translate") == "[de] Still here."
+
+
 def test_fifty_concurrent_requests_all_answered(server):
     client, _, url = server
     threads, per_thread = 5, 10

@@ -84,6 +84,13 @@ def test_translate_in_the_browser(chromium_executable, page_url, tmp_path):
             screenshot = tmp_path / "web_ui.png"
             page.screenshot(path=str(screenshot), full_page=True)
 
+            # Swap: the translation becomes the source, the detected language the target.
+            page.locator("#swap").click()
+            expect(source).to_have_value("[de] Open the <b>file</b>. [de] Save it!")
+            expect(output).to_have_value(text)
+            expect(page.locator("#source-lang input")).to_have_value("German (de)")
+            expect(page.locator("#target-lang input")).to_have_value("English (en)")
+
             # An empty request is refused on the page, in words, and the page goes on working.
             source.fill("")
             page.locator("#translate").click()
