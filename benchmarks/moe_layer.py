@@ -1,0 +1,172 @@
+"""Times one MoE layer (forward + backward) against a dense gated MLP of the same per-token FLOPs.
+
+    .venv/bin/python benchmarks/moe_layer.py            # defaults below, ~3 minutes on 2 CPU cores
+    .venv/bin/python benchmarks/moe_layer.py --reps 7 --experts 8,32,128 --paths einsum,sort,dropless
+
+The dense baseline is `layers.MlpBlock` with d_ff equal to one expert's d_ff, so
+a top-1 MoE layer does the same expert FLOPs per token when capacity_factor is
+1.0 (at 1.25 the experts also multiply 25% of empty slots). Every variant is
+jitted and compiled first; then each repetition times every variant once, in
+turn, so that load from other processes on the shared cores hits all variants
+alike. We report the median over repetitions, the spread (min..max) and ratios
+of medians measured in the same run.
+
+Default shapes: 4096 tokens per step (e.g. batch 32 x length 128, a small
+translation batch; also the default max_group_size, so one routing group),
+d_model 512 and d_ff 1024 (the tiny/small mSwitch widths), float32. Training
+mode: jitter noise on, the train capacity factor, the load-balancing loss in the
+loss so that the router gets its gradient as it does in training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
+
+from mtmoe.layers import MlpBlock  # noqa: E402
+from mtmoe.moe import MoeLayer  # noqa: E402
+
+
+def make_step(module, *, moe: bool):
+    """jitted (params, x, cotangent, rng) -> (loss, grads wrt params and x)."""
+
+    def loss_fn(params, x, cotangent, rng):
+        if moe:
+            out, state = module.apply(
+                {"params": params}, x, enable_dropout=True, rngs={"dropout": rng}, mutable=["intermediates"]
+            )
+            aux = 0.01 * state["intermediates"]["aux_loss"][0] + 0.001 * state["intermediates"]["router_z_loss"][0]
+        else:
+            out = module.apply({"params": params}, x)
+            aux = 0.0
+        return jnp.sum(out * cotangent) + aux
+
+    return jax.jit(jax.value_and_grad(loss_fn, argnums=(0, 1)))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--length", type=int, default=128)
+    parser.add_argument("--d_model", type=int, default=512)
+    parser.add_argument("--d_ff", type=int, default=1024)
+    parser.add_argument("--experts", default="8,32,128")
+    parser.add_argument("--paths", default="einsum,sort,dropless")
+    parser.add_argument("--capacity_factor", type=float, default=1.25, help="train capacity factor")
+    parser.add_argument("--max_group_size", type=int, default=4096)
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument(
+        "--dropless_max_experts", type=int, default=8,
+        help="skip dropless above this many experts: on CPU ragged_dot lowers to a dense loop over experts "
+        "(O(E) FLOPs and memory; 32 experts already cost 1242 HLO GFLOP, 128 ran out of 23 GB)",
+    )
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "moe_layer.json"))
+    args = parser.parse_args(argv)
+    if args.reps < 3:
+        parser.error("--reps must be at least 3 to report a median and a spread")
+
+    dtype = jnp.dtype(args.dtype)
+    experts = [int(e) for e in args.experts.split(",")]
+    paths = args.paths.split(",")
+    key = jax.random.PRNGKey(0)
+    x = jax.random.normal(key, (args.batch, args.length, args.d_model), jnp.float32).astype(dtype)
+    cotangent = jax.random.normal(jax.random.PRNGKey(1), x.shape, jnp.float32).astype(dtype)
+
+    variants = {}  # name -> (step, params, info)
+    dense = MlpBlock(d_ff=args.d_ff, dtype=dtype)
+    variants["dense"] = (make_step(dense, moe=False), dense.init(key, x)["params"], {"experts": 0, "path": "dense"})
+    for num_experts in experts:
+        for path in paths:
+            if path == "dropless" and num_experts > args.dropless_max_experts:
+                print(f"skipping dropless/{num_experts} (--dropless_max_experts={args.dropless_max_experts})")
+                continue
+            layer = MoeLayer(
+                num_experts=num_experts, d_ff=args.d_ff, dispatch=path, train_capacity_factor=args.capacity_factor,
+                max_group_size=args.max_group_size, dtype=dtype,
+            )
+            params = layer.init({"params": key, "dropout": key}, x)["params"]
+            variants[f"{path}/{num_experts}"] = (make_step(layer, moe=True), params, {"experts": num_experts, "path": path})
+
+    rng = jax.random.PRNGKey(2)
+    for name, (step, params, info) in variants.items():
+        start = time.perf_counter()
+        compiled = step.lower(params, x, cotangent, rng).compile()
+        jax.block_until_ready(step(params, x, cotangent, rng))
+        info["compile_s"] = time.perf_counter() - start
+        cost = compiled.cost_analysis()
+        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+        info["hlo_gflops"] = float(cost.get("flops", float("nan"))) / 1e9 if cost else float("nan")
+        info["times_ms"] = []
+        print(f"compiled {name:16s} {info['compile_s']:6.1f} s  HLO {info['hlo_gflops']:7.1f} GFLOP", flush=True)
+
+    for rep in range(args.reps):
+        for name, (step, params, info) in variants.items():
+            start = time.perf_counter()
+            jax.block_until_ready(step(params, x, cotangent, jax.random.fold_in(rng, rep)))
+            info["times_ms"].append(1e3 * (time.perf_counter() - start))
+        print(f"rep {rep + 1}/{args.reps} done", flush=True)
+
+    dense_median = statistics.median(variants["dense"][2]["times_ms"])
+    rows = []
+    for name, (_, _, info) in variants.items():
+        times = info["times_ms"]
+        median = statistics.median(times)
+        base = statistics.median(variants[f"{info['path']}/{experts[0]}"][2]["times_ms"]) if info["experts"] else median
+        rows.append({
+            "variant": name, **{k: info[k] for k in ("path", "experts", "hlo_gflops", "compile_s")},
+            "median_ms": median, "min_ms": min(times), "max_ms": max(times), "times_ms": times,
+            "vs_dense": median / dense_median, "vs_fewest_experts": median / base,
+        })
+
+    header = f"{'variant':16s} {'median ms':>10s} {'min..max ms':>17s} {'x dense':>8s} {'x own@' + str(experts[0]):>9s} {'HLO GFLOP':>10s}"
+    print("\n" + header)
+    for row in rows:
+        print(f"{row['variant']:16s} {row['median_ms']:10.1f} {row['min_ms']:8.1f}..{row['max_ms']:<8.1f} "
+              f"{row['vs_dense']:8.2f} {row['vs_fewest_experts']:9.2f} {row['hlo_gflops']:10.1f}")
+
+    moe_rows = [r for r in rows if r["experts"]]
+    # The best path is judged only among paths measured at every expert count.
+    complete = [p for p in paths if {r["experts"] for r in moe_rows if r["path"] == p} == set(experts)]
+    best_path = min(complete, key=lambda p: max(r["vs_dense"] for r in moe_rows if r["path"] == p))
+    path_rows = {r["experts"]: r for r in moe_rows if r["path"] == best_path}
+    targets = {
+        "best_path": best_path,
+        "best_path_max_vs_dense": max(r["vs_dense"] for r in path_rows.values()),
+        "best_path_most_vs_fewest_experts": path_rows[experts[-1]]["vs_fewest_experts"],
+    }
+    targets["within_1.3x_dense"] = targets["best_path_max_vs_dense"] <= 1.3
+    targets["within_1.2x_of_fewest_experts"] = targets["best_path_most_vs_fewest_experts"] <= 1.2
+    print(f"\nbest path {best_path}: worst x dense {targets['best_path_max_vs_dense']:.2f} (target 1.3), "
+          f"{experts[-1]} vs {experts[0]} experts {targets['best_path_most_vs_fewest_experts']:.2f} (target 1.2)")
+
+    result = {
+        "benchmark": "moe_layer", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                    "cpu_count": os.cpu_count(), "jax": jax.__version__, "backend": jax.default_backend(),
+                    "devices": [str(d) for d in jax.devices()]},
+        "command": " ".join([os.path.relpath(sys.argv[0])] + (argv if argv is not None else sys.argv[1:])),
+        "config": {**vars(args), "tokens_per_step": args.batch * args.length},
+        "rows": rows, "targets": targets,
+    }
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=1)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

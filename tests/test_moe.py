@@ -1,0 +1,279 @@
+"""The MoE layer: dispatch paths against a slow per-expert loop, overflow, padding, metrics, errors.
+
+Sizes are small and pairwise different (batch 3, length 4, d_model 7, d_ff 5,
+experts 2/3) so that a transposed axis fails. 12 tokens with max_group_size 6
+make 2 groups of 6.
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mtmoe import moe
+from mtmoe.moe import MoeLayer
+
+BATCH, LENGTH, D_MODEL, D_FF, EXPERTS = 3, 4, 7, 5, 3
+GROUP = 6
+
+
+def make_layer(**overrides) -> MoeLayer:
+    fields = dict(
+        num_experts=EXPERTS, d_ff=D_FF, max_group_size=GROUP, min_expert_capacity=1,
+        eval_capacity_factor=1.0, jitter_noise=0.0,
+    )
+    fields.update(overrides)
+    return MoeLayer(**fields)
+
+
+@pytest.fixture(scope="session")
+def inputs():
+    return jax.random.normal(jax.random.PRNGKey(0), (BATCH, LENGTH, D_MODEL))
+
+
+@pytest.fixture(scope="session")
+def padding_mask():
+    lengths = jnp.array([4, 2, 3])
+    return jnp.arange(LENGTH)[None] < lengths[:, None]  # [3, 4]
+
+
+@pytest.fixture(scope="session")
+def params(inputs):
+    return make_layer().init(jax.random.PRNGKey(1), inputs)["params"]
+
+
+@pytest.fixture(scope="session")
+def collapsed_params(params):
+    """Router that sends every token to expert 0 (input feature 0 is set to 1 below)."""
+    kernel = jnp.zeros((D_MODEL, EXPERTS)).at[0, 0].set(12.0)
+    return {**params, "router": {"kernel": params["router"]["kernel"].replace_boxed(kernel)}}
+
+
+def collapsible(x):
+    return x.at[..., 0].set(1.0)
+
+
+def unbox(tree):
+    return jax.tree.map(lambda p: p.value if hasattr(p, "value") else p, tree, is_leaf=lambda p: hasattr(p, "value"))
+
+
+def apply(layer, params, x, **kwargs):
+    out, state = layer.apply({"params": params}, x, mutable=["intermediates"], **kwargs)
+    metrics = {name: float(values[0]) for name, values in state["intermediates"].items()}
+    return np.asarray(out), metrics
+
+
+def reference_loop(params, x, mask, *, num_selected, capacity):
+    """Slow per-group, per-token, per-expert Switch layer in float64 numpy (tokens choose)."""
+    p = unbox(params)
+    kernel = np.asarray(p["router"]["kernel"], np.float64)
+    wi_0, wi_1, wo = (np.asarray(p[n], np.float64) for n in ("wi_0", "wi_1", "wo"))
+    tokens = np.asarray(x, np.float64).reshape(-1, GROUP, D_MODEL)
+    real = np.ones(tokens.shape[:2], bool) if mask is None else np.asarray(mask).reshape(-1, GROUP)
+    out = np.zeros_like(tokens)
+
+    def gelu(v):  # tanh approximation, as T5 v1.1
+        return 0.5 * v * (1 + np.tanh(np.sqrt(2 / np.pi) * (v + 0.044715 * v**3)))
+
+    for g in range(tokens.shape[0]):
+        logits = tokens[g] @ kernel
+        probs = np.exp(logits - logits.max(-1, keepdims=True))
+        probs /= probs.sum(-1, keepdims=True)
+        choices = np.argsort(-probs, axis=-1, kind="stable")[:, :num_selected]
+        used = np.zeros(EXPERTS, int)
+        for k in range(num_selected):  # every first choice before any second choice
+            for s in range(GROUP):  # earlier tokens first
+                e = choices[s, k]
+                if not real[g, s] or used[e] >= capacity:
+                    continue
+                used[e] += 1
+                h = gelu(tokens[g, s] @ wi_0[e]) * (tokens[g, s] @ wi_1[e])
+                out[g, s] += probs[s, e] * (h @ wo[e])
+    return out.reshape(x.shape)
+
+
+# ---------------------------------------------------------------------------
+# Paths agree with the loop and with each other
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dispatch", ["einsum", "sort"])
+@pytest.mark.parametrize("router_type, k", [("top1", 1), ("topk", 2)])
+def test_capacity_paths_match_reference_loop_with_overflow(params, inputs, padding_mask, dispatch, router_type, k):
+    layer = make_layer(dispatch=dispatch, router_type=router_type, num_selected_experts=k)
+    out, metrics = apply(layer, params, inputs, padding_mask=padding_mask)
+    capacity = 2 * k  # ceil(k * 1.0 * 6 / 3)
+    expected = reference_loop(params, inputs, padding_mask, num_selected=k, capacity=capacity)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+    assert np.all(out[~np.asarray(padding_mask)] == 0.0)
+    if k == 1:
+        assert metrics["fraction_tokens_dropped"] > 0.0  # the case really overflows
+
+
+def test_dropless_matches_reference_loop_when_nothing_overflows(params, inputs, padding_mask):
+    out, metrics = apply(make_layer(dispatch="dropless", router_type="topk", num_selected_experts=2), params, inputs,
+                         padding_mask=padding_mask)
+    expected = reference_loop(params, inputs, padding_mask, num_selected=2, capacity=GROUP)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+    assert metrics["fraction_tokens_dropped"] == 0.0
+
+
+def test_all_paths_equal_without_overflow_including_metrics(params, inputs, padding_mask):
+    results = {
+        d: apply(make_layer(dispatch=d), params, inputs, padding_mask=padding_mask, no_token_drop=True)
+        for d in moe.DISPATCH_TYPES
+    }
+    for d in ("sort", "dropless"):
+        np.testing.assert_allclose(results[d][0], results["einsum"][0], rtol=1e-5, atol=1e-6)
+        assert results[d][1] == pytest.approx(results["einsum"][1], rel=1e-6)
+    assert set(results["sort"][1]) == set(moe.METRIC_NAMES)
+
+
+def test_gradients_equal_across_paths(params, inputs, padding_mask):
+    cotangent = jax.random.normal(jax.random.PRNGKey(3), inputs.shape)
+
+    def grads(dispatch, no_token_drop):
+        layer = make_layer(dispatch=dispatch)
+
+        def loss(p, x):
+            out, state = layer.apply({"params": p}, x, padding_mask=padding_mask, no_token_drop=no_token_drop,
+                                     mutable=["intermediates"])
+            return jnp.sum(out * cotangent) + state["intermediates"]["aux_loss"][0]
+
+        return jax.grad(loss, argnums=(0, 1))(params, inputs)
+
+    def close(a, b):
+        for u, v in zip(jax.tree.leaves(unbox(a)), jax.tree.leaves(unbox(b))):
+            np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=1e-4, atol=1e-6)
+
+    close(grads("sort", False), grads("einsum", False))  # with overflow
+    einsum_all = grads("einsum", True)
+    close(grads("sort", True), einsum_all)
+    close(grads("dropless", True), einsum_all)
+    assert float(jnp.abs(unbox(einsum_all[0])["router"]["kernel"]).sum()) > 0.0  # the router learns
+
+
+@pytest.mark.parametrize("dispatch", ["einsum", "sort"])
+def test_experts_choose_paths_match_loop(params, inputs, padding_mask, dispatch):
+    layer = make_layer(dispatch=dispatch, router_type="experts_choose")
+    out, metrics = apply(layer, params, inputs, padding_mask=padding_mask)
+    p = unbox(params)
+    tokens = np.asarray(inputs, np.float64).reshape(-1, GROUP, D_MODEL)
+    real = np.asarray(padding_mask).reshape(-1, GROUP)
+    expected = np.zeros_like(tokens)
+    capacity = 2  # ceil(1.0 * 6 / 3)
+    for g in range(tokens.shape[0]):
+        logits = tokens[g] @ np.asarray(p["router"]["kernel"], np.float64)
+        probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+        for e in range(EXPERTS):
+            ranked = [s for s in np.argsort(-probs[:, e], kind="stable") if real[g, s]][:capacity]
+            for s in ranked:
+                x = tokens[g, s]
+                h = np.asarray(jax.nn.gelu(x @ np.asarray(p["wi_0"][e], np.float64))) * (x @ np.asarray(p["wi_1"][e]))
+                expected[g, s] += probs[s, e] * (h @ np.asarray(p["wo"][e]))
+    np.testing.assert_allclose(out, expected.reshape(inputs.shape), rtol=1e-5, atol=1e-6)
+    assert metrics["aux_loss"] == 0.0
+
+
+# ---------------------------------------------------------------------------
+# Capacity: overflow order, padding, no_token_drop
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dispatch", ["einsum", "sort"])
+def test_overflow_drops_the_later_tokens_of_each_group_in_order(collapsed_params, inputs, dispatch):
+    layer = make_layer(dispatch=dispatch, min_expert_capacity=4)  # capacity 4 of a group of 6
+    out, metrics = apply(layer, collapsed_params, collapsible(inputs))
+    per_group = np.abs(out).reshape(-1, GROUP, D_MODEL).sum(-1)  # [G, S]
+    assert np.all(per_group[:, :4] > 0.0) and np.all(per_group[:, 4:] == 0.0)
+    assert metrics["fraction_tokens_dropped"] == pytest.approx(2 / 6)
+    assert metrics["expert_usage"] == pytest.approx(4 / (EXPERTS * 4))
+    assert metrics["aux_loss"] == pytest.approx(EXPERTS, rel=1e-3)  # collapsed
+    assert metrics["router_confidence"] == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.parametrize("dispatch", ["einsum", "sort"])
+def test_padding_takes_no_capacity(collapsed_params, inputs, dispatch):
+    layer = make_layer(dispatch=dispatch, min_expert_capacity=3)
+    mask = jnp.ones((BATCH, LENGTH), bool).at[0, :2].set(False)  # tokens 0 and 1 of group 0 are padding
+    out, metrics = apply(layer, collapsed_params, collapsible(inputs), padding_mask=mask)
+    per_group = np.abs(out).reshape(-1, GROUP, D_MODEL).sum(-1)
+    # Group 0: padding 0-1 get zeros, the next 3 real tokens fill the capacity, token 5 overflows.
+    np.testing.assert_array_equal(per_group[0] > 0, [False, False, True, True, True, False])
+    np.testing.assert_array_equal(per_group[1] > 0, [True, True, True, False, False, False])
+    assert metrics["fraction_tokens_dropped"] == pytest.approx(4 / 10)  # 1 + 3 of 10 real tokens
+
+
+def test_no_token_drop_keeps_every_token(collapsed_params, inputs):
+    out, metrics = apply(make_layer(dispatch="sort"), collapsed_params, collapsible(inputs), no_token_drop=True)
+    assert metrics["fraction_tokens_dropped"] == 0.0
+    assert np.all(np.abs(out).sum(-1) > 0.0)
+
+
+# ---------------------------------------------------------------------------
+# Precision, training mode, params, errors
+# ---------------------------------------------------------------------------
+
+
+def test_bfloat16_layer_routes_like_float32(params, inputs):
+    x16 = inputs.astype(jnp.bfloat16)
+    layer16 = make_layer(dtype=jnp.bfloat16)
+    (out16, state16) = layer16.apply({"params": params}, x16, mutable=["intermediates"], capture_intermediates=True)
+    logits, probs = state16["intermediates"]["router"]["__call__"][0]
+    assert out16.dtype == jnp.bfloat16
+    assert logits.dtype == jnp.float32 and probs.dtype == jnp.float32
+    _, state32 = make_layer().apply({"params": params}, x16.astype(jnp.float32), mutable=["intermediates"],
+                                    capture_intermediates=True)
+    logits32, _ = state32["intermediates"]["router"]["__call__"][0]
+    np.testing.assert_array_equal(np.asarray(logits), np.asarray(logits32))
+    for name in ("aux_loss", "router_z_loss", "fraction_tokens_dropped"):
+        assert float(state16["intermediates"][name][0]) == float(state32["intermediates"][name][0])
+
+
+def test_training_mode_uses_rng_and_expert_dropout(params, inputs):
+    layer = make_layer(expert_dropout_rate=0.5, jitter_noise=0.01, train_capacity_factor=1.0)
+    first, _ = apply(layer, params, inputs, enable_dropout=True, rngs={"dropout": jax.random.PRNGKey(5)})
+    again, _ = apply(layer, params, inputs, enable_dropout=True, rngs={"dropout": jax.random.PRNGKey(5)})
+    other, _ = apply(layer, params, inputs, enable_dropout=True, rngs={"dropout": jax.random.PRNGKey(6)})
+    evaluated, _ = apply(layer, params, inputs)
+    np.testing.assert_array_equal(first, again)
+    assert not np.allclose(first, other) and not np.allclose(first, evaluated)
+
+
+def test_param_names_shapes_and_logical_axes(inputs):
+    variables = make_layer().init(jax.random.PRNGKey(1), inputs)
+    boxed = variables["params"]
+    assert boxed["router"]["kernel"].names == ("embed", "unmodeled")
+    assert boxed["router"]["kernel"].value.shape == (D_MODEL, EXPERTS)
+    for name in ("wi_0", "wi_1"):
+        assert boxed[name].names == ("expert", "embed", "mlp") and boxed[name].value.shape == (EXPERTS, D_MODEL, D_FF)
+    assert boxed["wo"].names == ("expert", "mlp", "embed") and boxed["wo"].value.shape == (EXPERTS, D_FF, D_MODEL)
+    # Switch init scale 0.1: std sqrt(0.1 / fan_in).
+    assert float(jnp.std(boxed["wi_0"].value)) == pytest.approx(math.sqrt(0.1 / D_MODEL), rel=0.35)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(router_type="experts_choose", is_decoder=True), "cannot be used in the decoder"),
+        (dict(router_type="switch"), "unknown router_type"),
+        (dict(dispatch="scatter"), "unknown dispatch"),
+        (dict(router_type="top1", num_selected_experts=2), "use router_type='topk'"),
+        (dict(router_type="topk", num_selected_experts=4), "between 1 and num_experts"),
+        (dict(router_type="experts_choose", dispatch="dropless"), "needs tokens-choose"),
+        (dict(train_capacity_factor=0.0), "train_capacity_factor must be > 0"),
+    ],
+)
+def test_bad_config_fails_at_construction(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        make_layer(**overrides)
+
+
+def test_group_count_and_whole_groups_error():
+    assert moe.num_groups(num_tokens=12, max_group_size=6) == 2
+    assert moe.num_groups(num_tokens=12, max_group_size=5) == 3  # 3 groups of 4
+    assert moe.num_groups(num_tokens=5, max_group_size=4096) == 1
+    with pytest.raises(ValueError, match="change the batch size, the length or max_group_size"):
+        moe.num_groups(num_tokens=13, max_group_size=4)

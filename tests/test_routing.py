@@ -1,0 +1,133 @@
+"""Routers, expert capacity and the two auxiliary losses, checked against hand-derived values."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mtmoe import routing
+
+
+# ---------------------------------------------------------------------------
+# Expert capacity: ceil(k * cf * tokens / experts), at least min, at most tokens
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "tokens, experts, factor, minimum, k, expected",
+    [
+        (10, 4, 1.0, 0, 1, 3),  # 2.5 rounds up (T5X's round() would give 2 and drop a token of a balanced group)
+        (32, 8, 1.25, 0, 1, 5),  # exactly 5.0: float noise must not push it to 6
+        (7, 3, 2.0, 0, 1, 5),  # 4.67 -> 5
+        (7, 3, 2.0, 6, 1, 6),  # min_expert_capacity wins
+        (3, 5, 1.25, 4, 1, 3),  # capped at the group size: an expert cannot get a token twice
+        (10, 4, 1.0, 0, 2, 5),  # top-2 doubles the assignments
+        (4096, 128, 1.25, 4, 1, 40),
+    ],
+)
+def test_expert_capacity_rounding_is_pinned(tokens, experts, factor, minimum, k, expected):
+    capacity = routing.expert_capacity(
+        tokens_per_group=tokens, num_experts=experts, capacity_factor=factor, min_expert_capacity=minimum,
+        num_selected_experts=k,
+    )
+    assert capacity == expected
+
+
+def test_expert_capacity_zero_is_an_error():
+    with pytest.raises(ValueError, match="raise the capacity factor"):
+        routing.expert_capacity(tokens_per_group=8, num_experts=4, capacity_factor=0.0, min_expert_capacity=0)
+
+
+# ---------------------------------------------------------------------------
+# Load-balancing loss (Switch eq. 4) and router z-loss
+# ---------------------------------------------------------------------------
+
+
+def test_balanced_routing_loss_is_one():
+    probs = jnp.full((2, 10, 5), 0.2)
+    expert = jnp.broadcast_to(jnp.arange(10) % 5, (2, 10))  # each expert chosen twice per group
+    assert float(routing.load_balancing_loss(probs, expert, num_experts=5)) == pytest.approx(1.0)
+
+
+def test_collapsed_routing_loss_is_num_experts():
+    probs = jax.nn.one_hot(jnp.zeros((2, 7), jnp.int32), 5)  # every token sure of expert 0
+    expert = jnp.zeros((2, 7), jnp.int32)
+    assert float(routing.load_balancing_loss(probs, expert, num_experts=5)) == pytest.approx(5.0)
+
+
+def test_load_balancing_loss_ignores_padding():
+    # Real tokens balanced over 3 experts; padding tokens all collapsed on expert 2.
+    expert = jnp.array([[0, 1, 2, 2, 2]])
+    probs = jnp.array([[[1 / 3] * 3] * 3 + [[0.0, 0.0, 1.0]] * 2])
+    mask = jnp.array([[True, True, True, False, False]])
+    assert float(routing.load_balancing_loss(probs, expert, num_experts=3, padding_mask=mask)) == pytest.approx(1.0)
+    # Counting padding: f = P = (1/5, 1/5, 3/5) -> 3 * (0.04 + 0.04 + 0.36) = 1.32.
+    assert float(routing.load_balancing_loss(probs, expert, num_experts=3)) == pytest.approx(1.32)
+
+
+def test_top2_balanced_loss_is_one():
+    probs = jnp.full((1, 6, 3), 1 / 3)
+    expert = jnp.stack([jnp.arange(6) % 3, (jnp.arange(6) + 1) % 3], axis=-1)[None]  # [1, 6, 2]
+    assert float(routing.load_balancing_loss(probs, expert, num_experts=3)) == pytest.approx(1.0)
+
+
+def test_router_z_loss_hand_value_and_padding():
+    # Zero logits over 5 experts: logsumexp = log 5 for every token.
+    logits = jnp.zeros((2, 3, 5)).at[1, 2].set(100.0)  # one padding token with huge logits
+    mask = jnp.ones((2, 3), bool).at[1, 2].set(False)
+    assert float(routing.router_z_loss(logits, padding_mask=mask)) == pytest.approx(math.log(5) ** 2, rel=1e-6)
+    assert float(routing.router_z_loss(logits)) > 1000.0
+
+
+# ---------------------------------------------------------------------------
+# Routers
+# ---------------------------------------------------------------------------
+
+
+def test_router_is_float32_under_bfloat16_and_picks_like_float32():
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 7, 5)).astype(jnp.bfloat16)
+    router = routing.Router(num_experts=3)
+    params = router.init(jax.random.PRNGKey(1), x)
+    assert params["params"]["kernel"].value.dtype == jnp.float32
+    logits, probs = router.apply(params, x)
+    assert logits.dtype == jnp.float32 and probs.dtype == jnp.float32
+    logits32, probs32 = router.apply(params, x.astype(jnp.float32))
+    np.testing.assert_array_equal(np.asarray(logits), np.asarray(logits32))
+    np.testing.assert_array_equal(np.argmax(probs, -1), np.argmax(probs32, -1))
+
+
+def test_jitter_is_multiplicative_within_eps_and_only_when_enabled():
+    x = jax.random.normal(jax.random.PRNGKey(0), (1, 5, 7))
+    router = routing.Router(num_experts=3, jitter_noise=0.01)
+    params = router.init(jax.random.PRNGKey(1), x)
+    clean, _ = router.apply(params, x)
+    again, _ = router.apply(params, x, rngs={"dropout": jax.random.PRNGKey(2)})  # no jitter unless enabled
+    np.testing.assert_array_equal(np.asarray(clean), np.asarray(again))
+    noisy, _ = router.apply(params, x, enable_jitter=True, rngs={"dropout": jax.random.PRNGKey(2)})
+    kernel = np.asarray(params["params"]["kernel"].value)
+    bound = 0.01 * np.abs(np.asarray(x))[..., None] * np.abs(kernel)[None, None]  # [1, 5, 7, 3]
+    assert not np.allclose(noisy, clean)
+    assert np.all(np.abs(np.asarray(noisy) - np.asarray(clean)) <= bound.sum(axis=2) + 1e-6)
+
+
+def test_tokens_choose_top2_order_and_padding():
+    probs = jnp.array([[[0.1, 0.6, 0.3], [0.5, 0.2, 0.3]]])  # [1, 2, 3]
+    route = routing.tokens_choose(probs, num_selected_experts=2, padding_mask=jnp.array([[True, False]]))
+    np.testing.assert_array_equal(route.expert_index, [[[1, 2], [0, 2]]])
+    np.testing.assert_allclose(route.combine_weights, [[[0.6, 0.3], [0.0, 0.0]]])
+    np.testing.assert_array_equal(route.valid, [[[True, True], [False, False]]])
+
+
+def test_experts_choose_picks_top_tokens_and_never_prefers_padding():
+    probs = jnp.array([[[0.9, 0.1], [0.2, 0.8], [0.95, 0.05], [0.6, 0.4]]])  # [1, S=4, E=2]
+    mask = jnp.array([[True, True, False, True]])
+    route = routing.experts_choose(probs, expert_capacity=3, padding_mask=mask)
+    # Expert 0 ranks real tokens 0 (0.9), 3 (0.6), 1 (0.2); padding token 2 (0.95) is never taken over them.
+    np.testing.assert_array_equal(route.token_index[0, 0], [0, 3, 1])
+    np.testing.assert_array_equal(route.token_index[0, 1], [1, 3, 0])
+    assert bool(route.valid.all())
+    route = routing.experts_choose(probs, expert_capacity=4, padding_mask=mask)
+    assert int(route.token_index[0, 0, 3]) == 2 and not bool(route.valid[0, 0, 3])
+    assert float(route.combine_weights[0, 0, 3]) == 0.0
