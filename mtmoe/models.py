@@ -24,7 +24,6 @@ from typing import Any, Mapping
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import linen as nn
 from flax import traverse_util
 
 from mtmoe import decoding as decoding_lib
@@ -313,11 +312,11 @@ class EncoderDecoderModel:
     def routing_trace(self, params, batch: Mapping[str, Array]) -> dict[str, Array]:
         """Expert chosen for each source token by every encoder MoE layer (web UI).
 
-        Returns {"encoder/layers_<i>/moe": <int32>[B, S] top-1 expert index (-1 at
-        padding), ..., "fraction_tokens_dropped/encoder/layers_<i>/moe": <float32>[]}.
-        The index is the router's argmax over float32 logits of the layer's
-        input, as the top-1 router sees it at inference (no jitter); with
-        no_token_drop no token is dropped.
+        Returns {"encoder/layers_<i>/moe": <int32>[B, S] top-1 expert (-1 at padding),
+        ..., "fraction_tokens_dropped/encoder/layers_<i>/moe": <float32>[]}.
+        The expert is the argmax of the layer's own float32 router probabilities
+        (captured, not recomputed), i.e. the top-1 router's choice at inference;
+        with no_token_drop no token is dropped.
         """
         encoder_tokens = batch["encoder_input_tokens"]
         _, state = self.module.apply(
@@ -326,21 +325,20 @@ class EncoderDecoderModel:
             no_token_drop=True,
             method=self.module.encode,
             mutable=["intermediates"],
-            capture_intermediates=lambda module, method_name: module.name == "pre_mlp_layer_norm",
+            capture_intermediates=lambda module, method_name: module.name == "router",
         )
-        params = nn.unbox(params)
         trace: dict[str, Array] = {}
         padding = encoder_tokens > 0  # [B, S]
         for layer in range(self.config.num_encoder_layers):
             if not self.config.is_sparse(layer, decoder=False):
                 continue
             name = f"layers_{layer}"
-            moe_input = state["intermediates"]["encoder"][name]["pre_mlp_layer_norm"]["__call__"][0]  # [B, S, D]
-            kernel = params["encoder"][name]["moe"]["router"]["kernel"]  # [D, E]
-            logits = jnp.einsum("bsd,de->bse", moe_input.astype(jnp.float32), kernel.astype(jnp.float32))
-            trace[f"encoder/{name}/moe"] = jnp.where(padding, jnp.argmax(logits, axis=-1), -1).astype(jnp.int32)
-            sown = state["intermediates"]["encoder"][name]["moe"].get("fraction_tokens_dropped")
-            if sown is not None:
-                trace[f"fraction_tokens_dropped/encoder/{name}/moe"] = jnp.asarray(sown[0], jnp.float32)
+            moe_state = state["intermediates"]["encoder"][name]["moe"]
+            _, router_probs = moe_state["router"]["__call__"][0]  # [G, S_group, E]
+            # Groups are consecutive slices of the flattened [B * S] tokens.
+            expert = jnp.argmax(router_probs, axis=-1).reshape(encoder_tokens.shape)  # [B, S]
+            trace[f"encoder/{name}/moe"] = jnp.where(padding, expert, -1).astype(jnp.int32)
+            trace[f"fraction_tokens_dropped/encoder/{name}/moe"] = jnp.asarray(
+                moe_state["fraction_tokens_dropped"][0], jnp.float32
+            )
         return trace
-
