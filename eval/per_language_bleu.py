@@ -52,7 +52,7 @@ REPO_ROOT = data_sources.REPO_ROOT
 # (Makefile DEMO_DIR). Set to None to make --checkpoint required.
 DEFAULT_CHECKPOINT: Path | None = REPO_ROOT / "runs" / "demo"
 DEFAULT_RESOURCE_SIZES = data_sources.DEFAULT_EMBEDDED_DIR / "stats.json"
-RUN_KEYS = ("step", "data", "split", "max_sentences", "beam_size")  # results in OUT must match these to resume
+RUN_KEYS = ("checkpoint", "step", "data", "split", "max_sentences", "beam_size")  # results in OUT must match these to resume
 
 
 class UsageError(Exception):
@@ -228,6 +228,35 @@ def _summarise(results: dict, *, sizes: dict[str, int], edges: bucket_lib.Bucket
                            if isinstance(baseline["pairs"].get(pair), dict) and "bleu" in baseline["pairs"][pair]}}
 
 
+def _bucket_edges(text: str | None, *, data: str) -> tuple[bucket_lib.BucketEdges, str]:
+    """The edges to use and where they come from (stated in results.md)."""
+    if text is not None:
+        try:
+            return bucket_lib.BucketEdges.parse(text), "from --bucket_edges"
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+    if data.partition(":")[0] == "embedded":
+        return bucket_lib.EMBEDDED_BUCKET_EDGES, "the default for the embedded corpus: NLLB's edges divided by 1,000"
+    return bucket_lib.NLLB_BUCKET_EDGES, "NLLB's edges"
+
+
+def _load_test_sets(source: data_sources.Source, pairs: list[tuple[str, str]], *, max_sentences: int | None,
+                    errors: list[str]) -> list[data_sources.TestSet]:
+    """All test sets up front (so the bar knows the total and bad data shows before decoding)."""
+    test_sets = []
+    for src, tgt in pairs:
+        try:
+            test_set = source.load(src, tgt)
+        except data_sources.DataError as error:
+            errors.append(str(error))
+            continue
+        if max_sentences is not None:
+            test_set = dataclasses.replace(test_set, sources=test_set.sources[:max_sentences],
+                                           references=test_set.references[:max_sentences])
+        test_sets.append(test_set)
+    return test_sets
+
+
 def run(*, checkpoint: Path | None = None, translator: Any = None, step: int | None = None, data: str = "embedded",
         split: str = "test", pairs: str = "all", max_sentences: int | None = None, beam_size: int = 4,
         batch_size: int = 32, baseline: Path | None = None, output: Path | None = None, overwrite: bool = False,
@@ -260,16 +289,7 @@ def run(*, checkpoint: Path | None = None, translator: Any = None, step: int | N
     if spm_model is not None and not Path(spm_model).is_file():
         raise UsageError(f"--spm_model {spm_model}: no such file; pass the FLORES-200 SentencePiece model "
                          "(it is never downloaded)")
-    if bucket_edges is not None:
-        try:
-            edges, edges_note = bucket_lib.BucketEdges.parse(bucket_edges), "from --bucket_edges"
-        except ValueError as error:
-            raise UsageError(str(error)) from None
-    elif data.partition(":")[0] == "embedded":
-        edges = bucket_lib.EMBEDDED_BUCKET_EDGES
-        edges_note = "the default for the embedded corpus: NLLB's edges divided by 1,000"
-    else:
-        edges, edges_note = bucket_lib.NLLB_BUCKET_EDGES, "NLLB's edges"
+    edges, edges_note = _bucket_edges(bucket_edges, data=data)
     baseline_results = _load_baseline(baseline) if baseline is not None else None
     try:
         source = data_sources.open_source(data, split=split, embedded_dir=embedded_dir)
@@ -288,24 +308,13 @@ def run(*, checkpoint: Path | None = None, translator: Any = None, step: int | N
             raise UsageError("--output is required when no --checkpoint is given")
         output = Path(checkpoint) / "per_language_bleu" / f"{source.name}-{split}-step{translator.step}"
     out_dir = Path(output)
-    run_info = {"checkpoint": str(checkpoint) if checkpoint is not None else None, "step": int(translator.step),
+    run_info = {"checkpoint": str(Path(checkpoint).resolve()) if checkpoint is not None else None, "step": int(translator.step),
                 "data": data, "split": split, "max_sentences": max_sentences, "beam_size": beam_size}
 
     wanted = _requested_pairs(pairs, source, translator, errors)
     done = _previous_results(out_dir, run_info, overwrite=overwrite)
-    test_sets = []
-    for src, tgt in wanted:
-        if f"{src}-{tgt}" in done:
-            continue
-        try:
-            test_set = source.load(src, tgt)
-        except data_sources.DataError as error:
-            errors.append(str(error))
-            continue
-        if max_sentences is not None:
-            test_set = dataclasses.replace(test_set, sources=test_set.sources[:max_sentences],
-                                           references=test_set.references[:max_sentences])
-        test_sets.append(test_set)
+    test_sets = _load_test_sets(source, [p for p in wanted if "-".join(p) not in done],
+                                max_sentences=max_sentences, errors=errors)
     if not wanted and not done and pairs == "all":
         errors.append(f"no pairs to score: the checkpoint and --data {data!r} share no language pair; "
                       "pass --data with the languages it was trained on")

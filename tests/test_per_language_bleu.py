@@ -4,7 +4,7 @@ The fake translator returns the reference, shortened by its last three
 characters for every other sentence, so each pair gets a BLEU score strictly
 between 0 and 100 that the sacrebleu command line can recompute from the
 written hyps/ and refs/ files. The real-checkpoint run at the end uses the
-trainer's `tiny_checkpoint` fixture and is skipped while it does not exist.
+trainer's `tiny_checkpoint` fixture (tests/conftest.py).
 """
 
 import csv
@@ -334,6 +334,17 @@ def test_resource_sizes_from_a_plain_file_and_nllb_edges(tmp_path):
         run(tmp_path, bucket_edges="100,1000")
 
 
+def test_spbleu_with_a_local_sentencepiece_model(tmp_path):
+    model = REPO / "tests" / "fixtures" / "tasks" / "tiny.model"  # any SentencePiece model stands in for FLORES'
+    outcome = run(tmp_path, pairs="en-de,de-en", spm_model=model)
+    for entry in outcome.results["pairs"].values():
+        assert 0 < entry["spbleu"] < 100 and "tok:flores200" in entry["spbleu_signature"]
+    assert "spBLEU" in (tmp_path / "out" / "results.md").read_text(encoding="utf-8")
+    assert "spbleu" in outcome.results["averages"]["en-xx"]
+    with pytest.raises(per_language_bleu.UsageError, match="never downloaded"):
+        run(tmp_path, spm_model=tmp_path / "absent.model")
+
+
 def test_progress_line_counts_rate_and_eta():
     now = [0.0]
     progress = Progress(total_pairs=4, total_sentences=100, stream=open(os.devnull, "w"), clock=lambda: now[0])
@@ -362,25 +373,26 @@ def test_the_script_imports_neither_tensorflow_nor_seqio(tmp_path):
     assert completed.stderr.strip().startswith("error: --checkpoint")
 
 
-def test_real_tiny_checkpoint_two_pairs(request, tmp_path, capsys):
-    try:
-        checkpoint = request.getfixturevalue("tiny_checkpoint")
-    except pytest.FixtureLookupError:
-        pytest.skip("tests/conftest.py has no tiny_checkpoint fixture yet (trainer helper)")
-    from mtmoe.translate import Translator  # pylint: disable=import-outside-toplevel
+def test_real_tiny_checkpoint_two_pairs(tiny_checkpoint, tmp_path, capsys):
+    """The real Translator on the trainer's tiny checkpoint (trained on en<->de, fr, pt-BR, zh-Hans).
 
-    translator = Translator.from_checkpoint(str(checkpoint))
-    lang = next(code for code in translator.languages if code != "en" and code in translator.source_languages)
+    Short sentences and greedy decoding keep every batch in one shape: one compilation."""
+    checkpoint = tiny_checkpoint
+    rows = [("en", "de", "Open the file.", "Datei öffnen."), ("de", "en", "Datei öffnen.", "Open the file."),
+            ("en", "de", "Save the file.", "Datei speichern."), ("de", "en", "Datei speichern.", "Save the file."),
+            ("en", "de", "Click OK to continue to the next page.", "Klicken Sie auf OK."),
+            ("de", "en", "Klicken Sie auf OK, um fortzufahren.", "Click OK to continue.")]
     tsv = tmp_path / "test.tsv"
-    rows = [("en", lang, "Click OK to continue.", "OK"), (lang, "en", "OK", "Click OK to continue."),
-            ("en", lang, "The file could not be found.", "Datei"), (lang, "en", "Datei", "The file could not be found.")]
     tsv.write_text("src_lang\ttgt_lang\tsrc\ttgt\n" + "".join("\t".join(r) + "\n" for r in rows), encoding="utf-8")
-    code = per_language_bleu.main(["--checkpoint", str(checkpoint), "--data", f"tsv:{tsv}", "--pairs",
-                                   f"en-{lang},{lang}-en", "--max_sentences", "2", "--beam_size", "2",
-                                   "--output", str(tmp_path / "out")])
-    assert code == 0, capsys.readouterr().err
+    code = per_language_bleu.main(["--checkpoint", str(checkpoint), "--data", f"tsv:{tsv}", "--pairs", "en-de,de-en",
+                                   "--max_sentences", "2", "--beam_size", "1", "--output", str(tmp_path / "out")])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
     results = json.loads((tmp_path / "out" / "results.json").read_text(encoding="utf-8"))
-    assert sorted(results["pairs"]) == sorted([f"en-{lang}", f"{lang}-en"])
-    assert results["step"] == translator.step
-    assert all(entry["n"] == 2 for entry in results["pairs"].values())
-    assert "| group |" in capsys.readouterr().out
+    assert sorted(results["pairs"]) == ["de-en", "en-de"]
+    assert results["step"] == 6 and results["checkpoint"] == str(Path(checkpoint).resolve())
+    for pair, entry in results["pairs"].items():
+        assert entry["n"] == 2 and 0 <= entry["bleu"] <= 100
+        assert len(report.read_lines(tmp_path / "out" / "hyps" / f"{pair}.txt")) == 2
+    assert "| de | German |" in captured.out and "| group |" in captured.out
+    assert (tmp_path / "out" / "per_language_bleu.png").is_file()
