@@ -236,7 +236,8 @@ def _bucket_edges(text: str | None, *, data: str) -> tuple[bucket_lib.BucketEdge
         except ValueError as error:
             raise UsageError(str(error)) from None
     if data.partition(":")[0] == "embedded":
-        return bucket_lib.EMBEDDED_BUCKET_EDGES, "the default for the embedded corpus: NLLB's edges divided by 1,000"
+        return bucket_lib.EMBEDDED_BUCKET_EDGES, ("the embedded corpus's default, near its terciles; NLLB's "
+                                                  "1,000,000 / 100,000 would put all its languages in one bucket")
     return bucket_lib.NLLB_BUCKET_EDGES, "NLLB's edges"
 
 

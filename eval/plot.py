@@ -44,7 +44,7 @@ def plot(results: Mapping, path: Path) -> None:
 
     panels = 2 if deltas else 1
     width = max(8.0, 0.22 * len(langs) + 2)
-    fig, axes = plt.subplots(panels, 1, figsize=(width, 3.6 * panels), squeeze=False, sharex=True)
+    fig, axes = plt.subplots(panels, 1, figsize=(width, 4.2 * panels), squeeze=False, sharex=True)
     positions = range(len(langs))
     bar = 0.4
     for offset, kind in ((-bar / 2, "en-xx"), (bar / 2, "xx-en")):

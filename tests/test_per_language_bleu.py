@@ -116,10 +116,10 @@ def test_outputs_exist_and_parse(full_run):
     assert {row["pair"]: float(row["bleu"]) for row in rows}["en-fr"] == pytest.approx(
         results["pairs"]["en-fr"]["bleu"])
     markdown = (out / "results.md").read_text(encoding="utf-8")
-    # Sorted by training size: de 2400, fr 1800, th 350, zh-Hans 60.
+    # Sorted by training size: de 56,064, fr 48,000, th 15,000, zh-Hans 6,000.
     order = [markdown.index(f"\n| {lang} |") for lang in ("de", "fr", "th", "zh-Hans")]
     assert order == sorted(order)
-    assert "high: more than 1,000 training pairs" in markdown and "very low: at most 100" in markdown
+    assert "high: more than 30,000 training pairs" in markdown and "very low: at most 10,000" in markdown
     assert "English→X" in markdown and "X→English" in markdown
     assert (out / "per_language_bleu.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
