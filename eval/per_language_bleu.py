@@ -371,19 +371,18 @@ def _positive_int(text: str) -> int:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="per_language_bleu.py", description=__doc__.split("\n", 1)[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        prog="per_language_bleu.py", description=__doc__.split("\n", 1)[0])
     parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT, required=DEFAULT_CHECKPOINT is None,
-                        help="model directory written by mtmoe.train (MODEL_DIR)")
+                        help=f"model directory written by mtmoe.train (MODEL_DIR; default {DEFAULT_CHECKPOINT}, `make demo`'s)")
     parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
     parser.add_argument("--data", default="embedded",
-                        help="embedded | embedded:DIR | flores200:DIR | opus100:DIR | tsv:FILE")
-    parser.add_argument("--split", default="test", choices=data_sources.SPLITS)
+                        help="embedded (default) | embedded:DIR | flores200:DIR | opus100:DIR | tsv:FILE")
+    parser.add_argument("--split", default="test", choices=data_sources.SPLITS, help="default test")
     parser.add_argument("--pairs", default="all", help="comma-separated pairs (en-de,de-en,zh-Hans-en) or 'all': "
-                        "every English-centric pair the checkpoint and the data both hold (for tsv: all its pairs)")
-    parser.add_argument("--max_sentences", type=_positive_int, default=None, help="score only the first N per pair")
-    parser.add_argument("--beam_size", type=_positive_int, default=4)
-    parser.add_argument("--batch_size", type=_positive_int, default=32, help="sentences per translate call")
+                        "every English-centric pair the checkpoint and the data both hold (for tsv: all its pairs); default all")
+    parser.add_argument("--max_sentences", type=_positive_int, default=None, help="score only the first N sentences of each pair (default: all)")
+    parser.add_argument("--beam_size", type=_positive_int, default=4, help="default 4 (1: greedy)")
+    parser.add_argument("--batch_size", type=_positive_int, default=32, help="sentences per translate call (default 32)")
     parser.add_argument("--baseline", type=Path, default=None,
                         help="results.json of another run: adds the BLEU delta per language (as GShard fig. 6)")
     parser.add_argument("--output", type=Path, default=None,
@@ -395,7 +394,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         f"{bucket_lib.EMBEDDED_BUCKET_EDGES.very_low_at_most} for --data embedded, "
                         "else NLLB's 1000000,100000)")
     parser.add_argument("--resource_sizes", type=Path, default=DEFAULT_RESOURCE_SIZES,
-                        help="training pairs per language: a corpus stats.json or {\"de\": n, ...}")
+                        help="training pairs per language: a corpus stats.json or {\"de\": n, ...} "
+                        "(default: the embedded corpus's stats.json)")
     parser.add_argument("--spm_model", type=Path, default=None,
                         help="FLORES-200 SentencePiece model: adds spBLEU (never downloaded)")
     return parser.parse_args(argv)
