@@ -61,7 +61,7 @@ def test_perfect_and_disjoint_translations():
     ("de", "13a"), ("en", "13a"), ("pt-BR", "13a"), ("sr-Latn", "13a"), ("ru", "13a"),
     ("zh", "zh"), ("zh-Hans", "zh"), ("zh-Hant", "zh"), ("yue", "zh"),
     ("th", "char"), ("lo", "char"), ("km", "char"), ("my", "char"), ("bo", "char"), ("dz", "char"),
-    ("pa-Arab", "13a"),
+    ("pa-Arab", "13a"), ("zh-Latn", "13a"), ("ja-Latn", "13a"), ("ca-valencia", "13a"),
 ])
 def test_bleu_tokenizer_for(lang, expected):
     assert scoring.bleu_tokenizer_for(lang) == expected
