@@ -152,7 +152,9 @@ def markdown(results: Mapping) -> str:
              f"{'all sentences' if limit is None else f'first {limit} sentences'} per pair; "
              f"beam size {results['beam_size']}.\n")
     text += ("- Scores: sacreBLEU BLEU (tokenizer per target language, see the signatures) and chrF++ "
-             "(character 6-grams + word 2-grams); hypotheses in `hyps/`, references in `refs/`.\n")
+             "(character 6-grams + word 2-grams); hypotheses in `hyps/`, references in `refs/`; "
+             "`sacrebleu refs/P.txt -i hyps/P.txt -m bleu chrf --chrf-word-order 2 --tokenize T` "
+             "(T from the pair's BLEU signature) gives the same numbers.\n")
     text += (f"- Train pairs: sentence pairs per language in the training corpus ({results.get('resource_sizes')}); "
              "rows are sorted by it.\n")
     text += f"- Resource buckets ({results.get('bucket_edges_note', '')}): {edges.describe()}.\n"
