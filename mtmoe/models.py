@@ -18,6 +18,7 @@ same whether a model has 2 or 30 MoE layers.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any, Mapping
 
@@ -108,7 +109,14 @@ class EncoderDecoderModel:
         z_loss: float = 1e-4,
         aux_loss_factor: float = 0.01,
         router_z_loss_factor: float = 0.001,
+        inference_dtype: str | None = "float32",
     ):
+        """inference_dtype: compute dtype of predict_batch, score_batch and routing_trace
+        (None = the training dtype `config.dtype`). float32 by default because
+        bfloat16 rounding depends on the batch's matmul shapes: measured on an
+        H200 and on CPU, 1-2 of 8 sentences of a bfloat16 model changed their
+        beam-search output between decoding alone and in a batch; 0 in float32.
+        The parameters are float32 either way."""
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing={label_smoothing} must be in [0, 1)")
         self.config = config
@@ -117,6 +125,10 @@ class EncoderDecoderModel:
         self.aux_loss_factor = aux_loss_factor
         self.router_z_loss_factor = router_z_loss_factor
         self.module = Transformer(config)
+        if inference_dtype is None or inference_dtype == config.dtype:
+            self.inference_module = self.module
+        else:
+            self.inference_module = Transformer(dataclasses.replace(config, dtype=inference_dtype))
 
     # -- initialisation ---------------------------------------------------------
 
@@ -196,7 +208,7 @@ class EncoderDecoderModel:
         Routing runs with `no_token_drop`, so a sequence's score does not depend
         on the rest of the batch.
         """
-        logits = self.module.apply(
+        logits = self.inference_module.apply(
             {"params": params},
             batch["encoder_input_tokens"],
             batch["decoder_input_tokens"],
@@ -214,13 +226,13 @@ class EncoderDecoderModel:
     def _decode_setup(self, params, batch, *, max_decode_length: int):
         """Encodes once and builds the zero cache for `max_decode_length` steps."""
         encoder_tokens = batch["encoder_input_tokens"]
-        encoded = self.module.apply(
-            {"params": params}, encoder_tokens, no_token_drop=True, method=self.module.encode
+        encoded = self.inference_module.apply(
+            {"params": params}, encoder_tokens, no_token_drop=True, method=self.inference_module.encode
         )  # [B, S, D]
         batch_size = encoder_tokens.shape[0]
         # Initialising with decode=True on a full-length target creates the cache only.
         cache = jax.eval_shape(
-            functools.partial(self.module.init, decode=True),
+            functools.partial(self.inference_module.init, decode=True),
             jax.random.PRNGKey(0),
             jnp.ones_like(encoder_tokens),
             jnp.ones((batch_size, max_decode_length), jnp.int32),
@@ -230,7 +242,7 @@ class EncoderDecoderModel:
 
     def _tokens_to_logits(self, params, encoded, encoder_tokens, *, max_decode_length: int):
         def tokens_to_logits(state: decoding_lib.DecodingState):
-            logits, mutated = self.module.apply(
+            logits, mutated = self.inference_module.apply(
                 {"params": params, "cache": state.cache},
                 encoded,
                 encoder_tokens,
@@ -239,7 +251,7 @@ class EncoderDecoderModel:
                 max_decode_length=max_decode_length,
                 no_token_drop=True,
                 mutable=["cache"],
-                method=self.module.decode,
+                method=self.inference_module.decode,
             )  # [B*K, 1, V]
             return logits[:, 0, :], mutated["cache"]
 
@@ -319,11 +331,11 @@ class EncoderDecoderModel:
         with no_token_drop no token is dropped.
         """
         encoder_tokens = batch["encoder_input_tokens"]
-        _, state = self.module.apply(
+        _, state = self.inference_module.apply(
             {"params": params},
             encoder_tokens,
             no_token_drop=True,
-            method=self.module.encode,
+            method=self.inference_module.encode,
             mutable=["intermediates"],
             capture_intermediates=lambda module, method_name: module.name == "router",
         )

@@ -143,3 +143,11 @@ def test_routing_trace_marks_padding_and_names_encoder_moe_layers(tiny_model):
     np.testing.assert_array_equal(experts == -1, SOURCES == 0)
     assert experts.max() < TINY.num_experts
     assert float(trace["fraction_tokens_dropped/encoder/layers_1/moe"]) == 0.0  # no_token_drop
+
+
+def test_inference_runs_in_float32_unless_asked():
+    bf16 = dataclasses.replace(TINY, dtype="bfloat16")
+    assert models.EncoderDecoderModel(config=bf16).inference_module.config.dtype == "float32"
+    assert models.EncoderDecoderModel(config=bf16, inference_dtype=None).inference_module.config.dtype == "bfloat16"
+    with pytest.raises(ValueError, match="dtype='float64' is unknown"):
+        models.EncoderDecoderModel(config=bf16, inference_dtype="float64")
