@@ -8,6 +8,7 @@ Cleaning, applied to both sides of every pair (`clean_pair`):
     ("Yes", "&Ja")                                 -> ("Yes", "Ja")
     ('Click <a data-l10n-name="x">here</a>', ...)  -> ("Click here", ...)
     ("OK", "OK"), ("", "x"), ("123", "123")        -> dropped
+    ("Export as PDF", "[text/shared/01/ref_pdf_export.xhp#ref_pdf_export not found].") -> dropped
 
 The split is a function of the normalised English side only
 (`split_of(english)`), so it is the same in every language and every source:
@@ -33,6 +34,8 @@ _TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9:-]*(\s[^<>]*)?/?>")
 _ENTITY = re.compile(r"&(?:[A-Za-z]+|#\d+|#x[0-9A-Fa-f]+);")
 # "(~F)", "(_F)", "(&F)" at the end of CJK labels: an accelerator in brackets.
 _BRACKETED_ACCELERATOR = re.compile(r"\s*[(（]\s*[~_&]?[A-Za-z0-9]\s*[)）]")
+# A help page whose embedded snippet failed to resolve: "[text/shared/01/x.xhp#id not found]."
+_BROKEN_HELP_LINK = re.compile(r"\.xhp#|not found\]")
 _AMPERSAND_ACCELERATOR = re.compile(r"&(?=[^\W_])")
 _UNDERSCORE_ACCELERATOR = re.compile(r"(?<![\w_])_(?=[^\W_])|(?<=[^\W\d_])_(?=[^\W\d_])")
 
@@ -74,6 +77,8 @@ def clean_pair(english: str, other: str, *, source: str) -> tuple[str, str] | No
     if not english_clean or not other_clean:
         return None
     if english_clean.casefold() == other_clean.casefold():
+        return None
+    if any(_BROKEN_HELP_LINK.search(side) for side in (english_clean, other_clean)):
         return None
     if not any(ch.isalpha() for ch in english_clean) or not any(ch.isalpha() for ch in other_clean):
         return None

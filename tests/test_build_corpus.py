@@ -164,6 +164,7 @@ def test_properties_continuations_escapes_and_plurals():
     ("", "x", "firefox", None),
     ("123", "١٢٣", "firefox", None),
     ("Go", "x" * 40, "firefox", None),
+    ("Export as PDF", "[text/shared/01/ref_pdf_export.xhp#ref_pdf_export not found].", "libreoffice_help", None),
 ])
 def test_clean_pair(english, other, source, expected):
     assert corpus_clean.clean_pair(english, other, source=source) == expected
