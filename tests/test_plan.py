@@ -107,3 +107,14 @@ def test_cli_json_and_no_tensorflow():
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "expert axis (3)" in bad.stderr
+
+
+def test_embedded_vocab_size_matches_the_sentencepiece_model():
+    import sentencepiece
+
+    model_path = os.path.join(REPO, "data/vocab/mtmoe.model")
+    if not os.path.exists(model_path):
+        pytest.skip("data/vocab/mtmoe.model not built")
+    pieces = sentencepiece.SentencePieceProcessor(model_file=model_path).vocab_size()
+    expected = -(-(pieces + 100) // 128) * 128  # + seqio extra_ids, padded to a multiple of 128
+    assert plan.load_config(["gin/models/mswitch_tiny.gin"]).vocab_size == expected
