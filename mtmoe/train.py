@@ -101,8 +101,9 @@ def _pair_examples(task_name: str, *, split: str, lengths: Mapping[str, int], li
     return sources, references
 
 
-def _pad_batches(rows: list[dict], *, batch_size: int) -> list[dict[str, np.ndarray]]:
-    """Stack single examples into batches; the last one is filled with all-padding rows (weight 0)."""
+def _pad_batches(rows: list[dict], *, batch_size: int, num_batches: int | None = None) -> list[dict[str, np.ndarray]]:
+    """Stack single examples into batches; the last one is filled with all-padding rows (weight 0),
+    and with num_batches all-padding batches are added up to that count."""
     batches = []
     for start in range(0, len(rows), batch_size):
         chunk = rows[start:start + batch_size]
@@ -111,6 +112,9 @@ def _pad_batches(rows: list[dict], *, batch_size: int) -> list[dict[str, np.ndar
         if missing:
             batch = {k: np.concatenate([v, np.zeros((missing,) + v.shape[1:], v.dtype)]) for k, v in batch.items()}
         batches.append(batch)
+    if num_batches is not None and batches:
+        empty = {k: np.zeros_like(v) for k, v in batches[0].items()}
+        batches += [empty] * (num_batches - len(batches))
     return batches
 
 
@@ -647,7 +651,9 @@ class _Evaluator:
                 spec = dict(self._spec, batch_size=1)
                 rows = list(make_dataset(**spec).unbatch().take(self.eval_batches * self._spec["batch_size"])
                             .as_numpy_iterator())
-                self._batches = _pad_batches(rows, batch_size=self._spec["batch_size"])
+                # Every process runs the same number of batches (the step is collective), padded if short.
+                self._batches = _pad_batches(rows, batch_size=self._spec["batch_size"],
+                                             num_batches=self.eval_batches if self.process_count > 1 else None)
             except Exception as err:  # a task without this split: say so once, skip validation loss
                 self.print_fn(f"validation loss skipped: split {self._spec['split']!r} unavailable ({err})")
                 self._batches = []
@@ -662,12 +668,18 @@ class _Evaluator:
         batches = self._load()
         if batches:
             sums: dict[str, float] = {}
+            total_tokens = 0.0
             for batch in batches:
                 with _mesh_context(self.mesh, partitioning.LOGICAL_AXIS_RULES):
                     metrics = jax.device_get(self.eval_step(params, partitioning.shard_batch(batch, self.mesh)))
+                tokens = float(metrics["num_target_tokens"])  # per-token means, whatever the batch fill
+                total_tokens += tokens
                 for k, v in metrics.items():
-                    sums[k] = sums.get(k, 0.0) + float(v)
-            out.update({k: v / len(batches) for k, v in sums.items() if not k.startswith("experts/")})
+                    if not k.startswith(("experts/", "num_")):
+                        sums[k] = sums.get(k, 0.0) + float(v) * tokens
+            if total_tokens:
+                out.update({k: v / total_tokens for k, v in sums.items()})
+                out["num_target_tokens"] = total_tokens
         if self.pairs and self.bleu_examples and self.process_count == 1:
             out.update(self._bleu(params))
         if out and self.process_index == 0:
@@ -904,6 +916,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         import mtmoe.train as this_module  # the same module object whether run as __main__ or imported
 
+        _import_task_registries()  # before gin locks its config: tasks/ registers gin configurables
         parse_gin(gin_files=flags.gin_file, bindings=bindings, search_paths=flags.gin_search_paths.split(","))
         with gin.unlock_config():
             config_text = gin.config_str()
@@ -949,6 +962,13 @@ def _first_line(err: Exception) -> str:
 
 def _is_gin_call_error(message: str) -> bool:
     return "Required bindings for" in message or "gin.REQUIRED" in message
+
+
+def _import_task_registries() -> None:
+    try:
+        import tasks  # noqa: F401
+    except ImportError:  # reported with its reason when a task is looked up
+        pass
 
 
 def _hide_accelerators_from_tensorflow() -> None:

@@ -248,16 +248,26 @@ def test_two_processes_train_one_model(tmp_path):
     model_dir = tmp_path / "model"
     port = _free_port()
     env = subprocess_env(XLA_FLAGS="--xla_force_host_platform_device_count=1")
-    processes = [
-        subprocess.Popen(trainer_command(model_dir, "--gin.TRAIN_STEPS=3", "--gin.BLEU_PAIRS=0", "--multiprocess",
-                                         f"--coordinator_address=127.0.0.1:{port}", "--process_count=2",
-                                         f"--process_index={index}"),
-                         env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for index in (0, 1)]
-    outputs = [p.communicate(timeout=400) for p in processes]
-    for process, (out, err) in zip(processes, outputs):
-        assert process.returncode == 0, err[-3000:]
-    assert "mesh {'data': 2, 'expert': 1, 'model': 1}, 2 process(es)" in outputs[0][0]
+    logs = [tmp_path / f"process{index}.log" for index in (0, 1)]
+    processes = []
+    for index, log in enumerate(logs):
+        with open(log, "w") as out:  # files, not pipes: a full pipe would stall one process and both with it
+            processes.append(subprocess.Popen(
+                trainer_command(model_dir, "--gin.TRAIN_STEPS=3", "--gin.BLEU_PAIRS=0", "--multiprocess",
+                                f"--coordinator_address=127.0.0.1:{port}", "--process_count=2",
+                                f"--process_index={index}"),
+                env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT))
+    try:
+        for process in processes:
+            process.wait(timeout=400)
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+    outputs = [log.read_text() for log in logs]
+    for process, output in zip(processes, outputs):
+        assert process.returncode == 0, output[-3000:]
+    assert "mesh {'data': 2, 'expert': 1, 'model': 1}, 2 process(es)" in outputs[0]
     curve = losses(model_dir)
     assert sorted(curve) == [1, 2, 3] and all(np.isfinite(list(curve.values())))
     step, params = final_params(model_dir)
