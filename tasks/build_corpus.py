@@ -157,7 +157,8 @@ def build(*, out_dir: str, full: bool = False, languages: list[str] | None = Non
     """Builds the corpus into `out_dir`. Returns its stats, or None (after one
     line saying why) when nothing could be built; `out_dir` is then untouched."""
     out_dir = os.path.abspath(out_dir)
-    packages = corpus_packages.list_packages(languages=set(languages) if languages else None, log=log)
+    packages = corpus_packages.list_packages(languages=set(languages) if languages else None,
+                                             cache_dir=cache_dir, log=log)
     if languages:
         found = {p.code for p in packages} | {p.locale for p in packages}
         for lang in languages:

@@ -81,25 +81,37 @@ class Package:
     code: str       # corpus language code, e.g. "pt-BR"
 
 
-def list_packages(*, languages: set[str] | None = None, log=print) -> list[Package]:
+def list_packages(*, languages: set[str] | None = None, cache_dir: str = DEFAULT_CACHE, log=print) -> list[Package]:
     """The localisation packages apt knows of, optionally only some languages.
 
     Args:
       languages: corpus codes (`de`, `pt-BR`) or locales (`pt-br`) to keep;
         None keeps all.
-    Returns [] (after one line saying why) when apt-cache is not available.
+      cache_dir: where downloaded .deb files are kept. Without apt-cache on
+        PATH the packages cached there are listed instead (after one line
+        saying so); with neither, [] after one line saying what to do.
     """
     if shutil.which("apt-cache") is None:
-        log("apt-cache not found on PATH: this builder needs a Debian/Ubuntu system with apt; skipping all packages")
-        return []
+        names = sorted({os.path.basename(path).split("_")[0] for path in glob.glob(os.path.join(cache_dir, "*.deb"))})
+        if not names:
+            log(f"apt-cache not found on PATH and no .deb files in {cache_dir}: this builder needs apt "
+                f"(Debian/Ubuntu) or the packages' .deb files in --cache; nothing to build")
+            return []
+        log(f"apt-cache not found on PATH: using the {len(names)} packages cached in {cache_dir}")
+        listing = {source: [name for name in names if name.startswith(PREFIX_OF_SOURCE[source])] for source in SOURCES}
+    else:
+        listing = {}
+        for source in SOURCES:
+            prefix = PREFIX_OF_SOURCE[source]
+            result = subprocess.run(["apt-cache", "pkgnames", prefix], capture_output=True, text=True)
+            if result.returncode != 0:
+                log(f"apt-cache pkgnames {prefix} failed ({result.stderr.strip()[:200]}); skipping {source}")
+                continue
+            listing[source] = result.stdout.split()
     packages = []
-    for source in SOURCES:
+    for source, names in listing.items():
         prefix = PREFIX_OF_SOURCE[source]
-        result = subprocess.run(["apt-cache", "pkgnames", prefix], capture_output=True, text=True)
-        if result.returncode != 0:
-            log(f"apt-cache pkgnames {prefix} failed ({result.stderr.strip()[:200]}); skipping {source}")
-            continue
-        for name in sorted(set(result.stdout.split())):
+        for name in sorted(set(names)):
             locale = name[len(prefix):]
             if locale in NOT_A_LANGUAGE or not re.fullmatch(r"[a-z]{2,3}(-[a-z0-9]+)*", locale):
                 continue

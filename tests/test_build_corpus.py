@@ -241,12 +241,11 @@ def test_builder_reports_missing_package_and_empty_language_and_goes_on(fake_apt
     assert json.loads((out / "stats.json").read_text())["packages"] == {
         "libreoffice-l10n-ja": "1:7.4-1", "libreoffice-l10n-zu": "1:7.4-1"}
     # A rebuild reads the cache only: with apt gone it still works.
-    monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
-    monkeypatch.setattr(corpus_packages.shutil, "which",
-                        lambda name: None if name.startswith("apt") else shutil.which(name, path="/usr/bin:/bin"))
-    monkeypatch.setattr(corpus_packages, "list_packages", lambda **_: [
-        corpus_packages.Package("libreoffice-l10n-ja", "libreoffice_ui", "ja", "ja")])
+    real_which = shutil.which
+    monkeypatch.setattr(corpus_packages.shutil, "which", lambda name: None if name.startswith("apt") else real_which(name))
+    lines.clear()
     assert build_corpus.build(out_dir=str(out), cache_dir=str(tmp_path / "cache"), log=lines.append)["languages"]["ja"] == ja
+    assert lines[0] == f"apt-cache not found on PATH: using the 2 packages cached in {tmp_path / 'cache'}"
 
 
 def test_builder_without_apt_says_so_and_leaves_output_alone(tmp_path, monkeypatch):
@@ -256,7 +255,9 @@ def test_builder_without_apt_says_so_and_leaves_output_alone(tmp_path, monkeypat
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     lines = []
     assert build_corpus.build(out_dir=str(out), cache_dir=str(tmp_path / "cache"), log=lines.append) is None
-    assert lines[0].startswith("apt-cache not found on PATH")
+    assert lines == [f"apt-cache not found on PATH and no .deb files in {tmp_path / 'cache'}: this builder needs apt "
+                     "(Debian/Ubuntu) or the packages' .deb files in --cache; nothing to build",
+                     f"no packages to read: {out} left as it was"]
     assert (out / "good").read_text() == "keep me"
 
 
