@@ -151,6 +151,7 @@ def make_data(arch, *, batch, src_len, tgt_len, seed):
 class MtmoeWorker:
     def __init__(self, arch, opts):
         sys.path.insert(0, ROOT)
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         import jax
         import jax.numpy as jnp
         import optax
@@ -160,7 +161,11 @@ class MtmoeWorker:
 
         self.jax, self.jnp = jax, jnp
         self.opts = opts
-        relu = opts["variant"] == "mtmoe-relu"
+        relu = opts["variant"].startswith("mtmoe-relu")
+        if opts["variant"].endswith("+xent"):
+            import patches  # benchmarks/patches.py: the proposed cross-entropy fix, monkeypatched
+
+            patches.apply("xent")
         group = opts["tgt_len"]
         if opts["src_len"] != group:
             raise ValueError("use --src_len == --tgt_len so that one routing group is one sequence in both stacks")
@@ -297,9 +302,9 @@ class HfWorker:
         batch = int(task[4:]) if task.startswith("beam") else int(task[6:])
         data = make_data(self.arch_for_data, batch=batch, src_len=self.opts["src_len"], tgt_len=1, seed=1)
         self.inputs[task] = torch.from_numpy(data["encoder_input_tokens"]).long()
-        return self.run(task)
+        return self.run(task, gen=2)  # eager PyTorch has nothing to compile: a short warm-up call
 
-    def run(self, task, steps=None):
+    def run(self, task, steps=None, gen=None):
         torch = self.torch
         if task == "train":
             self.model.train()
@@ -313,7 +318,7 @@ class HfWorker:
             seconds = time.perf_counter() - start
             return {"seconds": seconds, "steps": steps, "loss": float(out.loss.detach())}
         self.model.eval()
-        gen = self.opts["gen"]
+        gen = gen or self.opts["gen"]
         beams = 4 if task.startswith("beam") else 1
         input_ids = self.inputs[task]
         start = time.perf_counter()
@@ -410,15 +415,18 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--worker", choices=["mtmoe", "hf"], help=argparse.SUPPRESS)
     parser.add_argument("--gin_file", default="gin/models/mswitch_tiny.gin")
-    parser.add_argument("--variants", default="mtmoe-relu,mtmoe,hf",
-                        help="mtmoe-relu: identical architecture to HF; mtmoe: the gated tiny model")
+    parser.add_argument("--variants", default="mtmoe-relu,mtmoe,mtmoe-relu+xent,hf",
+                        help="mtmoe-relu: identical architecture to HF; mtmoe: the gated tiny model; "
+                             "+xent: with benchmarks/patches.py's cross-entropy fix")
     parser.add_argument("--tasks", default=",".join(TASKS))
+    parser.add_argument("--decode_variants", default="mtmoe-relu,hf",
+                        help="variants that also run the decoding tasks (the others train only)")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--batch", type=int, default=32, help="training batch (sequences)")
     parser.add_argument("--src_len", type=int, default=64)
     parser.add_argument("--tgt_len", type=int, default=64)
     parser.add_argument("--gen", type=int, default=32, help="tokens generated per sentence when decoding")
-    parser.add_argument("--train_steps", type=int, default=3, help="optimizer steps per timed training call")
+    parser.add_argument("--train_steps", type=int, default=2, help="optimizer steps per timed training call")
     parser.add_argument("--dispatch", default="sort", choices=["sort", "einsum", "dropless"])
     parser.add_argument("--out", default=RESULT_PATH)
     args = parser.parse_args(argv)
@@ -437,6 +445,11 @@ def main(argv=None):
         if task not in TASKS:
             raise SystemExit(f"unknown task {task!r}; use some of {','.join(TASKS)}")
     variants = [v for v in args.variants.split(",") if v]
+    decode_variants = set(args.decode_variants.split(","))
+
+    def runs_task(variant, task):
+        return task == "train" or variant in decode_variants
+
     opts = {k: getattr(args, k) for k in ("batch", "src_len", "tgt_len", "gen", "train_steps", "dispatch")}
     opts["hf_expert_capacity"] = routing.expert_capacity(
         tokens_per_group=args.tgt_len, num_experts=arch["num_experts"], capacity_factor=arch["capacity_factor"],
@@ -462,16 +475,20 @@ def main(argv=None):
         prepared = {v: {} for v in variants}
         for task in tasks:
             for variant, worker in workers.items():
+                if not runs_task(variant, task):
+                    continue
                 t0 = time.perf_counter()
                 prepared[variant][task] = worker.call(cmd="prepare", task=task)
                 prepared[variant][task]["wall_seconds"] = time.perf_counter() - t0
                 print(f"prepared {variant:10s} {task:8s} in {prepared[variant][task]['wall_seconds']:.1f}s", flush=True)
 
-        runs = {v: {t: [] for t in tasks} for v in variants}
+        runs = {v: {t: [] for t in tasks if runs_task(v, t)} for v in variants}
         for rep in range(args.reps):
             for task in tasks:
                 order = variants if rep % 2 == 0 else variants[::-1]  # alternate who goes first
                 for variant in order:
+                    if not runs_task(variant, task):
+                        continue
                     reply = workers[variant].call(cmd="run", task=task)
                     reply["throughput"] = throughput(task, reply, opts)
                     runs[variant][task].append(reply)
@@ -484,7 +501,7 @@ def main(argv=None):
     summary = {}
     for variant in variants:
         summary[variant] = {}
-        for task in tasks:
+        for task in runs[variant]:
             values = [r["throughput"] for r in runs[variant][task]]
             summary[variant][task] = {
                 "throughput": spread(values),
@@ -500,7 +517,9 @@ def main(argv=None):
             if variant == "hf":
                 continue
             ratios[variant] = {}
-            for task in tasks:
+            for task in runs[variant]:
+                if task not in runs["hf"]:
+                    continue
                 ours = [r["throughput"] for r in runs[variant][task]]
                 theirs = [r["throughput"] for r in runs["hf"][task]]
                 # Per-repetition ratios (same repetition = same machine load) give the spread.
@@ -513,10 +532,12 @@ def main(argv=None):
     print(f"{'task':9s} {'variant':11s} {'median':>10s} {'min..max':>19s} {'unit':13s} {'peak RSS':>9s}  ratio vs HF (min..max)")
     for task in tasks:
         for variant in variants:
+            if task not in summary[variant]:
+                continue
             s = summary[variant][task]
             t = s["throughput"]
             ratio = ""
-            if variant in ratios:
+            if task in ratios.get(variant, {}):
                 r = ratios[variant][task]
                 ratio = (f"{r['ratio_of_medians']:.2f}x ({r['per_repetition']['min']:.2f}..{r['per_repetition']['max']:.2f})")
             print(f"{task:9s} {variant:11s} {t['median']:10.1f} {t['min']:9.1f}..{t['max']:<9.1f} "
