@@ -121,9 +121,12 @@ def test_sharded_forward_and_backward_equal_single_device():
     with mesh, nn.logical_axis_rules(partitioning.LOGICAL_AXIS_RULES):
         sharded_params = jax.device_put(params, param_shardings)
         sharded_batch = partitioning.shard_batch(batch, mesh)
-        sharded = jax.jit(loss_and_grad, in_shardings=(param_shardings, partitioning.batch_sharding(mesh)))(
-            sharded_params, sharded_batch
-        )
+        replicated = jax.sharding.NamedSharding(mesh, P())
+        sharded = jax.jit(
+            loss_and_grad,
+            in_shardings=(param_shardings, partitioning.batch_sharding(mesh)),
+            out_shardings=(replicated, replicated, param_shardings),  # gradients laid out like the params
+        )(sharded_params, sharded_batch)
     wo = sharded[2]["encoder"]["layers_1"]["moe"]["wo"]
     assert len({shard.device for shard in wo.addressable_shards}) == 8 and wo.addressable_shards[0].data.shape == (1, 7, 10)
     np.testing.assert_allclose(sharded[0], single[0], rtol=1e-5)
