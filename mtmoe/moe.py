@@ -97,8 +97,8 @@ def expert_matmul(x: Array, w: Array) -> Array:
 
     One batched dot_general everywhere except on CPU: there XLA's batched dot
     is slow when each expert has few rows (measured, jax 0.10.2, 2 cores, 128
-    experts x 40 rows x 512 x 1024: forward 2.8x and input-gradient 4.4x slower
-    than a loop of plain matmuls), so the forward and input gradient loop over
+    experts x 40 rows x 512 x 1024, best of 7: forward 2.8x and input-gradient
+    4.4x slower than a loop of plain matmuls), so the forward and input gradient loop over
     experts; the weight gradient stays one batched dot, which was faster.
     """
     if jax.default_backend() == "cpu":

@@ -277,3 +277,15 @@ def test_group_count_and_whole_groups_error():
     assert moe.num_groups(num_tokens=5, max_group_size=4096) == 1
     with pytest.raises(ValueError, match="change the batch size, the length or max_group_size"):
         moe.num_groups(num_tokens=13, max_group_size=4)
+
+
+def test_expert_matmul_cpu_loop_equals_batched_dot_with_gradients():
+    # On CPU `expert_matmul` loops over experts; accelerators use one batched dot. Both must agree.
+    x = jax.random.normal(jax.random.PRNGKey(7), (EXPERTS, 2, D_MODEL))
+    w = jax.random.normal(jax.random.PRNGKey(8), (EXPERTS, D_MODEL, D_FF))
+    cotangent = jax.random.normal(jax.random.PRNGKey(9), (EXPERTS, 2, D_FF))
+    loop_out, loop_vjp = jax.vjp(moe._expert_matmul_loop, x, w)
+    dot_out, dot_vjp = jax.vjp(lambda a, b: jnp.einsum("emk,ekn->emn", a, b), x, w)
+    np.testing.assert_allclose(loop_out, dot_out, rtol=1e-5, atol=1e-6)
+    for loop_grad, dot_grad in zip(loop_vjp(cotangent), dot_vjp(cotangent)):
+        np.testing.assert_allclose(loop_grad, dot_grad, rtol=1e-5, atol=1e-6)
