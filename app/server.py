@@ -5,11 +5,12 @@
     python -m app --checkpoint runs/a --host 0.0.0.0      # reachable from the network: you asked
 
 Binds to 127.0.0.1 unless --host says otherwise and never opens a public share
-link unless --share is given. Each model is loaded once and warmed (one
-translation and one routing trace, so the first user waits for no
-compilation) before the server starts. Requests wait in a bounded queue and
-at most --concurrency of them run at once (decoding fills the CPU or
-accelerator; more in parallel only adds latency).
+link unless --share is given. Each model is loaded once and warmed (the
+batch shapes the server will use are compiled, see --warm-batch, so users
+wait for no compilation) before the server starts. Requests wait in a bounded queue
+(--queue-size; more are refused with a message), at most --concurrency of
+them are in progress at once, and the sentences of those in progress are
+decoded together in batches by one model thread (app/batching.py).
 
 This path never imports TensorFlow or seqio: Translator reads the vocabulary
 with sentencepiece, and language names come from tasks/languages.py.
@@ -59,28 +60,33 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link (off unless given)")
     parser.add_argument("--auth", type=parse_auth, default=None, metavar="USER:PASSWORD",
                         help="require this login on the page and the API")
-    parser.add_argument("--concurrency", type=int, default=2, help="requests decoded at once (default 2)")
+    parser.add_argument("--concurrency", type=int, default=16,
+                        help="requests in progress at once; their sentences are batched together (default 16)")
     parser.add_argument("--queue-size", type=int, default=128, help="requests that may wait; more are refused (default 128)")
     parser.add_argument("--max-chars", type=int, default=Limits.max_chars, help="character limit of typed text")
     parser.add_argument("--max-file-kb", type=int, default=Limits.max_file_bytes // 1000, help="size limit of an uploaded file")
-    parser.add_argument("--no-warm", action="store_true", help="skip the warm-up translation at start")
+    # Each (batch, length) shape costs one compilation (seconds on a small CPU): warm the
+    # shapes concurrent single sentences use; bigger batches compile on first use.
+    parser.add_argument("--warm-batch", type=int, default=4,
+                        help="compile batches of 1, 2, 4, ... up to this many sentences before serving "
+                             "(default 4; 1: single sentences only; 0: no warm-up)")
     return parser
 
 
-def make_services(translators: dict, *, limits: Limits = Limits(), warm: bool = True) -> dict[str, TranslationService]:
-    """One TranslationService per translator, warmed when asked."""
+def make_services(translators: dict, *, limits: Limits = Limits(), warm_batch: int = 1) -> dict[str, TranslationService]:
+    """One TranslationService per translator, warmed up to batches of `warm_batch` (0: not warmed)."""
     services = {}
     for name, translator in translators.items():
         service = TranslationService(translator, name=name, limits=limits)
-        if warm:
-            log.info("warming %s ...", name)
-            log.info("warmed %s in %.1f s", name, service.warm())
+        if warm_batch > 0:
+            log.info("warming %s (batches up to %d) ...", name, warm_batch)
+            log.info("warmed %s in %.1f s", name, service.warm(max_batch=warm_batch))
         services[name] = service
     return services
 
 
 def launch(demo, *, host: str = "127.0.0.1", port: int | None = 7860, share: bool = False,
-           auth: tuple[str, str] | None = None, concurrency: int = 2, queue_size: int = 128,
+           auth: tuple[str, str] | None = None, concurrency: int = 16, queue_size: int = 128,
            max_file_bytes: int = Limits.max_file_bytes, prevent_thread_lock: bool = False):
     """Queue and launch `demo`; returns what Blocks.launch returns (app, local url, share url).
 
@@ -109,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
         translators[name] = Translator.from_checkpoint(path, step=args.step)
         log.info("loaded %s (step %s) in %.1f s", path, translators[name].step, time.perf_counter() - started)
     limits = Limits(max_chars=args.max_chars, max_file_bytes=args.max_file_kb * 1000)
-    services = make_services(translators, limits=limits, warm=not args.no_warm)
+    services = make_services(translators, limits=limits, warm_batch=args.warm_batch)
     for module in ("tensorflow", "seqio"):
         if module in sys.modules:
             log.warning("%s was imported on the web UI path; start-up is slower than it needs to be", module)

@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from app import text as text_lib
+from app.batching import Batcher
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,8 @@ class Limits:
 
     max_chars: characters of typed text (code points, as the page counts them).
     max_file_bytes / max_file_lines: size of an uploaded .txt file.
-    batch_size: sentences per translator call; bounds the memory of one call.
+    batch_size: most sentences per translator call (one request's and others'
+    batched together); bounds the memory of one call.
     max_beam_size / max_length_cap: upper ends of the Advanced controls.
     min_detect_probability: langid's normalised probability below which the
     source counts as undetectable (two-letter strings score ~0.5).
@@ -190,6 +192,12 @@ class TranslationService:
             raise ValueError(f"model {name!r} lists no target languages; check its checkpoint's vocabulary and config")
         self.detector = LanguageDetector(languages=self.source_languages, min_probability=limits.min_detect_probability)
         self._out_root = tempfile.mkdtemp(prefix="mtmoe-app-")
+        self._batcher = Batcher(self._call_model, max_segments=limits.batch_size)
+
+    def _call_model(self, segments: list[str], key: tuple) -> list[str]:
+        target_lang, source_lang, beam_size, max_length = key
+        return self.translator.translate(segments, target_lang=target_lang, source_lang=source_lang,
+                                         beam_size=beam_size, max_length=max_length)
 
     # -- choices for the page ------------------------------------------------
 
@@ -248,16 +256,14 @@ class TranslationService:
 
     def _translate_batch(self, segments: list[str], *, target_lang: str, source_lang: str, beam_size: int,
                          max_length: int | None, progress: Progress | None = None) -> list[str]:
-        """Translate in chunks of `batch_size`; one output per segment."""
+        """Translate in chunks of `batch_size` through the batcher (which may join
+        them with other requests' segments); one output per segment."""
         out: list[str] = []
         for start in range(0, len(segments), self.limits.batch_size):
             chunk = segments[start : start + self.limits.batch_size]
             if progress is not None:
                 progress(start / len(segments), f"{start}/{len(segments)} segments")
-            translated = self.translator.translate(chunk, target_lang=target_lang, source_lang=source_lang,
-                                                   beam_size=beam_size, max_length=max_length)
-            if len(translated) != len(chunk):
-                raise RuntimeError(f"translator returned {len(translated)} outputs for {len(chunk)} inputs")
+            translated = self._batcher.submit(chunk, (target_lang, source_lang, beam_size, max_length))
             out.extend(str(piece) for piece in translated)
         if progress is not None:
             progress(1.0, f"{len(segments)}/{len(segments)} segments")
@@ -359,11 +365,46 @@ class TranslationService:
             "sentence": sentence,
         }
 
-    def warm(self) -> float:
-        """Run one translation and one routing trace so the first user waits for no compilation; returns seconds."""
+    def warm(self, *, max_batch: int = 1) -> float:
+        """Compile ahead of the first user; returns seconds.
+
+        The Translator compiles once per (power-of-two batch size, power-of-two
+        source length) and the batcher forms batches of any size up to
+        `batch_size`, so this translates sentences that fill the 8-, 16- and
+        32-token source buckets (measured with the translator's
+        `encode_source` where it has one) in batches of 1, 2, 4, ... up to
+        `max_batch` (beam 4, the default), and traces one for the routing view.
+        """
         started = time.perf_counter()
         target = self.default_target()
         source = next((code for code in self.source_languages if code != target), None)
-        self.translator.translate(["Hello."], target_lang=target, source_lang=source)
-        self.translator.route("Hello.", target_lang=target)
+        sentences = self._warm_sentences(target)
+        batch = 1
+        while batch <= max(1, max_batch):
+            for sentence in sentences:
+                self.translator.translate([sentence] * batch, target_lang=target, source_lang=source)
+            batch *= 2
+        self.translator.route(sentences[0], target_lang=target)
         return time.perf_counter() - started
+
+    def _warm_sentences(self, target: str) -> list[str]:
+        encode = getattr(self.translator, "encode_source", None)
+        if encode is None:
+            return list(_WARM_SENTENCES)
+        words = " ".join(_WARM_SENTENCES).split()
+        sentences = []
+        for bucket in (8, 16, 32):
+            count = 1
+            while count < len(words) and len(encode(" ".join(words[: count + 1]), target)) <= bucket:
+                count += 1
+            sentences.append(" ".join(words[:count]))  # the longest prefix that still fits the bucket
+        return sentences
+
+
+# Roughly 4, 12 and 28 pieces with a large vocabulary (8-, 16-, 32-token buckets).
+_WARM_SENTENCES = (
+    "Open the file.",
+    "The document could not be saved because the disk is full.",
+    "Select the cells that you want to format, then choose a style from the list "
+    "or create a new one with the button below.",
+)

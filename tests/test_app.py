@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -21,6 +22,7 @@ from gradio_client.exceptions import AppError
 
 from app import experts_view
 from app import text as text_lib
+from app.batching import Batcher
 from app.page import build_app
 from app.server import build_parser, launch, make_services, model_names, parse_auth
 from app.service import AUTO, Limits, RequestError, TranslationService
@@ -49,7 +51,7 @@ def serve(services, **kwargs):
 def server():
     """(client, {name: FakeTranslator}, url): two models, the first the API default."""
     translators = {"tiny": FakeTranslator(delay_s=0.005), "small": FakeTranslator(languages=("en", "de"), step=3)}
-    demo, url = serve(make_services(translators, limits=LIMITS), concurrency=2, queue_size=64)
+    demo, url = serve(make_services(translators, limits=LIMITS), concurrency=8, queue_size=64)
     yield Client(url, verbose=False), translators, url
     demo.close()
 
@@ -85,6 +87,49 @@ def test_detector_restricted_to_model_languages_and_variants():
     for undetectable in ("12345 67", "ok", "!!!"):
         with pytest.raises(RequestError, match="could not detect"):
             service.resolve_source(undetectable, AUTO)
+
+
+def test_batcher_joins_waiting_requests_and_isolates_a_failure():
+    release = threading.Event()
+    calls = []
+
+    def translate_batch(segments, key):
+        calls.append((list(segments), key))
+        if len(calls) == 1:
+            release.wait(10)  # hold the model thread so that the next requests queue up
+        if "💥" in segments:
+            raise RuntimeError("bad segment")
+        return [f"{key}:{segment}" for segment in segments]
+
+    batcher = Batcher(translate_batch, max_segments=5)
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        first = pool.submit(batcher.submit, ["a"], "de")
+        while not calls:
+            time.sleep(0.01)
+        waiting = [pool.submit(batcher.submit, segments, key) for segments, key in
+                   [(["b", "c"], "de"), (["d"], "fr"), (["💥"], "de"), (["e", "f"], "de"), (["g"], "de")]]
+        while batcher._queue.qsize() < len(waiting):
+            time.sleep(0.01)
+        release.set()
+        assert first.result(10) == ["de:a"]
+        assert waiting[0].result(10) == ["de:b", "de:c"]
+        assert waiting[1].result(10) == ["fr:d"]
+        with pytest.raises(RuntimeError, match="bad segment"):
+            waiting[2].result(10)
+        assert waiting[3].result(10) == ["de:e", "de:f"]
+        assert waiting[4].result(10) == ["de:g"]
+    # Call 2 joins the waiting "de" requests up to 5 segments; it fails on "💥", so
+    # its requests are retried alone; then the "fr" request and the last "de" one.
+    assert calls[1] == (["b", "c", "💥", "e", "f"], "de")
+    assert [segments for segments, _ in calls[2:5]] == [["b", "c"], ["💥"], ["e", "f"]]
+    assert sorted(map(tuple, (segments for segments, _ in calls[5:]))) == [("d",), ("g",)]
+
+
+def test_warm_up_compiles_every_batch_bucket():
+    fake = FakeTranslator()
+    TranslationService(fake, name="t", limits=LIMITS).warm(max_batch=4)
+    assert [len(texts) for texts, *_ in fake.calls] == [1, 1, 1, 2, 2, 2, 4, 4, 4]
+    assert {target for _, target, *_ in fake.calls} == {"en"}
 
 
 def test_routing_view_draws_tokens_as_text():
@@ -253,7 +298,7 @@ def test_page_and_api_view_are_served(server):
 
 
 def test_auth_is_required_when_asked():
-    demo, url = serve(make_services({"m": FakeTranslator()}, limits=LIMITS, warm=False), auth=("me", "secret"))
+    demo, url = serve(make_services({"m": FakeTranslator()}, limits=LIMITS, warm_batch=0), auth=("me", "secret"))
     try:
         with pytest.raises(Exception):
             Client(url, verbose=False).predict("Hello.", "en", "de", api_name="/translate")
@@ -268,7 +313,7 @@ def test_real_translator_round_trip(tiny_checkpoint):
     from mtmoe.translate import Translator
 
     translator = Translator.from_checkpoint(tiny_checkpoint)
-    services = make_services({"tiny": translator}, limits=LIMITS)  # warms: one translation, one trace
+    services = make_services({"tiny": translator}, limits=LIMITS)  # warms single sentences and one trace
     demo, url = serve(services)
     try:
         client = Client(url, verbose=False)
