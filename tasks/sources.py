@@ -189,18 +189,21 @@ class TextSource(seqio.DataSource):
                   shard_info: seqio.ShardInfo | None = None, *, sequence_length=None,
                   use_cached: bool = False, num_epochs: int | None = 1) -> tf.data.Dataset:
     del shuffle, seed, sequence_length, use_cached, num_epochs  # one file per split; Task shuffles
-    files = self.files(split)
-    features = self._features
-    signature = {name: tf.TensorSpec([], tf.string) for name in features}
-
-    def generate():
-      for values in self._read(files):
-        yield dict(zip(features, values))
-
-    dataset = tf.data.Dataset.from_generator(generate, output_signature=signature)
+    files = self.files(split)  # raises here, at use, when a file is missing
+    signature = {name: tf.TensorSpec([], tf.string) for name in self._features}
+    dataset = tf.data.Dataset.from_generator(lambda: self._examples(files),
+                                             output_signature=signature)
     if shard_info and shard_info.num_shards > 1:
       dataset = dataset.shard(shard_info.num_shards, shard_info.index)
     return dataset
+
+  def examples(self, split: str) -> Iterator[dict[str, str]]:
+    """The split's examples as dicts of str, read in Python (no TensorFlow)."""
+    return self._examples(self.files(split))
+
+  def _examples(self, files: Sequence[str]) -> Iterator[dict[str, str]]:
+    for values in self._read(files):
+      yield dict(zip(self._features, values))
 
   def num_input_examples(self, split: str) -> int:
     if split not in self._num_examples:

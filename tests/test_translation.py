@@ -136,13 +136,32 @@ def test_every_fixture_task_packs(fixture_pairs):
     assert batch["encoder_segment_ids"].max() >= 1 and batch["decoder_loss_weights"].sum() > 0
 
 
-def test_every_real_corpus_task_yields_packed_examples():
-  """One example of each embedded task, all packed together by EncDecFeatureConverter."""
+def test_every_real_corpus_task_yields_and_translate_all_packs():
+  """Each embedded task's files give a pair whose tag is one piece; the mixture packs.
+
+  Every task's graph is built (and must build) by the one seqio.get_dataset call
+  over translate_all; tasks differ only in their files and tag, checked for each.
+  """
   if not (translation.EMBEDDED_DIR / "stats.json").exists():
     pytest.skip("data/embedded/stats.json not built yet")
   tasks.register()
-  names = [task.name for task in seqio.get_mixture_or_task("translate_all").tasks]
-  assert pack_one_example_of_each(names) == len(names)
+  mixture = seqio.get_mixture_or_task("translate_all")
+  vocabulary = mixture.output_features["inputs"].vocabulary
+  langs = [lang for lang, counts in translation.load_stats().items() if counts["train"] > 0]
+  assert len(mixture.tasks) == 2 * len(langs)
+  for lang in langs:
+    for source, target in (("en", lang), (lang, "en")):
+      task = seqio.get_mixture_or_task(translation.task_name("embedded", source, target))
+      pair = next(task.source.examples("train"))
+      assert pair["inputs"] and pair["targets"], task.name
+      tag = vocabulary.tokenizer.encode(f"<2{target}>", out_type=str)
+      assert tag[-1] == f"<2{target}>", (task.name, tag)   # one piece (after SentencePiece's "▁")
+  dataset = seqio.get_dataset("translate_all", task_feature_lengths={"inputs": 32, "targets": 32},
+                              dataset_split="train", shuffle=True, seed=0,
+                              feature_converter=seqio.EncDecFeatureConverter(pack=True))
+  for batch in first_examples(dataset, 4):
+    assert batch["encoder_input_tokens"].shape == (32,)
+    assert batch["decoder_segment_ids"].max() >= 1 and batch["decoder_loss_weights"].sum() > 0
 
 
 def test_opus100_and_flores_layouts(monkeypatch):
