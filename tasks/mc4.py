@@ -38,10 +38,15 @@ MC4_BUILD_STEP = ("tfds build c4/multilingual --data_dir=DIR (Apache Beam over C
 PRETRAIN_SHARE = 0.5  # pretrain_and_translate: fraction of examples that are span corruption
 
 
-@gin.configurable(module="tasks")
 def mc4_data_dir(*, data_dir: str | None = None) -> str | None:
   """TFDS data directory holding c4/multilingual: gin binding, else $TFDS_DATA_DIR, else TFDS' default."""
   return data_dir or os.environ.get("TFDS_DATA_DIR")
+
+
+# Made configurable even when gin's config is already locked: mtmoe.train parses
+# and finalizes gin before it imports the task registries.
+with gin.unlock_config():
+  mc4_data_dir = gin.configurable(mc4_data_dir, module="tasks")
 
 
 def span_corruption_task_name(corpus: str, lang: str) -> str:

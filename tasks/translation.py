@@ -57,7 +57,6 @@ OPUS100_URL = "https://object.pouta.csc.fi/OPUS-100/v1.0/opus-100-corpus-v1.0.ta
 FLORES200_URL = "https://dl.fbaipublicfiles.com/nllb/flores200_dataset.tar.gz"
 
 
-@gin.configurable(module="tasks")
 def corpus_roots(*, opus100: str | None = None, flores200: str | None = None) -> dict:
   """Where OPUS-100 and FLORES-200 live: gin bindings first, then environment.
 
@@ -67,6 +66,12 @@ def corpus_roots(*, opus100: str | None = None, flores200: str | None = None) ->
   """
   return {"opus100": opus100 or os.environ.get("OPUS100_DIR"),
           "flores200": flores200 or os.environ.get("FLORES200_DIR")}
+
+
+# Made configurable even when gin's config is already locked: mtmoe.train parses
+# and finalizes gin before it imports the task registries.
+with gin.unlock_config():
+  corpus_roots = gin.configurable(corpus_roots, module="tasks")
 
 
 def task_name(corpus: str, source_lang: str, target_lang: str) -> str:

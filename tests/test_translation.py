@@ -243,3 +243,23 @@ def test_corpus_roots_from_gin_then_environment(monkeypatch):
     assert translation.corpus_roots()["opus100"] == "/from/gin"
   finally:
     gin.clear_config()
+
+
+def test_import_is_tensorflow_free_until_seqio_and_survives_locked_gin():
+  """`import tasks` pulls no TensorFlow; seqio's import registers, even after gin.finalize()."""
+  import subprocess
+  import sys
+  script = """
+import sys
+import tasks, tasks.languages, tasks.vocab
+assert "tensorflow" not in sys.modules, "tasks imported TensorFlow"
+import gin
+gin.parse_config(""); gin.finalize()   # as mtmoe.train does before it needs the tasks
+import seqio
+print(len(seqio.TaskRegistry.names()), "opus100_translate_all" in seqio.MixtureRegistry.names())
+"""
+  out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                       cwd=Path(__file__).resolve().parents[1], timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  count, has_mixture = out.stdout.split()[-2:]
+  assert int(count) >= 500 and has_mixture == "True"
