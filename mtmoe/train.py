@@ -966,9 +966,12 @@ def _is_gin_call_error(message: str) -> bool:
 
 def _import_task_registries() -> None:
     try:
-        import tasks  # noqa: F401
+        import tasks
     except ImportError:  # reported with its reason when a task is looked up
-        pass
+        return
+    register = getattr(tasks, "register", None)
+    if register is not None:
+        register()  # imports seqio and registers every task and mixture now
 
 
 def _hide_accelerators_from_tensorflow() -> None:
