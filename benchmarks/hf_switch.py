@@ -64,6 +64,16 @@ TASKS = ("train", "beam1", "beam32", "greedy1", "greedy32")
 NEVER_EMITTED_EOS = -1  # an id no softmax row can produce: forces every output to full length
 
 
+def git_state() -> dict:
+    """The commit measured and which library files differed from it (others edit the tree too)."""
+    def git(*args):
+        out = subprocess.run(["git", *args], capture_output=True, text=True, cwd=ROOT)
+        return out.stdout
+
+    dirty = [line[3:] for line in git("status", "--porcelain", "--", "mtmoe", "gin", "tasks").splitlines() if line]
+    return {"commit": git("rev-parse", "--short", "HEAD").strip(), "uncommitted_library_files": dirty}
+
+
 # ---------------------------------------------------------------------------
 # Memory: peak RSS of this process since the last reset
 # ---------------------------------------------------------------------------
@@ -425,7 +435,7 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=32, help="training batch (sequences)")
     parser.add_argument("--src_len", type=int, default=64)
     parser.add_argument("--tgt_len", type=int, default=64)
-    parser.add_argument("--gen", type=int, default=32, help="tokens generated per sentence when decoding")
+    parser.add_argument("--gen", type=int, default=24, help="tokens generated per sentence when decoding")
     parser.add_argument("--train_steps", type=int, default=2, help="optimizer steps per timed training call")
     parser.add_argument("--dispatch", default="sort", choices=["sort", "einsum", "dropless"])
     parser.add_argument("--out", default=RESULT_PATH)
@@ -549,6 +559,7 @@ def main(argv=None):
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
                     "note": "2 CPU cores shared with other processes; variants interleaved per repetition"},
         "command": "python benchmarks/hf_switch.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "git": git_state(),
         "architecture": arch, "options": opts, "workers": info, "summary": summary, "ratios": ratios,
         "prepare": prepared, "runs": runs,
     }

@@ -257,7 +257,7 @@ def main(argv=None):
         worker_main()
         return
 
-    from hf_switch import PROJECT_PYTHON, Worker
+    from hf_switch import PROJECT_PYTHON, Worker, git_state
 
     opts = {k: getattr(args, k) for k in ("gin_file", "batch", "src_len", "tgt_len", "matmul_n", "matmul_calls",
                                           "step_calls")}
@@ -319,7 +319,7 @@ def main(argv=None):
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
                     "note": "2 CPU cores shared with other processes; matmul and steps interleaved per repetition"},
         "command": "python benchmarks/mfu.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "options": opts, "flag_sets": {n: FLAG_SETS[n] for n in flag_sets}, "workers": info, "summary": summary,
+        "git": git_state(), "options": opts, "flag_sets": {n: FLAG_SETS[n] for n in flag_sets}, "workers": info, "summary": summary,
         "runs": runs,
     }
     os.makedirs(os.path.dirname(args.out), exist_ok=True)

@@ -149,6 +149,9 @@ def main(argv=None):
     parser.add_argument("--out", default=RESULT_PATH)
     args = parser.parse_args(argv)
 
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from hf_switch import git_state
+
     missing = missing_prerequisites()
     if missing:
         raise SystemExit("sparsity.py needs: " + "; ".join(missing))
@@ -250,7 +253,7 @@ def main(argv=None):
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
                     "note": f"2 CPU cores shared with other processes; {args.concurrency} runs at a time"},
         "command": "python benchmarks/sparsity.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "experiment": EXPERIMENT, "runs": runs, "steps": args.steps, "eval_every": args.eval_every,
+        "git": git_state(), "experiment": EXPERIMENT, "runs": runs, "steps": args.steps, "eval_every": args.eval_every,
         "summary": summary, "curves": curves, "failures": failures, "work_dir": work_dir,
     }
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
