@@ -88,36 +88,6 @@ def translation_pairs(name: str) -> list[tuple[str, tuple[str, str]]]:
     return [(n, pair) for n, pair in ((n, pair_from_task_name(n)) for n in task_names) if pair is not None]
 
 
-def _pair_examples(task_name: str, *, split: str, lengths: Mapping[str, int], limit: int):
-    """(source token ids as the task makes them, reference texts) of a task's first `limit` examples."""
-    import seqio
-
-    dataset = seqio.get_mixture_or_task(task_name).get_dataset(
-        sequence_length=dict(lengths), split=split, shuffle=False, num_epochs=1)
-    sources, references = [], []
-    for example in dataset.take(limit).as_numpy_iterator():
-        sources.append([int(t) for t in example["inputs"]])
-        references.append(example["targets_pretokenized"].decode("utf-8"))
-    return sources, references
-
-
-def _pad_batches(rows: list[dict], *, batch_size: int, num_batches: int | None = None) -> list[dict[str, np.ndarray]]:
-    """Stack single examples into batches; the last one is filled with all-padding rows (weight 0),
-    and with num_batches all-padding batches are added up to that count."""
-    batches = []
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start:start + batch_size]
-        batch = {k: np.stack([r[k] for r in chunk]) for k in chunk[0]}
-        missing = batch_size - len(chunk)
-        if missing:
-            batch = {k: np.concatenate([v, np.zeros((missing,) + v.shape[1:], v.dtype)]) for k, v in batch.items()}
-        batches.append(batch)
-    if num_batches is not None and batches:
-        empty = {k: np.zeros_like(v) for k, v in batches[0].items()}
-        batches += [empty] * (num_batches - len(batches))
-    return batches
-
-
 def pair_from_task_name(task_name: str) -> tuple[str, str] | None:
     """'embedded_translate_zh_Hans_en' -> ('zh-Hans', 'en'); None for other tasks."""
     if "_translate_" not in f"_{task_name}":
@@ -496,7 +466,9 @@ def train(*, model_dir: str, model, mixture_or_task_name: str, task_feature_leng
     eval_step = jax.jit(lambda p, b: model.loss_fn(p, b, None)[1],
                         in_shardings=(param_shardings, batch_sharding), out_shardings=replicated)
 
-    evaluator = _Evaluator(
+    from mtmoe.evaluation import Evaluator
+
+    evaluator = Evaluator(
         model=model, mixture_or_task_name=mixture_or_task_name, lengths=lengths, batch_size=batch_size,
         eval_split=eval_split, eval_batches=eval_batches, pack=pack, pairs=pairs, bleu_pairs=bleu_pairs,
         bleu_examples=bleu_examples, beam_size=bleu_beam_size, vocabulary=vocabulary, mesh=mesh,
@@ -622,169 +594,6 @@ class _mesh_context:
     def __exit__(self, *exc):
         for c in reversed(self._contexts):
             c.__exit__(*exc)
-
-
-class _Evaluator:
-    """Validation loss on a few fixed batches, and BLEU / chrF++ on a few language pairs."""
-
-    def __init__(self, *, model, mixture_or_task_name, lengths, batch_size, eval_split, eval_batches, pack, pairs,
-                 bleu_pairs, bleu_examples, beam_size, vocabulary, mesh, eval_step, process_index, process_count,
-                 print_fn):
-        self.model, self.mesh, self.eval_step, self.print_fn = model, mesh, eval_step, print_fn
-        self.process_index, self.process_count = process_index, process_count
-        self.vocabulary = vocabulary
-        self.beam_size = beam_size
-        self._batches = None
-        self._spec = dict(mixture_or_task_name=mixture_or_task_name, task_feature_lengths=lengths, split=eval_split,
-                          batch_size=batch_size // process_count, shuffle=False, seed=None, pack=pack, num_epochs=1,
-                          shard_index=process_index, num_shards=process_count)
-        self.eval_batches = eval_batches
-        self.pairs = pairs[:bleu_pairs]
-        self.bleu_examples = bleu_examples
-        self.lengths = lengths
-        self._bleu_data = None
-        self._translator = None
-
-    def _load(self):
-        if self._batches is None:
-            try:
-                spec = dict(self._spec, batch_size=1)
-                rows = list(make_dataset(**spec).unbatch().take(self.eval_batches * self._spec["batch_size"])
-                            .as_numpy_iterator())
-                # Every process runs the same number of batches (the step is collective), padded if short.
-                self._batches = _pad_batches(rows, batch_size=self._spec["batch_size"],
-                                             num_batches=self.eval_batches if self.process_count > 1 else None)
-            except Exception as err:  # a task without this split: say so once, skip validation loss
-                self.print_fn(f"validation loss skipped: split {self._spec['split']!r} unavailable ({err})")
-                self._batches = []
-        return self._batches
-
-    def __call__(self, params) -> dict[str, float]:
-        import jax
-
-        from mtmoe import partitioning
-
-        out: dict[str, float] = {}
-        batches = self._load()
-        if batches:
-            sums: dict[str, float] = {}
-            total_tokens = 0.0
-            for batch in batches:
-                with _mesh_context(self.mesh, partitioning.LOGICAL_AXIS_RULES):
-                    metrics = jax.device_get(self.eval_step(params, partitioning.shard_batch(batch, self.mesh)))
-                tokens = float(metrics["num_target_tokens"])  # per-token means, whatever the batch fill
-                total_tokens += tokens
-                for k, v in metrics.items():
-                    if not k.startswith(("experts/", "num_")):
-                        sums[k] = sums.get(k, 0.0) + float(v) * tokens
-            if total_tokens:
-                out.update({k: v / total_tokens for k, v in sums.items()})
-                out["num_target_tokens"] = total_tokens
-        if self.pairs and self.bleu_examples and self.process_count == 1:
-            out.update(self._bleu(params))
-        if out and self.process_index == 0:
-            shown = " ".join(f"{k} {v:.3f}" for k, v in out.items()
-                             if k in ("loss", "accuracy") or k.startswith(("bleu", "chrf")))
-            self.print_fn(f"eval: {shown}")
-        return out
-
-    def _bleu(self, params) -> dict[str, float]:
-        """BLEU / chrF++ per pair on the first `bleu_examples` validation sentences, through the Translator."""
-        import jax
-
-        from mtmoe import translate
-
-        try:
-            from mtmoe.scoring import score_pair
-        except ImportError:
-            return {}
-        if self._bleu_data is None:
-            self._bleu_data = {}
-            for task_name, (source, target) in self.pairs:
-                try:
-                    self._bleu_data[(source, target)] = _pair_examples(
-                        task_name, split=self._spec["split"], lengths=self.lengths, limit=self.bleu_examples)
-                except Exception as err:  # a task without this split: say so once, score the others
-                    self.print_fn(f"BLEU for {source}-{target} skipped: {str(err).splitlines()[0][:200]}")
-        if not self._bleu_data:
-            return {}
-        if self._translator is None:  # one Translator: its jitted decoder compiles once per shape bucket
-            self._translator = translate.Translator(
-                model=self.model, params=None, vocab_path=self.vocabulary.sentencepiece_model_file,
-                language_pairs=list(self._bleu_data), max_length=self.lengths["targets"])
-        translator = self._translator
-        translator.params = jax.device_get(params)
-        out: dict[str, float] = {}
-        for (source, target), (sources, references) in self._bleu_data.items():
-            hypotheses = translator.translate_ids(sources, beam_size=self.beam_size)
-            scores = score_pair(hypotheses, references, target_lang=target)
-            out[f"bleu/{source}-{target}"] = float(scores["bleu"])
-            out[f"chrf/{source}-{target}"] = float(scores["chrf"])
-        return out
-
-
-# ----------------------------------------------------------------------------------------------
-# evaluate() and infer(): gin/runs/eval.gin and gin/runs/infer.gin
-# ----------------------------------------------------------------------------------------------
-
-def evaluate(*, checkpoint_path: str, mixture_or_task_name: str, task_feature_lengths: Mapping[str, int] | None = None,
-             batch_size: int = 32, split: str = "validation", eval_batches: int = 16, bleu_pairs: int = 10,
-             bleu_examples: int = 100, beam_size: int = 4, output_dir: str | None = None,
-             print_fn: Callable[[str], None] = print) -> dict[str, float]:
-    """Validation loss / accuracy and BLEU / chrF++ of a checkpoint on one device.
-
-    Writes <output_dir or checkpoint_path>/eval-<split>-<step>.json; returns the metrics."""
-    import jax
-
-    from mtmoe import checkpoints, partitioning, translate
-
-    try:
-        translator = translate.Translator.from_checkpoint(checkpoint_path)
-    except checkpoints.CheckpointError as err:
-        raise UsageError(str(err)) from None
-    step, meta = checkpoints.read_json_meta(checkpoint_path, step=translator.step)
-    lengths = dict(task_feature_lengths or meta["task_feature_lengths"])
-    vocabulary = vocabulary_of(mixture_or_task_name)
-    pairs = translation_pairs(mixture_or_task_name)
-    mesh = partitioning.make_mesh(data=1, devices=jax.local_devices()[:1])
-    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    params = jax.device_put(translator.params, replicated)
-    eval_step = jax.jit(lambda p, b: translator.model.loss_fn(p, b, None)[1])
-    evaluator = _Evaluator(
-        model=translator.model, mixture_or_task_name=mixture_or_task_name, lengths=lengths, batch_size=batch_size,
-        eval_split=split, eval_batches=eval_batches, pack=True, pairs=pairs, bleu_pairs=bleu_pairs,
-        bleu_examples=bleu_examples, beam_size=beam_size, vocabulary=vocabulary, mesh=mesh, eval_step=eval_step,
-        process_index=0, process_count=1, print_fn=print_fn)
-    metrics = evaluator(params)
-    out_dir = output_dir or checkpoint_path
-    os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, f"eval-{split}-{step}.json")
-    from mtmoe.checkpoints import write_atomic
-
-    write_atomic(path, json.dumps({"step": step, "mixture_or_task_name": mixture_or_task_name, **metrics}, indent=1))
-    print_fn(f"wrote {path}")
-    return metrics
-
-
-def infer(*, checkpoint_path: str, input_file: str, output_file: str, target_lang: str,
-          source_lang: str | None = None, beam_size: int = 4, print_fn: Callable[[str], None] = print) -> int:
-    """Translate `input_file` (one sentence per line) into `output_file`; returns the line count."""
-    from mtmoe import checkpoints, translate
-
-    if not os.path.isfile(input_file):
-        raise UsageError(f"INPUT_FILE {input_file} not found; pass --gin.INPUT_FILE=<text file, one sentence per line>")
-    with open(input_file, encoding="utf-8") as f:
-        lines = [line.rstrip("\n") for line in f]
-    try:
-        translator = translate.Translator.from_checkpoint(checkpoint_path)
-        outputs = translator.translate(lines, target_lang, source_lang=source_lang, beam_size=beam_size)
-    except checkpoints.CheckpointError as err:
-        raise UsageError(str(err)) from None
-    except ValueError as err:  # unknown target language and the like: the Translator's one-line message
-        raise UsageError(str(err)) from None
-    checkpoints.write_atomic(output_file, "".join(o + "\n" for o in outputs))
-    print_fn(f"translated {len(lines)} lines into {target_lang}: {output_file}")
-    return len(lines)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -921,9 +730,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         with gin.unlock_config():
             config_text = gin.config_str()
         if flags.mode == "eval":
-            result = gin.get_configurable(this_module.evaluate)()
+            from mtmoe import evaluation
+
+            result = gin.get_configurable(evaluation.evaluate)()
         elif flags.mode == "infer":
-            gin.get_configurable(this_module.infer)()
+            from mtmoe import evaluation
+
+            gin.get_configurable(evaluation.infer)()
             return 0
         else:
             result = gin.get_configurable(this_module.train)(config_text=config_text)
