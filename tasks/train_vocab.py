@@ -41,6 +41,7 @@ DEFAULT_SAMPLE_SENTENCES = 600_000
 # sample instead, or all its unique sentences where that is less (the committed
 # corpus has 50,331 unique English train sentences: 9% of a 600k sample).
 ENGLISH_SHARE = 0.25
+CHARACTER_COVERAGE = 0.9999
 SEED = 20261128
 
 
@@ -113,7 +114,7 @@ def train(*, corpus_dir: str = DEFAULT_CORPUS, model_prefix: str = DEFAULT_OUT,
         start = time.time()
         sentencepiece.SentencePieceTrainer.train(
             input=text_path, model_prefix=os.path.join(work, "m"), model_type="unigram",
-            vocab_size=vocab_size, byte_fallback=True, character_coverage=0.9995,
+            vocab_size=vocab_size, byte_fallback=True, character_coverage=CHARACTER_COVERAGE,
             pad_id=0, eos_id=1, unk_id=2, bos_id=-1, user_defined_symbols=tags,
             split_digits=True, input_sentence_size=0, shuffle_input_sentence=True,
             num_threads=os.cpu_count() or 1, minloglevel=2,
