@@ -280,6 +280,7 @@ class _StopSignal:
     def restore(self):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+        self._previous = {}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -546,6 +547,7 @@ def train(*, model_dir: str, model, mixture_or_task_name: str, task_feature_leng
                 break
         if last_saved != step:
             save(step, train_data.batches_consumed)
+        stop.restore()  # the final checkpoint is on disk: a SIGTERM now may end the final evaluation at once
         eval_metrics = evaluator(params)
         summaries.write("eval", step, eval_metrics)
         last_metrics.update({f"eval/{k}": v for k, v in eval_metrics.items()})
