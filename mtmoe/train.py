@@ -321,6 +321,7 @@ def train(*, model_dir: str, model, mixture_or_task_name: str, task_feature_leng
 
     from mtmoe import checkpoints, partitioning
 
+    setup_started = time.time()
     # ---- check everything before touching MODEL_DIR --------------------------------------
     if not model_dir:
         raise UsageError("MODEL_DIR is empty; pass --gin.MODEL_DIR=<directory for checkpoints and logs>")
@@ -484,6 +485,8 @@ def train(*, model_dir: str, model, mixture_or_task_name: str, task_feature_leng
     last_metrics: dict[str, float] = {}
     started = time.time()
     window_start, window_steps, window_tokens = time.time(), 0, 0.0
+    print_fn(f"set up in {_format_duration(time.time() - setup_started)} (model, checkpoint, input pipeline); "
+             f"the first step also compiles and fills the input pipeline's shuffle buffers")
     print_fn(f"training {model_dir}: steps {start_step}..{train_steps}, batch {batch_size} "
              f"({num_microbatches} microbatches), mesh {dict(mesh.shape)}, {process_count} process(es), "
              f"{_count(abstract_params) / 1e6:.2f}M params")
@@ -497,6 +500,9 @@ def train(*, model_dir: str, model, mixture_or_task_name: str, task_feature_leng
                 params, opt_state, healthy, metrics = train_step(params, opt_state, healthy, jnp.int32(step),
                                                                  global_batch, dropout_rng)
             step += 1
+            if step == start_step + 1 and process_index == 0:
+                jax.block_until_ready(metrics)
+                print_fn(f"first step done after {_format_duration(time.time() - started)} (compilation and first batch)")
             pending.append((step, metrics, tokens))
             window_steps += 1
             window_tokens += tokens
