@@ -6,7 +6,8 @@ Cleaning, applied to both sides of every pair (`clean_pair`):
     ("_Save", "_Speichern")   (source libreoffice_ui) -> ("Save", "Speichern")
     ("Open", "開く(~O)")                            -> ("Open", "開く")
     ("Yes", "&Ja")                                 -> ("Yes", "Ja")
-    ('Click <a data-l10n-name="x">here</a>', ...)  -> ("Click here", ...)
+    ('Click <a data-l10n-name="x">here</a>', ...)  -> ("Click here", ...)   (not in help text:
+                                                     there "<br>" is text about HTML)
     ("OK", "OK"), ("", "x"), ("123", "123")        -> dropped
     ("Export as PDF", "[text/shared/01/ref_pdf_export.xhp#ref_pdf_export not found].") -> dropped
 
@@ -36,19 +37,13 @@ _ENTITY = re.compile(r"&(?:[A-Za-z]+|#\d+|#x[0-9A-Fa-f]+);")
 _BRACKETED_ACCELERATOR = re.compile(r"\s*[(（]\s*[~_&]?[A-Za-z0-9]\s*[)）]")
 # A help page whose embedded snippet failed to resolve: "[text/shared/01/x.xhp#id not found]."
 _BROKEN_HELP_LINK = re.compile(r"\.xhp#|not found\]")
-_AMPERSAND_ACCELERATOR = re.compile(r"&(?=[^\W_])")
+_AMPERSAND_ACCELERATOR = re.compile(r"&(?!(?:[A-Za-z]+|#\d+|#x[0-9A-Fa-f]+);)(?=[^\W_])")
 _UNDERSCORE_ACCELERATOR = re.compile(r"(?<![\w_])_(?=[^\W_])|(?<=[^\W\d_])_(?=[^\W\d_])")
 
 
-def strip_markup(text: str) -> str:
-    """Removes HTML/XML tags (keeping their text) and decodes entities."""
-    text = _TAG.sub("", text)
-    return _ENTITY.sub(lambda m: html.unescape(m.group(0)), text)
-
-
 def strip_accelerators(text: str, *, english: str, underscore: bool) -> str:
-    """Removes accelerator marks: `~` always, `&` before a letter (except
-    entities, decoded earlier), bracketed "(~F)" forms the English lacks, and
+    """Removes accelerator marks: `~` always, `&` before a letter (not the `&`
+    of an entity such as `&amp;`), bracketed "(~F)" forms the English lacks, and
     `_` before a letter when `underscore` (LibreOffice .ui strings use it)."""
     if not _BRACKETED_ACCELERATOR.search(english):
         text = _BRACKETED_ACCELERATOR.sub("", text)
@@ -59,21 +54,21 @@ def strip_accelerators(text: str, *, english: str, underscore: bool) -> str:
     return text
 
 
-def _clean_side(text: str, *, english: str, underscore: bool) -> str:
-    text = strip_markup(text)
-    text = strip_accelerators(text, english=english, underscore=underscore)
+def _clean_side(text: str, *, english: str, source: str) -> str:
+    # Help paragraphs come out of an HTML parser as plain text: a "<br>" there is
+    # text about HTML, not markup. UI and Firefox strings still carry their markup.
+    if source != "libreoffice_help":
+        text = _TAG.sub("", text)
+        text = strip_accelerators(text, english=english, underscore=source == "libreoffice_ui")
+        text = _ENTITY.sub(lambda m: html.unescape(m.group(0)), text)
     text = unicodedata.normalize("NFC", text)
     return " ".join(text.split())
 
 
 def clean_pair(english: str, other: str, *, source: str) -> tuple[str, str] | None:
     """A cleaned (English, other) pair, or None when the pair is not usable."""
-    underscore = source == "libreoffice_ui"
-    # Decode first so `&amp;` is not taken for an accelerator mark.
-    english = _ENTITY.sub(lambda m: html.unescape(m.group(0)), english) if "<" not in english else english
-    other = _ENTITY.sub(lambda m: html.unescape(m.group(0)), other) if "<" not in other else other
-    english_clean = _clean_side(english, english=english, underscore=underscore)
-    other_clean = _clean_side(other, english=english, underscore=underscore)
+    english_clean = _clean_side(english, english=english, source=source)
+    other_clean = _clean_side(other, english=english, source=source)
     if not english_clean or not other_clean:
         return None
     if english_clean.casefold() == other_clean.casefold():

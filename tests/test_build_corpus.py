@@ -160,6 +160,9 @@ def test_properties_continuations_escapes_and_plurals():
     ('Click <a data-l10n-name="x">here</a>', "Klicken Sie <a data-l10n-name=\"x\">hier</a>", "firefox",
      ("Click here", "Klicken Sie hier")),
     ("file_name", "Datei_name", "firefox", ("file_name", "Datei_name")),
+    ("Use the <br> tag & more", "Verwenden Sie das Tag <br> & mehr", "libreoffice_help",
+     ("Use the <br> tag & more", "Verwenden Sie das Tag <br> & mehr")),      # help text is already plain
+    ("&lt;b&gt; is bold", "&lt;b&gt; ist fett", "firefox", ("<b> is bold", "<b> ist fett")),
     ("OK", "OK", "firefox", None),
     ("", "x", "firefox", None),
     ("123", "١٢٣", "firefox", None),
