@@ -164,10 +164,12 @@ def build_app(services: dict[str, TranslationService], *, url: str = "http://127
         detected = gr.State(None)
         with gr.Row(equal_height=True):
             source_lang = gr.Dropdown(choices=first.source_choices(), value=AUTO, label="Source language",
+                                      info="Detect language: langid, among this model's source languages",
                                       filterable=True, scale=4, elem_id="source-lang")
             swap = gr.Button("⇄ Swap", scale=1, min_width=80, elem_id="swap")
             target_lang = gr.Dropdown(choices=first.target_choices(), value=first.default_target(),
-                                      label="Target language", filterable=True, scale=4, elem_id="target-lang")
+                                      label="Target language", info="The languages this model writes",
+                                      filterable=True, scale=4, elem_id="target-lang")
         with gr.Tab("Text"):
             with gr.Row():
                 with gr.Column():

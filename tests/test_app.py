@@ -313,7 +313,7 @@ def test_real_translator_round_trip(tiny_checkpoint):
     from mtmoe.translate import Translator
 
     translator = Translator.from_checkpoint(tiny_checkpoint)
-    services = make_services({"tiny": translator}, limits=LIMITS)  # warms single sentences and one trace
+    services = make_services({"tiny": translator}, limits=LIMITS, warm_batch=0)  # warm-up: tested with the fake
     demo, url = serve(services)
     try:
         client = Client(url, verbose=False)
