@@ -127,7 +127,15 @@ def make_dataset(*, mixture_or_task_name: str, task_feature_lengths: Mapping[str
         use_cached=use_cached, shuffle=shuffle, num_epochs=num_epochs,
         shard_info=seqio.ShardInfo(index=shard_index, num_shards=num_shards) if num_shards > 1 else None,
         verbose=False, seed=seed)
-    return dataset.batch(batch_size, drop_remainder=True)
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.deterministic = True  # exact resume: the same seed must give the same batches in the same order
+    # A mixture of hundreds of tasks otherwise starts threads per task and op; on a small host they
+    # fight the training step for the CPU.
+    options.threading.private_threadpool_size = max(2, min(8, os.cpu_count() or 2))
+    options.threading.max_intra_op_parallelism = 1
+    return dataset.with_options(options).batch(batch_size, drop_remainder=True)
 
 
 class BatchIterator:
