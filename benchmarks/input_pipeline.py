@@ -37,7 +37,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--mixture", default="translate_101")
   parser.add_argument("--gin_file", default="gin/experiments/demo.gin",
                       help="the model and its TASK_FEATURE_LENGTHS / BATCH_SIZE")
-  parser.add_argument("--seconds", type=float, default=30.0, help="time spent draining the pipeline")
+  parser.add_argument("--seconds", type=float, default=60.0, help="time spent draining the pipeline")
+  parser.add_argument("--warmup_batches", type=int, default=20,
+                      help="batches drawn before timing: every task fills its shuffle buffer first")
   parser.add_argument("--steps", type=int, default=20, help="timed train steps (after 2 warm-up steps)")
   parser.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "input_pipeline.json"))
   return parser.parse_args(argv)
@@ -53,7 +55,8 @@ def batch_counts(batch) -> dict[str, int]:
           "input_tokens": int(np.count_nonzero(batch["encoder_input_tokens"]))}
 
 
-def measure_pipeline(*, mixture: str, lengths, batch_size: int, seconds: float) -> dict:
+def measure_pipeline(*, mixture: str, lengths, batch_size: int, seconds: float,
+                     warmup_batches: int) -> dict:
   from mtmoe import train
   start = time.perf_counter()
   dataset = train.make_dataset(mixture_or_task_name=mixture, task_feature_lengths=lengths,
@@ -62,6 +65,9 @@ def measure_pipeline(*, mixture: str, lengths, batch_size: int, seconds: float) 
   iterator = dataset.as_numpy_iterator()
   first = next(iterator)
   startup = time.perf_counter() - start
+  for _ in range(warmup_batches):  # seqio shuffles each task through a 1000-example buffer
+    next(iterator)
+  warmup = time.perf_counter() - start - startup
   totals = dict.fromkeys(("rows", "pairs", "target_tokens", "input_tokens"), 0)
   start = time.perf_counter()
   batches = 0
@@ -70,7 +76,8 @@ def measure_pipeline(*, mixture: str, lengths, batch_size: int, seconds: float) 
       totals[key] += value
     batches += 1
   elapsed = time.perf_counter() - start
-  return {"startup_s": startup, "batches": batches, "seconds": elapsed,
+  return {"startup_s": startup, "warmup_s": warmup, "warmup_batches": warmup_batches,
+          "batches": batches, "seconds": elapsed,
           **{f"{key}_per_s": value / elapsed for key, value in totals.items()},
           "first_batch": first, "iterator": iterator}
 
@@ -116,7 +123,7 @@ def main(argv=None) -> int:
   model = gin.query_parameter("%MODEL").scoped_configurable_fn()
 
   pipeline = measure_pipeline(mixture=args.mixture, lengths=lengths, batch_size=batch_size,
-                              seconds=args.seconds)
+                              seconds=args.seconds, warmup_batches=args.warmup_batches)
   first, iterator = pipeline.pop("first_batch"), pipeline.pop("iterator")
   alone = measure_train_step(model=model, batch=first, steps=args.steps)
   together = measure_train_step(model=model, batch=first, steps=args.steps, iterator=iterator)
@@ -137,7 +144,8 @@ def main(argv=None) -> int:
         f"load average {result['load_average_1min_at_end']:.1f} at the end\n")
   print("| measurement | packed rows/s | sentence pairs/s | target tokens/s | input tokens/s |")
   print("|---|---:|---:|---:|---:|")
-  print(f"| pipeline alone (start-up {p['startup_s']:.1f} s) | {p['rows_per_s']:.0f} | "
+  print(f"| pipeline alone (first batch after {p['startup_s']:.0f} s, "
+        f"{p['warmup_batches']} more in {p['warmup_s']:.0f} s) | {p['rows_per_s']:.0f} | "
         f"{p['pairs_per_s']:.0f} | {p['target_tokens_per_s']:.0f} | {p['input_tokens_per_s']:.0f} |")
   for name, run in (("train step alone", alone), ("train step fed by the pipeline", together)):
     scale = run["rows_per_s"] / p["rows_per_s"]
