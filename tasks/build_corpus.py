@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="gzip'd size of all train files of the compact subset")
     args = parser.parse_args(argv)
     if args.full and os.path.abspath(args.out) == DEFAULT_OUT:
-        parser.error("--full writes about 90 MB: give --out DIR outside the repository")
+        parser.error("--full writes about 105 MB: give --out DIR outside the repository")
     stats = build(out_dir=args.out, full=args.full, languages=args.languages, cache_dir=args.cache,
                   train_budget_mb=args.train_budget_mb, log=lambda line: print(line, flush=True))
     return 0 if stats is not None else 1
