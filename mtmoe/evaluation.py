@@ -76,8 +76,10 @@ class Evaluator:
         if self._batches is None:
             try:
                 spec = dict(self._spec, batch_size=1)
-                rows = list(train_lib.make_dataset(**spec).unbatch().take(self.eval_batches * self._spec["batch_size"])
-                            .as_numpy_iterator())
+                dataset = train_lib.make_dataset(**spec).unbatch()
+                rows = list(dataset.take(self.eval_batches * self._spec["batch_size"]).as_numpy_iterator())
+                if not rows and self.process_count > 1:  # this host's shard is empty: it still joins every batch
+                    rows = [{k: np.zeros(v.shape, v.dtype.as_numpy_dtype) for k, v in dataset.element_spec.items()}]
                 # Every process runs the same number of batches (the step is collective), padded if short.
                 self._batches = _pad_batches(rows, batch_size=self._spec["batch_size"],
                                              num_batches=self.eval_batches if self.process_count > 1 else None)

@@ -112,22 +112,33 @@ def pair_from_task_name(task_name: str) -> tuple[str, str] | None:
 
 def make_dataset(*, mixture_or_task_name: str, task_feature_lengths: Mapping[str, int], split: str,
                  batch_size: int, shuffle: bool, seed: int | None, pack: bool, num_epochs: int | None,
-                 use_cached: bool = False, shard_index: int = 0, num_shards: int = 1):
+                 use_cached: bool = False, shard_index: int = 0, num_shards: int = 1,
+                 shuffle_buffer_size: int | None = None):
     """Batched tf.data.Dataset of EncDecFeatureConverter features for this process.
+
+    shuffle_buffer_size None: seqio.get_dataset as is. A number: the same
+    tasks, preprocessors and mixing rates, but each task shuffles with this
+    buffer and none prefetches on its own thread (see _sampled_tasks).
 
     Deterministic for a given seed: seqio's shuffles and mixture sampling are
     seeded and tf.data keeps element order, so skipping n batches after a
     restart reproduces the uninterrupted stream."""
     import seqio
+    import tensorflow as tf
 
     provider = get_mixture_or_task(mixture_or_task_name)
-    dataset = seqio.get_dataset(
-        provider, task_feature_lengths=dict(task_feature_lengths),
-        feature_converter=seqio.EncDecFeatureConverter(pack=pack), dataset_split=split,
-        use_cached=use_cached, shuffle=shuffle, num_epochs=num_epochs,
-        shard_info=seqio.ShardInfo(index=shard_index, num_shards=num_shards) if num_shards > 1 else None,
-        verbose=False, seed=seed)
-    import tensorflow as tf
+    shard_info = seqio.ShardInfo(index=shard_index, num_shards=num_shards) if num_shards > 1 else None
+    if shuffle_buffer_size and not use_cached:
+        dataset = _sampled_tasks(provider, lengths=dict(task_feature_lengths), split=split, shuffle=shuffle,
+                                 seed=seed, num_epochs=num_epochs, shard_info=shard_info,
+                                 shuffle_buffer_size=shuffle_buffer_size)
+        dataset = seqio.EncDecFeatureConverter(pack=pack)(dataset, dict(task_feature_lengths))
+    else:
+        dataset = seqio.get_dataset(
+            provider, task_feature_lengths=dict(task_feature_lengths),
+            feature_converter=seqio.EncDecFeatureConverter(pack=pack), dataset_split=split,
+            use_cached=use_cached, shuffle=shuffle, num_epochs=num_epochs, shard_info=shard_info,
+            verbose=False, seed=seed)
 
     options = tf.data.Options()
     options.deterministic = True  # exact resume: the same seed must give the same batches in the same order
@@ -136,6 +147,46 @@ def make_dataset(*, mixture_or_task_name: str, task_feature_lengths: Mapping[str
     options.threading.private_threadpool_size = max(2, min(8, os.cpu_count() or 2))
     options.threading.max_intra_op_parallelism = 1
     return dataset.with_options(options).batch(batch_size, drop_remainder=True)
+
+
+def _sampled_tasks(provider, *, lengths, split, shuffle, seed, num_epochs, shard_info, shuffle_buffer_size):
+    """A seqio Mixture (or Task) as seqio builds it, with small per-task shuffle buffers.
+
+    seqio's Task.get_dataset shuffles each task with a 1000-example buffer and
+    ends in prefetch(AUTOTUNE): a mixture of hundreds of tasks starts a
+    prefetch thread per task, and the first batch waits for a buffer per task
+    it touches. Here every task runs source -> preprocessors -> repeat ->
+    trim -> shuffle(shuffle_buffer_size) pulled on demand, and the tasks are
+    sampled with the mixture's rates (seqio.Mixture.get_rate), seeded."""
+    import seqio
+    import tensorflow as tf
+
+    tasks = list(getattr(provider, "tasks", [provider]))
+    tasks = [t for t in tasks if split in t.splits]
+    if not tasks:
+        raise UsageError(f"no task of {provider.name} has a {split!r} split")
+    keys = [k for k in provider.output_features]
+    datasets, rates = [], []
+    for task in tasks:
+        source = task.source
+        if shard_info is not None and not source.supports_arbitrary_sharding:
+            dataset = source.get_dataset(split=split, shuffle=shuffle, seed=seed).shard(
+                shard_info.num_shards, shard_info.index)
+        else:
+            dataset = source.get_dataset(split=split, shuffle=shuffle, seed=seed, shard_info=shard_info)
+        dataset = task.preprocess_precache(dataset, seed=seed)
+        if num_epochs != 1:
+            dataset = dataset.repeat(num_epochs)
+        dataset = task.preprocess_postcache(dataset, sequence_length=lengths, seed=seed)
+        dataset = dataset.map(lambda ex: {k: ex[k][:lengths[k]] for k in keys},  # seqio's trim_output_features
+                              num_parallel_calls=None, deterministic=True)
+        if shuffle:
+            dataset = dataset.shuffle(shuffle_buffer_size, seed=seed)
+        datasets.append(dataset)
+        rates.append(float(provider.get_rate(task)) if isinstance(provider, seqio.Mixture) else 1.0)
+    if len(datasets) == 1:
+        return datasets[0]
+    return tf.data.Dataset.sample_from_datasets(datasets, weights=rates, seed=seed)
 
 
 class BatchIterator:
@@ -299,7 +350,8 @@ def train(*, model_dir: str, model, mixture_or_task_name: str, task_feature_leng
           batch_size: int, train_steps: int, optimizer: Callable[..., Any], learning_rate: Callable,
           num_microbatches: int = 1, data_parallelism: int | None = None, expert_parallelism: int = 1,
           model_parallelism: int = 1, seed: int = 0, data_seed: int | None = None, pack: bool = True,
-          use_cached: bool = False, train_split: str = "train", log_every: int = 100,
+          use_cached: bool = False, shuffle_buffer_size: int | None = None, train_split: str = "train",
+          log_every: int = 100,
           save_every: int = 1000, keep_checkpoints: int = 3, eval_every: int = 0,
           eval_split: str = "validation", eval_batches: int = 4, bleu_pairs: int = 3,
           bleu_examples: int = 32, bleu_beam_size: int = 1, max_train_seconds: float | None = None,
@@ -452,7 +504,8 @@ def train(*, model_dir: str, model, mixture_or_task_name: str, task_feature_leng
     train_data = BatchIterator(
         make_dataset(mixture_or_task_name=mixture_or_task_name, task_feature_lengths=lengths, split=train_split,
                      batch_size=local_batch, shuffle=True, seed=pipeline_seed, pack=pack, num_epochs=None,
-                     use_cached=use_cached, shard_index=process_index, num_shards=process_count),
+                     use_cached=use_cached, shard_index=process_index, num_shards=process_count,
+                     shuffle_buffer_size=shuffle_buffer_size),
         skip_batches=batches_consumed)
 
     # ---- compiled functions ------------------------------------------------------------------------
