@@ -25,64 +25,67 @@ _registered = False
 
 
 def register() -> None:
-  """Registers every task and mixture now (imports seqio); later calls do nothing."""
-  global _registered
-  if _registered:
-    return
-  _registered = True
-  from tasks import mc4, translation  # noqa: PLC0415  (import seqio)
-  translation.register_all()
-  mc4.register_all()
+    """Registers every task and mixture now (imports seqio); later calls do nothing."""
+    global _registered
+    if _registered:
+        return
+    _registered = True
+    from tasks import mc4, translation  # noqa: PLC0415  (import seqio)
+
+    translation.register_all()
+    mc4.register_all()
 
 
 def _half_imported(caller: str | None) -> bool:
-  """Whether a tasks module other than `caller` is still executing its import."""
-  return any(getattr(getattr(module, "__spec__", None), "_initializing", False)
-             for name, module in list(sys.modules.items())
-             if name.startswith("tasks.") and name != caller)
+    """Whether a tasks module other than `caller` is still executing its import."""
+    return any(
+        getattr(getattr(module, "__spec__", None), "_initializing", False)
+        for name, module in list(sys.modules.items())
+        if name.startswith("tasks.") and name != caller
+    )
 
 
 def _register_when_ready(caller: str | None = None) -> None:
-  """Registers once seqio is imported and no tasks module is half-imported.
+    """Registers once seqio is imported and no tasks module is half-imported.
 
-  Called after seqio's import and at the end of every tasks module that imports
-  seqio at module level (`tasks._register_when_ready(__name__)`).
-  """
-  if "seqio" in sys.modules and not _registered and not _half_imported(caller):
-    register()
+    Called after seqio's import and at the end of every tasks module that imports
+    seqio at module level (`tasks._register_when_ready(__name__)`).
+    """
+    if "seqio" in sys.modules and not _registered and not _half_imported(caller):
+        register()
 
 
 class _RegisterAfterImport(importlib.abc.Loader):
-  """Runs seqio's own loader, then registers the tasks."""
+    """Runs seqio's own loader, then registers the tasks."""
 
-  def __init__(self, loader):
-    self._loader = loader
+    def __init__(self, loader):
+        self._loader = loader
 
-  def create_module(self, spec):
-    return self._loader.create_module(spec)
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
 
-  def exec_module(self, module):
-    self._loader.exec_module(module)
-    _register_when_ready()
+    def exec_module(self, module):
+        self._loader.exec_module(module)
+        _register_when_ready()
 
-  def __getattr__(self, name):  # resource readers and the like: seqio's loader answers
-    return getattr(self._loader, name)
+    def __getattr__(self, name):  # resource readers and the like: seqio's loader answers
+        return getattr(self._loader, name)
 
 
 class _SeqioImportHook(importlib.abc.MetaPathFinder):
-  """Finds seqio as usual, once, and wraps its loader."""
+    """Finds seqio as usual, once, and wraps its loader."""
 
-  def find_spec(self, fullname, path=None, target=None):
-    if fullname != "seqio":
-      return None
-    sys.meta_path.remove(self)
-    spec = importlib.util.find_spec(fullname)
-    if spec is not None and spec.loader is not None:
-      spec.loader = _RegisterAfterImport(spec.loader)
-    return spec
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != "seqio":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(fullname)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _RegisterAfterImport(spec.loader)
+        return spec
 
 
 if "seqio" in sys.modules:
-  register()
+    register()
 elif not any(isinstance(finder, _SeqioImportHook) for finder in sys.meta_path):
-  sys.meta_path.insert(0, _SeqioImportHook())
+    sys.meta_path.insert(0, _SeqioImportHook())

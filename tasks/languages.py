@@ -31,19 +31,20 @@ import difflib
 
 @dataclasses.dataclass(frozen=True)
 class Language:
-  """One language (or variety) and its codes elsewhere."""
-  code: str          # the project's code: "de", "zh-Hans", "ru-Latn"
-  name: str          # English name
-  native_name: str   # the language's own name for itself
-  script: str        # ISO 15924: "Latn", "Cyrl", "Hans", ...
-  flores: str | None   # FLORES-200 file code "deu_Latn", or None
-  opus100: str | None  # OPUS-100 code "de", or None
-  mc4: str | None      # TFDS c4/multilingual split name "de", or None
+    """One language (or variety) and its codes elsewhere."""
 
-  @property
-  def task_code(self) -> str:
-    """The code as it appears in task names: hyphens become `_` (`zh_Hans`)."""
-    return task_code(self.code)
+    code: str  # the project's code: "de", "zh-Hans", "ru-Latn"
+    name: str  # English name
+    native_name: str  # the language's own name for itself
+    script: str  # ISO 15924: "Latn", "Cyrl", "Hans", ...
+    flores: str | None  # FLORES-200 file code "deu_Latn", or None
+    opus100: str | None  # OPUS-100 code "de", or None
+    mc4: str | None  # TFDS c4/multilingual split name "de", or None
+
+    @property
+    def task_code(self) -> str:
+        """The code as it appears in task names: hyphens become `_` (`zh_Hans`)."""
+        return task_code(self.code)
 
 
 # code | English name | native name | script | FLORES-200 | OPUS-100 | mC4   ("-" = none)
@@ -222,13 +223,20 @@ zu          | Zulu                     | isiZulu              | Latn | zul_Latn 
 
 
 def _parse_table(table: str) -> dict[str, Language]:
-  languages = {}
-  for line in table.strip().splitlines():
-    code, name, native, script, flores, opus, mc4 = (cell.strip() for cell in line.split("|"))
-    none = lambda cell: None if cell == "-" else cell  # noqa: E731
-    languages[code] = Language(code=code, name=name, native_name=native, script=script,
-                               flores=none(flores), opus100=none(opus), mc4=none(mc4))
-  return languages
+    languages = {}
+    for line in table.strip().splitlines():
+        code, name, native, script, flores, opus, mc4 = (cell.strip() for cell in line.split("|"))
+        none = lambda cell: None if cell == "-" else cell  # noqa: E731
+        languages[code] = Language(
+            code=code,
+            name=name,
+            native_name=native,
+            script=script,
+            flores=none(flores),
+            opus100=none(opus),
+            mc4=none(mc4),
+        )
+    return languages
 
 
 LANGUAGES: dict[str, Language] = _parse_table(_TABLE)
@@ -236,14 +244,18 @@ LANGUAGES: dict[str, Language] = _parse_table(_TABLE)
 # The split names of TFDS c4/multilingual, in TFDS' order: 101 languages plus 6
 # romanised variants (mSwitch's "107 tasks"); `und` is TFDS' extra split for
 # pages no language was detected for, kept out of the pre-training mixture as mT5 does.
-MC4_LANGUAGES: tuple[str, ...] = tuple(sorted(
-    {language.mc4 for language in LANGUAGES.values() if language.mc4 and language.mc4 != "und"},
-    key=str.lower))
+MC4_LANGUAGES: tuple[str, ...] = tuple(
+    sorted(
+        {language.mc4 for language in LANGUAGES.values() if language.mc4 and language.mc4 != "und"},
+        key=str.lower,
+    )
+)
 MC4_UNKNOWN_LANGUAGE = "und"
 
 # OPUS-100's 99 non-English languages, by their OPUS-100 codes.
-OPUS100_LANGUAGES: tuple[str, ...] = tuple(sorted(
-    {language.opus100 for language in LANGUAGES.values() if language.opus100} - {"en"}))
+OPUS100_LANGUAGES: tuple[str, ...] = tuple(
+    sorted({language.opus100 for language in LANGUAGES.values() if language.opus100} - {"en"})
+)
 
 # Canonical spelling of each code ignoring case and "_" vs "-" (`pt_br` -> `pt-BR`).
 _FOLDED = {code.lower().replace("_", "-"): code for code in LANGUAGES}
@@ -253,49 +265,53 @@ assert all(lang in LANGUAGES for lang in MC4_LANGUAGES + OPUS100_LANGUAGES)
 
 
 def task_code(code: str) -> str:
-  """A language code as task names spell it: `zh-Hans` -> `zh_Hans`."""
-  return code.replace("-", "_")
+    """A language code as task names spell it: `zh-Hans` -> `zh_Hans`."""
+    return code.replace("-", "_")
 
 
 def get_language(code: str) -> Language:
-  """The row of `code` (case and `_`/`-` ignored: `pt_br` finds `pt-BR`).
+    """The row of `code` (case and `_`/`-` ignored: `pt_br` finds `pt-BR`).
 
-  Raises:
-    ValueError: the code is unknown; the message lists the nearest known codes.
-  """
-  if not isinstance(code, str):
-    raise ValueError(f"a language code must be a string like 'de', got {code!r}")
-  canonical = _FOLDED.get(code.strip().lower().replace("_", "-"))
-  if canonical is None:
-    raise ValueError(f"unknown language code {code!r}; nearest known codes: "
-                     f"{', '.join(nearest_codes(code))} (tasks/languages.py lists all)")
-  return LANGUAGES[canonical]
+    Raises:
+      ValueError: the code is unknown; the message lists the nearest known codes.
+    """
+    if not isinstance(code, str):
+        raise ValueError(f"a language code must be a string like 'de', got {code!r}")
+    canonical = _FOLDED.get(code.strip().lower().replace("_", "-"))
+    if canonical is None:
+        raise ValueError(
+            f"unknown language code {code!r}; nearest known codes: "
+            f"{', '.join(nearest_codes(code))} (tasks/languages.py lists all)"
+        )
+    return LANGUAGES[canonical]
 
 
 def nearest_codes(code: str, *, count: int = 5) -> list[str]:
-  """The `count` known codes closest to `code` by spelling (difflib)."""
-  folded = code.strip().lower().replace("_", "-")
-  matches = difflib.get_close_matches(folded, list(_FOLDED), n=count, cutoff=0.0)
-  # Codes that share the first letters rank first: `deu` should suggest `de`.
-  prefix = [key for key in _FOLDED if folded.startswith(key) or key.startswith(folded)]
-  ordered = list(dict.fromkeys(sorted(prefix, key=len, reverse=True)[:2] + matches))
-  return [_FOLDED[key] for key in ordered[:count]]
+    """The `count` known codes closest to `code` by spelling (difflib)."""
+    folded = code.strip().lower().replace("_", "-")
+    matches = difflib.get_close_matches(folded, list(_FOLDED), n=count, cutoff=0.0)
+    # Codes that share the first letters rank first: `deu` should suggest `de`.
+    prefix = [key for key in _FOLDED if folded.startswith(key) or key.startswith(folded)]
+    ordered = list(dict.fromkeys(sorted(prefix, key=len, reverse=True)[:2] + matches))
+    return [_FOLDED[key] for key in ordered[:count]]
 
 
 def language_name(code: str, *, native: bool = False) -> str:
-  """English name of `code` (`de` -> "German"); `native=True`: "Deutsch"."""
-  language = get_language(code)
-  return language.native_name if native else language.name
+    """English name of `code` (`de` -> "German"); `native=True`: "Deutsch"."""
+    language = get_language(code)
+    return language.native_name if native else language.name
 
 
 def flores_code(code: str) -> str:
-  """FLORES-200 code of `code` (`de` -> "deu_Latn").
+    """FLORES-200 code of `code` (`de` -> "deu_Latn").
 
-  Raises:
-    ValueError: unknown code, or FLORES-200 has no such language.
-  """
-  language = get_language(code)
-  if language.flores is None:
-    raise ValueError(f"FLORES-200 has no {language.name} ({language.code}); "
-                     "evaluate it on the embedded test set instead")
-  return language.flores
+    Raises:
+      ValueError: unknown code, or FLORES-200 has no such language.
+    """
+    language = get_language(code)
+    if language.flores is None:
+        raise ValueError(
+            f"FLORES-200 has no {language.name} ({language.code}); "
+            "evaluate it on the embedded test set instead"
+        )
+    return language.flores

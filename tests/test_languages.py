@@ -15,26 +15,139 @@ from tasks import languages
 # Debian 12) -> the corpus code for its language. Metapackages (`-all`, `-in`,
 # `-za`, `-common`) hold no language of their own.
 DEBIAN_PACKAGE_CODES = {
-    "ach": "ach", "af": "af", "am": "am", "an": "an", "ar": "ar", "as": "as", "ast": "ast",
-    "az": "az", "be": "be", "bg": "bg", "bn": "bn", "br": "br", "bs": "bs", "ca": "ca",
-    "ca-valencia": "ca-valencia", "cak": "cak", "cs": "cs", "cy": "cy", "da": "da", "de": "de",
-    "dsb": "dsb", "dz": "dz", "el": "el", "en-ca": "en-CA", "en-gb": "en-GB", "en-us": "en-US",
-    "en-za": "en-ZA", "eo": "eo", "es": "es", "es-ar": "es-AR", "es-cl": "es-CL", "es-es": "es-ES",
-    "es-mx": "es-MX", "et": "et", "eu": "eu", "fa": "fa", "ff": "ff", "fi": "fi", "fr": "fr",
-    "fur": "fur", "fy-nl": "fy", "ga": "ga", "ga-ie": "ga", "gd": "gd", "gl": "gl", "gn": "gn",
-    "gu": "gu", "gu-in": "gu", "gug": "gug", "he": "he", "hi": "hi", "hi-in": "hi", "hr": "hr",
-    "hsb": "hsb", "hu": "hu", "hy-am": "hy", "ia": "ia", "id": "id", "is": "is", "it": "it",
-    "ja": "ja", "ka": "ka", "kab": "kab", "kk": "kk", "km": "km", "kmr": "kmr", "kn": "kn",
-    "ko": "ko", "lij": "lij", "lt": "lt", "lv": "lv", "mk": "mk", "ml": "ml", "mn": "mn",
-    "mr": "mr", "ms": "ms", "my": "my", "nb": "nb", "nb-no": "nb", "ne": "ne", "ne-np": "ne",
-    "nl": "nl", "nn": "nn", "nn-no": "nn", "nr": "nr", "nso": "nso", "oc": "oc", "om": "om",
-    "or": "or", "pa-in": "pa", "pl": "pl", "pt": "pt", "pt-br": "pt-BR", "pt-pt": "pt-PT",
-    "rm": "rm", "ro": "ro", "ru": "ru", "rw": "rw", "sat": "sat", "sc": "sc", "sco": "sco",
-    "si": "si", "sk": "sk", "skr": "skr", "sl": "sl", "son": "son", "sq": "sq", "sr": "sr",
-    "sr-latn": "sr-Latn", "ss": "ss", "st": "st", "sv": "sv", "sv-se": "sv", "szl": "szl",
-    "ta": "ta", "te": "te", "tg": "tg", "th": "th", "tl": "tl", "tn": "tn", "tr": "tr",
-    "trs": "trs", "ts": "ts", "ug": "ug", "uk": "uk", "ur": "ur", "uz": "uz", "ve": "ve",
-    "vi": "vi", "xh": "xh", "zh-cn": "zh-Hans", "zh-tw": "zh-Hant", "zu": "zu",
+    "ach": "ach",
+    "af": "af",
+    "am": "am",
+    "an": "an",
+    "ar": "ar",
+    "as": "as",
+    "ast": "ast",
+    "az": "az",
+    "be": "be",
+    "bg": "bg",
+    "bn": "bn",
+    "br": "br",
+    "bs": "bs",
+    "ca": "ca",
+    "ca-valencia": "ca-valencia",
+    "cak": "cak",
+    "cs": "cs",
+    "cy": "cy",
+    "da": "da",
+    "de": "de",
+    "dsb": "dsb",
+    "dz": "dz",
+    "el": "el",
+    "en-ca": "en-CA",
+    "en-gb": "en-GB",
+    "en-us": "en-US",
+    "en-za": "en-ZA",
+    "eo": "eo",
+    "es": "es",
+    "es-ar": "es-AR",
+    "es-cl": "es-CL",
+    "es-es": "es-ES",
+    "es-mx": "es-MX",
+    "et": "et",
+    "eu": "eu",
+    "fa": "fa",
+    "ff": "ff",
+    "fi": "fi",
+    "fr": "fr",
+    "fur": "fur",
+    "fy-nl": "fy",
+    "ga": "ga",
+    "ga-ie": "ga",
+    "gd": "gd",
+    "gl": "gl",
+    "gn": "gn",
+    "gu": "gu",
+    "gu-in": "gu",
+    "gug": "gug",
+    "he": "he",
+    "hi": "hi",
+    "hi-in": "hi",
+    "hr": "hr",
+    "hsb": "hsb",
+    "hu": "hu",
+    "hy-am": "hy",
+    "ia": "ia",
+    "id": "id",
+    "is": "is",
+    "it": "it",
+    "ja": "ja",
+    "ka": "ka",
+    "kab": "kab",
+    "kk": "kk",
+    "km": "km",
+    "kmr": "kmr",
+    "kn": "kn",
+    "ko": "ko",
+    "lij": "lij",
+    "lt": "lt",
+    "lv": "lv",
+    "mk": "mk",
+    "ml": "ml",
+    "mn": "mn",
+    "mr": "mr",
+    "ms": "ms",
+    "my": "my",
+    "nb": "nb",
+    "nb-no": "nb",
+    "ne": "ne",
+    "ne-np": "ne",
+    "nl": "nl",
+    "nn": "nn",
+    "nn-no": "nn",
+    "nr": "nr",
+    "nso": "nso",
+    "oc": "oc",
+    "om": "om",
+    "or": "or",
+    "pa-in": "pa",
+    "pl": "pl",
+    "pt": "pt",
+    "pt-br": "pt-BR",
+    "pt-pt": "pt-PT",
+    "rm": "rm",
+    "ro": "ro",
+    "ru": "ru",
+    "rw": "rw",
+    "sat": "sat",
+    "sc": "sc",
+    "sco": "sco",
+    "si": "si",
+    "sk": "sk",
+    "skr": "skr",
+    "sl": "sl",
+    "son": "son",
+    "sq": "sq",
+    "sr": "sr",
+    "sr-latn": "sr-Latn",
+    "ss": "ss",
+    "st": "st",
+    "sv": "sv",
+    "sv-se": "sv",
+    "szl": "szl",
+    "ta": "ta",
+    "te": "te",
+    "tg": "tg",
+    "th": "th",
+    "tl": "tl",
+    "tn": "tn",
+    "tr": "tr",
+    "trs": "trs",
+    "ts": "ts",
+    "ug": "ug",
+    "uk": "uk",
+    "ur": "ur",
+    "uz": "uz",
+    "ve": "ve",
+    "vi": "vi",
+    "xh": "xh",
+    "zh-cn": "zh-Hans",
+    "zh-tw": "zh-Hant",
+    "zu": "zu",
 }
 
 # OPUS-100 v1.0's 99 non-English languages (its README / supervised/ directory names).
@@ -45,67 +158,72 @@ vi wa xh yi yo zh zu""".split()
 
 
 def tfds_mc4_languages() -> list[str]:
-  """MC4_LANGUAGES from the installed TFDS c4 builder's source, without importing TensorFlow."""
-  spec = importlib.util.find_spec("tensorflow_datasets")
-  source = (Path(spec.origin).parent / "text" / "c4.py").read_text()
-  match = re.search(r"^MC4_LANGUAGES = (\[.*?\])", source, re.S | re.M)
-  return ast.literal_eval(match.group(1))
+    """MC4_LANGUAGES from the installed TFDS c4 builder's source, without importing TensorFlow."""
+    spec = importlib.util.find_spec("tensorflow_datasets")
+    source = (Path(spec.origin).parent / "text" / "c4.py").read_text()
+    match = re.search(r"^MC4_LANGUAGES = (\[.*?\])", source, re.S | re.M)
+    return ast.literal_eval(match.group(1))
 
 
 def test_every_debian_package_language_is_known():
-  for package_code, code in DEBIAN_PACKAGE_CODES.items():
-    assert languages.get_language(code).code == code, package_code
+    for package_code, code in DEBIAN_PACKAGE_CODES.items():
+        assert languages.get_language(code).code == code, package_code
 
 
 def test_every_language_of_the_built_corpus_is_known():
-  stats = Path(__file__).resolve().parents[1] / "data" / "embedded" / "stats.json"
-  if not stats.exists():
-    pytest.skip("data/embedded/stats.json not built yet")
-  corpus_codes = json.loads(stats.read_text())["languages"]
-  unknown = [code for code in corpus_codes if code not in languages.LANGUAGES]
-  assert not unknown, f"add these corpus languages to tasks/languages.py: {unknown}"
+    stats = Path(__file__).resolve().parents[1] / "data" / "embedded" / "stats.json"
+    if not stats.exists():
+        pytest.skip("data/embedded/stats.json not built yet")
+    corpus_codes = json.loads(stats.read_text())["languages"]
+    unknown = [code for code in corpus_codes if code not in languages.LANGUAGES]
+    assert not unknown, f"add these corpus languages to tasks/languages.py: {unknown}"
 
 
 def test_mc4_languages_are_tfds_splits():
-  expected = tfds_mc4_languages()
-  assert len(expected) == 107  # 101 languages + 6 romanised variants
-  assert sorted(languages.MC4_LANGUAGES) == sorted(expected)
-  assert languages.get_language("und").mc4 == "und"
-  assert languages.get_language("ru-Latn").script == "Latn"
+    expected = tfds_mc4_languages()
+    assert len(expected) == 107  # 101 languages + 6 romanised variants
+    assert sorted(languages.MC4_LANGUAGES) == sorted(expected)
+    assert languages.get_language("und").mc4 == "und"
+    assert languages.get_language("ru-Latn").script == "Latn"
 
 
 def test_opus100_languages():
-  assert sorted(languages.OPUS100_LANGUAGES) == sorted(OPUS100)
-  assert len(set(OPUS100)) == 99
+    assert sorted(languages.OPUS100_LANGUAGES) == sorted(OPUS100)
+    assert len(set(OPUS100)) == 99
 
 
 def test_flores_codes_are_well_formed_and_match_script():
-  hang_or_jpan = {"Kore": "Hang"}   # FLORES-200 writes Korean as Hangul only
-  for language in languages.LANGUAGES.values():
-    if language.flores is None:
-      continue
-    assert re.fullmatch(r"[a-z]{3}_[A-Z][a-z]{3}", language.flores), language
-    assert language.flores.split("_")[1] == hang_or_jpan.get(language.script, language.script), language
+    hang_or_jpan = {"Kore": "Hang"}  # FLORES-200 writes Korean as Hangul only
+    for language in languages.LANGUAGES.values():
+        if language.flores is None:
+            continue
+        assert re.fullmatch(r"[a-z]{3}_[A-Z][a-z]{3}", language.flores), language
+        assert language.flores.split("_")[1] == hang_or_jpan.get(language.script, language.script), language
 
 
 def test_names_and_codes():
-  german = languages.get_language("de")
-  assert (german.name, german.native_name, german.flores, german.opus100, german.mc4) == (
-      "German", "Deutsch", "deu_Latn", "de", "de")
-  assert languages.language_name("zh-Hant") == "Chinese (Traditional)"
-  assert languages.language_name("de", native=True) == "Deutsch"
-  assert languages.get_language("he").mc4 == "iw"       # TFDS keeps the legacy code
-  assert languages.get_language("PT_br").code == "pt-BR"  # case and "_" ignored
-  assert languages.task_code("zh-Hans") == "zh_Hans"
-  assert languages.flores_code("zh-Hans") == "zho_Hans"
-  with pytest.raises(ValueError, match="FLORES-200 has no Breton"):
-    languages.flores_code("br")
+    german = languages.get_language("de")
+    assert (german.name, german.native_name, german.flores, german.opus100, german.mc4) == (
+        "German",
+        "Deutsch",
+        "deu_Latn",
+        "de",
+        "de",
+    )
+    assert languages.language_name("zh-Hant") == "Chinese (Traditional)"
+    assert languages.language_name("de", native=True) == "Deutsch"
+    assert languages.get_language("he").mc4 == "iw"  # TFDS keeps the legacy code
+    assert languages.get_language("PT_br").code == "pt-BR"  # case and "_" ignored
+    assert languages.task_code("zh-Hans") == "zh_Hans"
+    assert languages.flores_code("zh-Hans") == "zho_Hans"
+    with pytest.raises(ValueError, match="FLORES-200 has no Breton"):
+        languages.flores_code("br")
 
 
 def test_unknown_code_lists_nearest():
-  with pytest.raises(ValueError, match=r"unknown language code 'deu'; nearest known codes: de\b"):
-    languages.get_language("deu")
-  with pytest.raises(ValueError, match="pt-BR"):
-    languages.get_language("pt-BX")
-  with pytest.raises(ValueError, match="must be a string"):
-    languages.get_language(None)
+    with pytest.raises(ValueError, match=r"unknown language code 'deu'; nearest known codes: de\b"):
+        languages.get_language("deu")
+    with pytest.raises(ValueError, match="pt-BR"):
+        languages.get_language("pt-BX")
+    with pytest.raises(ValueError, match="must be a string"):
+        languages.get_language(None)
