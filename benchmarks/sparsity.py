@@ -55,6 +55,31 @@ RUNS = {
 }
 
 
+MIXTURE = "sparsity_benchmark_mixture"
+
+
+def trainer_main(argv: list[str]) -> int:
+    """`python -m mtmoe.train` with a small mixture registered first (see --languages)."""
+    sys.path.insert(0, ROOT)
+    languages = os.environ["SPARSITY_LANGUAGES"].split(",")
+    import tasks
+
+    tasks.register()
+    import seqio
+
+    names = []
+    for lang in languages:
+        code = lang.replace("-", "_")
+        names += [f"embedded_translate_en_{code}", f"embedded_translate_{code}_en"]
+    unknown = [n for n in names if n not in seqio.TaskRegistry.names()]
+    if unknown:
+        raise SystemExit(f"unknown tasks {unknown}; pick --languages from data/embedded/stats.json")
+    seqio.MixtureRegistry.add(MIXTURE, [(name, 1.0) for name in names])  # equal rates: equal sizes
+    from mtmoe import train
+
+    return train.main(argv)
+
+
 def missing_prerequisites() -> list[str]:
     """What the benchmark needs from the trainer and the data pipeline and does not find."""
     missing = []
@@ -89,6 +114,17 @@ print(json.dumps(sum(x.size for x in jax.tree.leaves(nn.unbox(abstract["params"]
     out = subprocess.run([PROJECT_PYTHON, "-c", code], capture_output=True, text=True, cwd=ROOT)
     if out.returncode != 0:
         raise RuntimeError(f"counting parameters failed: {out.stderr.strip().splitlines()[-1]}")
+    return int(out.stdout.strip().splitlines()[-1])
+
+
+def demo_mlp_dim() -> int:
+    """MLP_DIM of the experiment file (the dense FFN width that the wide dense run starts from)."""
+    code = (f"import gin; gin.add_config_file_search_path({ROOT!r}); import sys; sys.path.insert(0, {ROOT!r}); "
+            f"gin.parse_config_files_and_bindings([{os.path.join(ROOT, EXPERIMENT)!r}], ['MODEL_DIR = \\'/x\\'']); "
+            "print(gin.query_parameter('%MLP_DIM'))")
+    out = subprocess.run([PROJECT_PYTHON, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    if out.returncode != 0:
+        raise RuntimeError(f"reading MLP_DIM failed: {out.stderr.strip().splitlines()[-1]}")
     return int(out.stdout.strip().splitlines()[-1])
 
 
@@ -138,7 +174,13 @@ def first_reach(steps, seconds, losses, target):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["--trainer"]:  # a child run: everything after it goes to mtmoe.train
+        sys.exit(trainer_main(argv[1:]))
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--languages", default="de,fr,es,ja",
+                        help="English <-> X pairs of the embedded corpus to train on (both directions); "
+                             "'all' = the whole translate_all mixture (its input pipeline takes minutes to start)")
     parser.add_argument("--steps", type=int, default=120)
     parser.add_argument("--eval_every", type=int, default=20)
     parser.add_argument("--eval_batches", type=int, default=4)
@@ -146,6 +188,10 @@ def main(argv=None):
     parser.add_argument("--concurrency", type=int, default=len(RUNS))
     parser.add_argument("--timeout_s", type=int, default=840, help="stop waiting for the runs after this long")
     parser.add_argument("--work_dir", default=None, help="where the runs' MODEL_DIRs go (default: a temp dir)")
+    parser.add_argument("--dense_params_mlp_dim", type=int, default=None,
+                        help="MLP_DIM of the dense-params run (default: matched to switch-8's parameter count)")
+    parser.add_argument("--analyze", action="store_true",
+                        help="do not train: read the runs already in --work_dir and write the result")
     parser.add_argument("--out", default=RESULT_PATH)
     args = parser.parse_args(argv)
 
@@ -162,11 +208,13 @@ def main(argv=None):
             raise SystemExit(f"unknown run {name!r}; use some of {','.join(RUNS)}")
     runs = {name: dict(RUNS[name]) for name in names}
     params = {}
-    if "dense-params" in runs:
+    if "dense-params" in runs and args.dense_params_mlp_dim:
+        runs["dense-params"]["MLP_DIM"] = str(args.dense_params_mlp_dim)
+    elif "dense-params" in runs:
         target = parameter_count({"NUM_EXPERTS": "8"})
         dense = parameter_count({"NUM_EXPERTS": "0"})
-        base_ff = 512  # demo.gin's MLP_DIM
-        # Every FFN widens by the same factor: params = dense + 4 FFNs x 3 x d_model x extra width.
+        base_ff = demo_mlp_dim()
+        # Parameters grow linearly with the width of every FFN: measure the slope, solve for the width.
         per_unit = (parameter_count({"NUM_EXPERTS": "0", "MLP_DIM": str(base_ff + 128)}) - dense) / 128
         wide = base_ff + round((target - dense) / per_unit / 64) * 64  # a multiple of 64
         runs["dense-params"]["MLP_DIM"] = str(wide)
@@ -174,10 +222,13 @@ def main(argv=None):
         params[name] = parameter_count(bindings)
     print("parameters: " + ", ".join(f"{n} {p / 1e6:.2f}M" for n, p in params.items()), flush=True)
 
+    if args.analyze and not args.work_dir:
+        raise SystemExit("--analyze needs --work_dir (the directory of an earlier run)")
     work_dir = args.work_dir or tempfile.mkdtemp(prefix="mtmoe_sparsity_")
     os.makedirs(work_dir, exist_ok=True)
-    procs, logs, started, model_dirs = {}, {}, {}, {}
-    pending = list(runs)
+    procs, logs, started = {}, {}, {}
+    model_dirs = {name: os.path.join(work_dir, name) for name in runs}
+    pending = [] if args.analyze else list(runs)
     deadline = time.time() + args.timeout_s
     while pending or procs:
         while pending and len(procs) < args.concurrency:
@@ -185,13 +236,17 @@ def main(argv=None):
             model_dir = os.path.join(work_dir, name)
             shutil.rmtree(model_dir, ignore_errors=True)
             model_dirs[name] = model_dir
-            cmd = [PROJECT_PYTHON, "-m", "mtmoe.train", f"--gin_file={EXPERIMENT}",
+            if args.languages == "all":
+                cmd = [PROJECT_PYTHON, "-m", "mtmoe.train", "--gin.MIXTURE_OR_TASK_NAME='translate_all'"]
+            else:
+                cmd = [PROJECT_PYTHON, os.path.abspath(__file__), "--trainer", f"--gin.MIXTURE_OR_TASK_NAME='{MIXTURE}'"]
+            cmd += [f"--gin_file={EXPERIMENT}",
                    f"--gin.MODEL_DIR='{model_dir}'", f"--gin.TRAIN_STEPS={args.steps}",
                    f"--gin.EVAL_EVERY={args.eval_every}", f"--gin.EVAL_BATCHES={args.eval_batches}",
                    "--gin.LOG_EVERY=1", f"--gin.SAVE_EVERY={args.steps}", "--gin.BLEU_PAIRS=0",
                    "--gin.MAX_TRAIN_SECONDS=None"]
             cmd += [f"--gin.{k}={v}" for k, v in runs[name].items()]
-            env = dict(os.environ)
+            env = dict(os.environ, SPARSITY_LANGUAGES=args.languages)
             env.pop("XLA_FLAGS", None)
             logs[name] = open(os.path.join(work_dir, f"{name}.log"), "w")
             procs[name] = subprocess.Popen(cmd, stdout=logs[name], stderr=subprocess.STDOUT, cwd=ROOT, env=env)
@@ -223,19 +278,28 @@ def main(argv=None):
 
     summary = {}
     dense = curves.get("dense")
-    target = dense["eval_loss"][-1] if dense and dense["eval_loss"] else None
-    print(f"\n{'run':13s} {'params':>8s} {'step s':>7s} {'final val loss':>15s} {'steps to dense':>15s} "
+    # Compare at the last evaluation every run reached (a run cut by --timeout_s has fewer).
+    common = min((c["eval_steps"][-1] for c in curves.values() if c["eval_steps"]), default=None)
+    target = None
+    if dense and common in dense["eval_steps"]:
+        at = dense["eval_steps"].index(common)
+        target, target_seconds = dense["eval_loss"][at], dense["eval_seconds"][at]
+    print(f"\nreference: the dense run's validation loss at step {common} (the last step every run evaluated): "
+          f"{target if target is None else round(target, 4)}")
+    print(f"\n{'run':13s} {'params':>8s} {'step s':>7s} {'val loss @ref':>15s} {'steps to dense':>15s} "
           f"{'speed-up (steps)':>17s} {'speed-up (time)':>16s}")
     for name, curve in curves.items():
-        row = {"params": params[name], "final_eval_loss": curve["eval_loss"][-1] if curve["eval_loss"] else None,
-               "final_step": curve["eval_steps"][-1] if curve["eval_steps"] else None,
+        at_common = curve["eval_steps"].index(common) if common in curve["eval_steps"] else None
+        row = {"params": params[name],
+               "final_eval_loss": curve["eval_loss"][at_common] if at_common is not None else None,
+               "final_step": common, "last_eval_step": curve["eval_steps"][-1] if curve["eval_steps"] else None,
                "median_step_seconds": curve["median_step_seconds"]}
         if target is not None and name != "dense" and curve["eval_loss"]:
             hit = first_reach(curve["eval_steps"], curve["eval_seconds"], curve["eval_loss"], target)
             if hit:
                 row["reach_dense_final"] = {"step": hit[0], "seconds": hit[1]}
-                row["speedup_steps"] = dense["eval_steps"][-1] / hit[0]
-                row["speedup_time"] = dense["eval_seconds"][-1] / hit[1]
+                row["speedup_steps"] = common / hit[0]
+                row["speedup_time"] = target_seconds / hit[1]
         summary[name] = row
         reach = row.get("reach_dense_final")
         final = row["final_eval_loss"]
@@ -252,9 +316,9 @@ def main(argv=None):
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
                     "note": f"2 CPU cores shared with other processes; {args.concurrency} runs at a time"},
-        "command": "python benchmarks/sparsity.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "git": git_state(), "experiment": EXPERIMENT, "runs": runs, "steps": args.steps, "eval_every": args.eval_every,
-        "summary": summary, "curves": curves, "failures": failures, "work_dir": work_dir,
+        "command": "python benchmarks/sparsity.py " + " ".join(argv),
+        "git": git_state(), "experiment": EXPERIMENT, "languages": args.languages, "runs": runs, "steps": args.steps, "eval_every": args.eval_every,
+        "compared_at_step": common, "summary": summary, "curves": curves, "failures": failures, "work_dir": work_dir,
     }
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
