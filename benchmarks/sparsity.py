@@ -3,9 +3,10 @@
     .venv/bin/python benchmarks/sparsity.py                  # < 15 minutes on 2 shared CPU cores
     .venv/bin/python benchmarks/sparsity.py --steps 400 --eval_every 50 --concurrency 1
 
-Switch Transformer figure 4 at toy scale, on the embedded translation mixture
-(`translate_all`), with the real trainer (`python -m mtmoe.train`) and the
-demo architecture (gin/experiments/demo.gin: d_model 128, 2+2 layers, FFN 512,
+Switch Transformer figure 4 at toy scale, on the embedded translation corpus
+(by default English <-> de, fr, es, ja, both directions, equal rates; `--languages all`
+for the whole `translate_all` mixture), with the real trainer (`mtmoe.train.main`)
+and the demo architecture (gin/experiments/demo.gin: d_model 96, 2+2 layers, FFN 384,
 MoE at every other FFN, 64 x 32-token packed rows per step). Runs:
 
   dense         NUM_EXPERTS=0: equal FLOPs per token (a top-1 expert has the dense FFN's width)
@@ -22,8 +23,9 @@ counted at the median step time). Runs go `--concurrency` at a time: with all
 of them at once (the default) every run sees the same load from the other
 processes on the shared cores, so their wall-clock curves compare fairly.
 
-Reports the final validation loss of each run, and for each sparse run the
-step and time at which it first reaches the dense run's final validation loss
+Reports each run's validation loss at the last step that every run evaluated
+(runs still going at `--timeout_s` are stopped), and for each sparse run the
+step and time at which it first reaches the dense run's loss at that step
 (linear interpolation between evaluations): speed-up = dense steps (time) /
 sparse steps (time). Writes benchmarks/results/sparsity.json.
 """
