@@ -262,6 +262,60 @@ def run_training(*, config_path: str, packed_path: str, data: str, out: str, dea
     return log
 
 
+def write_checkpoint(*, params_dir: str, config_path: str, data: str, spm_path: str, out: str,
+                     print_fn=print) -> str:
+    """A params-only checkpoint directory that `Translator.from_checkpoint` loads, from `save_params`'s
+    parts (kept in their stored dtype), the config JSON, the export's task list and the vocabulary
+    the export was tokenized with (checked by sha256). Returns `out`."""
+    import hashlib
+    import shutil
+
+    import jax
+
+    from mtmoe import checkpoints
+
+    with open(config_path) as f:
+        config = json.load(f)
+    with open(os.path.join(data, "meta.json")) as f:
+        export_meta = json.load(f)
+    with open(spm_path, "rb") as f:
+        sha = hashlib.sha256(f.read()).hexdigest()
+    if sha != export_meta["spm_sha256"]:
+        raise ValueError(f"{spm_path} is not the vocabulary {data} was tokenized with (sha256 {sha[:12]} != "
+                         f"{export_meta['spm_sha256'][:12]}); pass that one with --spm")
+    with open(os.path.join(params_dir, "log.json")) as f:
+        log = json.load(f)
+    params = jax.tree.map(np.asarray, load_params(params_dir))
+    model = build_model(config)
+    shapes = {"encoder_input_tokens": (1, 8), "decoder_input_tokens": (1, 8)}
+    from flax import linen as nn
+
+    abstract = jax.eval_shape(lambda r: nn.unbox(model.get_initial_variables(r, input_shapes=shapes)["params"]),
+                              jax.random.PRNGKey(0))
+    checkpoints.check_architecture(expected=checkpoints.param_shapes(abstract),
+                                   found=checkpoints.param_shapes(params), where=params_dir)
+    if os.path.exists(out):
+        raise ValueError(f"{out} exists; remove it or pass another --out")
+    os.makedirs(out)
+    meta = {
+        "model_config": config["model_config"], "model_kwargs": config["model_kwargs"],
+        "gin_config": config["gin_config"], "mixture_or_task_name": export_meta["mixture"],
+        "task_feature_lengths": dict(LENGTHS),
+        "language_pairs": [[t["source"], t["target"]] for t in export_meta["tasks"]],
+        "vocabulary": checkpoints.vocabulary_meta(spm_path, extra_ids=100),
+        "data": {"batches_consumed": log["steps"], "batch_size": log["batch_size"], "seed": 0},
+        "trained": {k: log.get(k) for k in ("device", "steps", "train_seconds", "epochs", "params")},
+    }
+    ckpt = checkpoints.Checkpointer(model_dir=out, keep=1)
+    ckpt.save(step=int(log["steps"]), params=params, opt_state=None, meta=meta)
+    ckpt.close()
+    checkpoints.write_atomic(os.path.join(out, "config.gin"), config["gin_config"])
+    shutil.copy(spm_path, os.path.join(out, "mtmoe.model"))
+    print_fn(f"wrote {out} (step {log['steps']}, {sum(x.size for x in jax.tree.leaves(params)) / 1e6:.2f}M params "
+             f"stored as {sorted({str(x.dtype) for x in jax.tree.leaves(params)})})")
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mtmoe.train_pretokenized", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -290,8 +344,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     tr.add_argument("--dev_sentences", type=int, default=24)
     tr.add_argument("--corpus", default="data/embedded")
     tr.add_argument("--spm", default="data/vocab/mtmoe.model")
+    ck = sub.add_parser("checkpoint", help="turn returned params parts into a params-only checkpoint directory")
+    ck.add_argument("--params_dir", required=True, help="directory with params.msgpack.NN and log.json")
+    ck.add_argument("--config", required=True)
+    ck.add_argument("--data", required=True, help="the export the model was trained on (meta.json)")
+    ck.add_argument("--spm", required=True, help="the vocabulary that export was tokenized with")
+    ck.add_argument("--out", required=True)
     args = parser.parse_args(argv)
-    if args.command == "config":
+    if args.command == "checkpoint":
+        write_checkpoint(params_dir=args.params_dir, config_path=args.config, data=args.data, spm_path=args.spm,
+                         out=args.out)
+    elif args.command == "config":
         result = config_json(gin_files=args.gin_file)
         with open(args.out, "w") as f:
             json.dump(result, f, indent=1)
