@@ -179,7 +179,7 @@ def _sampled_tasks(provider, *, lengths, split, shuffle, seed, num_epochs, shard
             dataset = dataset.repeat(num_epochs)
         dataset = task.preprocess_postcache(dataset, sequence_length=lengths, seed=seed)
         dataset = dataset.map(lambda ex: {k: ex[k][:lengths[k]] for k in keys},  # seqio's trim_output_features
-                              num_parallel_calls=None, deterministic=True)
+                              num_parallel_calls=None)
         if shuffle:
             dataset = dataset.shuffle(shuffle_buffer_size, seed=seed)
         datasets.append(dataset)
