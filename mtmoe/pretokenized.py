@@ -40,6 +40,7 @@ from typing import Iterator, Mapping, Sequence
 import numpy as np
 
 EOS_ID = 1
+VOCABULARY_FILE = "spm.model"  # a copy of the vocabulary inside the export: data/vocab may be retrained later
 SPLITS = {"train": "train", "validation": "dev", "test": "test"}  # seqio split -> corpus folder
 
 
@@ -88,7 +89,7 @@ def export(*, mixture: str, out_dir: str, corpus_dir: str = "data/embedded", spm
            print_fn=print) -> dict:
     """Tokenize every language pair of `mixture` once per split into `out_dir`; returns the meta dict.
 
-    Files: meta.json ({"mixture", "tasks": [{"name", "source", "target", "rate", "tag_ids"}], "splits",
+    Files: spm.model (a copy of the vocabulary), meta.json ({"mixture", "tasks": [{"name", "source", "target", "rate", "tag_ids"}], "splits",
     "spm_sha256"}) and <split>.npz (per language `<lang>/en`, `<lang>/xx` ids and offsets).
     max_per_language: split -> keep only the first n pairs per language (None: all)."""
     import hashlib
@@ -131,7 +132,10 @@ def export(*, mixture: str, out_dir: str, corpus_dir: str = "data/embedded", spm
         np.savez_compressed(os.path.join(out_dir, f"{split}.npz"), **arrays)
         print_fn(f"{split}: {pairs} pairs of {len(languages)} languages tokenized in {time.time() - started:.1f}s")
     with open(spm_path, "rb") as f:
-        sha = hashlib.sha256(f.read()).hexdigest()
+        spm_bytes = f.read()
+    sha = hashlib.sha256(spm_bytes).hexdigest()
+    with open(os.path.join(out_dir, VOCABULARY_FILE), "wb") as f:  # the ids mean nothing without this very file
+        f.write(spm_bytes)
     meta = {"mixture": mixture, "tasks": tasks_meta, "splits": list(splits), "spm_sha256": sha,
             "spm_path": spm_path}
     with open(os.path.join(out_dir, "meta.json"), "w") as f:

@@ -84,7 +84,17 @@ def dev_rows(data: str) -> dict[str, np.ndarray]:
     return pretokenized.pack(inputs, targets, lengths=LENGTHS)
 
 
-def dev_chrf(*, model, params, data: str, corpus_dir: str, spm_path: str, sentences: int,
+def export_vocabulary(data: str) -> str:
+    """The vocabulary file stored in an export (mtmoe.pretokenized.VOCABULARY_FILE)."""
+    from mtmoe import pretokenized
+
+    path = os.path.join(data, pretokenized.VOCABULARY_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} is missing; pass --spm <the vocabulary {data} was tokenized with>")
+    return path
+
+
+def dev_chrf(*, model, params, data: str, corpus_dir: str, spm_path: str | None, sentences: int,
              batch_size: int = 512) -> dict:
     """chrF++ of greedy translations of the first `sentences` dev pairs of every task."""
     import jax
@@ -94,7 +104,7 @@ def dev_chrf(*, model, params, data: str, corpus_dir: str, spm_path: str, senten
 
     from mtmoe import pretokenized
 
-    sp = sentencepiece.SentencePieceProcessor(model_file=spm_path)
+    sp = sentencepiece.SentencePieceProcessor(model_file=spm_path or export_vocabulary(data))
     corpus = pretokenized.Corpus(data, split="validation")
     sources, references, owners = [], [], []
     for task in corpus.tasks:
@@ -262,7 +272,7 @@ def run_training(*, config_path: str, packed_path: str, data: str, out: str, dea
     return log
 
 
-def write_checkpoint(*, params_dir: str, config_path: str, data: str, spm_path: str, out: str,
+def write_checkpoint(*, params_dir: str, config_path: str, data: str, spm_path: str | None, out: str,
                      print_fn=print) -> str:
     """A params-only checkpoint directory that `Translator.from_checkpoint` loads, from `save_params`'s
     parts (kept in their stored dtype), the config JSON, the export's task list and the vocabulary
@@ -272,6 +282,7 @@ def write_checkpoint(*, params_dir: str, config_path: str, data: str, spm_path: 
 
     import jax
 
+    spm_path = spm_path or export_vocabulary(data)
     from mtmoe import checkpoints
 
     with open(config_path) as f:
@@ -343,12 +354,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     tr.add_argument("--eval_every", type=int, default=200)
     tr.add_argument("--dev_sentences", type=int, default=24)
     tr.add_argument("--corpus", default="data/embedded")
-    tr.add_argument("--spm", default="data/vocab/mtmoe.model")
+    tr.add_argument("--spm", default=None, help="vocabulary for dev scoring (default: the export's spm.model)")
     ck = sub.add_parser("checkpoint", help="turn returned params parts into a params-only checkpoint directory")
     ck.add_argument("--params_dir", required=True, help="directory with params.msgpack.NN and log.json")
     ck.add_argument("--config", required=True)
     ck.add_argument("--data", required=True, help="the export the model was trained on (meta.json)")
-    ck.add_argument("--spm", required=True, help="the vocabulary that export was tokenized with")
+    ck.add_argument("--spm", default=None, help="the vocabulary the export was tokenized with (default: its spm.model)")
     ck.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     if args.command == "checkpoint":
