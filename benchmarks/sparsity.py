@@ -16,7 +16,8 @@ MoE at every other FFN, 64 x 32-token packed rows per step). Runs:
 
 Each run trains `--steps` steps (same data order, same seed, same learning-rate
 schedule) and evaluates the validation loss every `--eval_every` steps
-(EVAL_BATCHES batches of the validation split; BLEU off). Wall-clock is the
+(EVAL_BATCHES batches of the validation split, cross-entropy without the z-loss
+and the MoE auxiliary losses; BLEU off). Wall-clock is the
 trainer's own step time (its `timing/steps_per_second` at LOG_EVERY=1,
 evaluation and checkpointing excluded; the first step, which compiles, is
 counted at the median step time). Runs go `--concurrency` at a time: with all
@@ -142,8 +143,9 @@ def read_curves(model_dir: str) -> dict:
                 step_time[row["step"]] = 1.0 / row["timing/steps_per_second"]
             if row["kind"] == "train" and "loss" in row:
                 train_loss[row["step"]] = row["loss"]
-            if row["kind"] == "eval" and "loss" in row:
-                evals[row["step"]] = row["loss"]
+            if row["kind"] == "eval" and "cross_ent_loss" in row:
+                # Cross-entropy alone: the total loss adds the MoE runs' auxiliary terms.
+                evals[row["step"]] = row["cross_ent_loss"]
     steps = sorted(step_time)
     later = [step_time[s] for s in steps[1:]] or [step_time[steps[0]]]
     typical = statistics.median(later)
