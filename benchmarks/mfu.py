@@ -114,7 +114,6 @@ class MfuWorker:
     def __init__(self, opts):
         import jax
         import jax.numpy as jnp
-        import numpy as np
         import optax
         from flax import linen as nn
 
@@ -179,7 +178,6 @@ class MfuWorker:
                                  capacity_per_group=capacity if config.num_experts else None,
                                  groups=groups if config.num_experts else None)
         self.num_params = int(sum(x.size for x in jax.tree.leaves(params)))
-        del np
 
     def _step(self, variant):
         self.rng, rng = self.jax.random.split(self.rng)
