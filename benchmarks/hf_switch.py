@@ -421,6 +421,27 @@ def spread(values):
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "values": values}
 
 
+def print_table(result: dict) -> None:
+    """The summary table of a result (also `--show RESULT.json`)."""
+    summary, ratios, runs = result["summary"], result["ratios"], result["runs"]
+    unit = {"train": "target tok/s"}
+    print(f"\n{'task':9s} {'variant':16s} {'median':>9s} {'min..max':>17s} {'unit':12s} "
+          f"{'peak RSS':>9s} {'w/ compile':>10s}  ratio vs HF: median (min..max per repetition)")
+    for task in TASKS:
+        for variant in summary:
+            if task not in summary[variant]:
+                continue
+            s = summary[variant][task]
+            t = s["throughput"]
+            run_peak = max(r["peak_rss_kib"] for r in runs[variant][task]) / 1024
+            ratio = ""
+            if task in ratios.get(variant, {}):
+                r = ratios[variant][task]
+                ratio = f"{r['ratio_of_medians']:.2f}x ({r['per_repetition']['min']:.2f}..{r['per_repetition']['max']:.2f})"
+            print(f"{task:9s} {variant:16s} {t['median']:9.3g} {t['min']:8.3g}..{t['max']:<8.3g} "
+                  f"{unit.get(task, 'sentences/s'):12s} {run_peak:7.0f}Mi {s['peak_rss_mib']:8.0f}Mi  {ratio}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--worker", choices=["mtmoe", "hf"], help=argparse.SUPPRESS)
@@ -439,9 +460,14 @@ def main(argv=None):
     parser.add_argument("--train_steps", type=int, default=2, help="optimizer steps per timed training call")
     parser.add_argument("--dispatch", default="sort", choices=["sort", "einsum", "dropless"])
     parser.add_argument("--out", default=RESULT_PATH)
+    parser.add_argument("--show", metavar="RESULT_JSON", help="print the table of a saved result and exit")
     args = parser.parse_args(argv)
     if args.worker:
         worker_main(args.worker)
+        return
+    if args.show:
+        with open(args.show) as f:
+            print_table(json.load(f))
         return
 
     if not os.path.exists(PEER_PYTHON):
@@ -537,22 +563,6 @@ def main(argv=None):
                 ratios[variant][task] = {"ratio_of_medians": statistics.median(ours) / statistics.median(theirs),
                                          "per_repetition": spread(per_rep)}
 
-    unit = {"train": "target tok/s"}
-    print()
-    print(f"{'task':9s} {'variant':11s} {'median':>10s} {'min..max':>19s} {'unit':13s} {'peak RSS':>9s}  ratio vs HF (min..max)")
-    for task in tasks:
-        for variant in variants:
-            if task not in summary[variant]:
-                continue
-            s = summary[variant][task]
-            t = s["throughput"]
-            ratio = ""
-            if task in ratios.get(variant, {}):
-                r = ratios[variant][task]
-                ratio = (f"{r['ratio_of_medians']:.2f}x ({r['per_repetition']['min']:.2f}..{r['per_repetition']['max']:.2f})")
-            print(f"{task:9s} {variant:11s} {t['median']:10.1f} {t['min']:9.1f}..{t['max']:<9.1f} "
-                  f"{unit.get(task, 'sentences/s'):13s} {s['peak_rss_mib']:7.0f}Mi  {ratio}")
-
     result = {
         "benchmark": "hf_switch",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -566,6 +576,7 @@ def main(argv=None):
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)
+    print_table(result)
     print(f"\nwrote {args.out}")
 
 
