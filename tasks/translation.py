@@ -49,6 +49,10 @@ from tasks import sources
 MT5_TEMPERATURE = 1.0 / 0.3  # mT5: sampling rate ~ n ** 0.3
 DEFAULT_TEMPERATURE = MT5_TEMPERATURE
 TRANSLATE_101_LANGUAGES = 100  # non-English languages in translate_101 (plus English: 101)
+# translate_demo: the main job (`make demo`) trains on 10 CPU minutes. Few tasks keep
+# seqio's start-up short (one graph and shuffle buffer per task) and leave each
+# language enough updates to learn something visible.
+DEMO_LANGUAGES = ("de", "fr", "es", "ja")
 
 EMBEDDED_DIR = Path(
     os.environ.get("MTMOE_EMBEDDED_DIR", Path(__file__).resolve().parents[1] / "data" / "embedded")
@@ -450,7 +454,8 @@ def register_translation_mixtures(
     temperature: float = DEFAULT_TEMPERATURE,
     top: int | None = TRANSLATE_101_LANGUAGES,
 ) -> list[str]:
-    """<prefix>translate_all, _en_xx, _xx_en (and _101 when `top`) over `pairs`.
+    """<prefix>translate_all, _en_xx, _xx_en (and _101 when `top`) over `pairs`, and
+    <prefix>translate_demo over the DEMO_LANGUAGES among them, both directions.
 
     Args:
       pairs: {lang: (en->lang task, lang->en task)}.
@@ -486,6 +491,9 @@ def register_translation_mixtures(
                 top,
             )
         shapes["translate_101"] = [(name, rate_of(lang)) for lang in chosen for name in pairs[lang]]
+    demo = [lang for lang in DEMO_LANGUAGES if lang in trainable]
+    if demo:
+        shapes["translate_demo"] = [(name, rate_of(lang)) for lang in demo for name in pairs[lang]]
     names = []
     for shape, tasks_with_rates in shapes.items():
         register_mixture(prefix + shape, tasks_with_rates)

@@ -119,6 +119,7 @@ def test_real_corpus_mixtures_are_exact():
     assert members("translate_all") == both(train)
     assert members("translate_en_xx") == sorted(f"embedded_translate_en_{code(l)}" for l in train)
     assert members("translate_xx_en") == sorted(f"embedded_translate_{code(l)}_en" for l in train)
+    assert members("translate_demo") == both(["de", "es", "fr", "ja"])
     mixture = seqio.get_mixture_or_task("translate_101")
     lang = top100[-1]
     task = seqio.get_mixture_or_task(f"embedded_translate_en_{code(lang)}")
