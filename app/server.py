@@ -1,4 +1,4 @@
-"""`python -m app --checkpoint DIR [DIR ...]`: load, warm and serve the page.
+"""`python -m app [--checkpoint DIR ...]`: load, warm and serve the page (default: the shipped model).
 
     python -m app --checkpoint /tmp/mtmoe/run1
     python -m app --checkpoint runs/a runs/b --port 8080 --auth me:secret
@@ -21,9 +21,13 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 
 from app.page import CSS, build_app
 from app.service import Limits, TranslationService
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RELEASE_MODEL = REPO_ROOT / "data" / "models" / "mswitch-release"  # issue 9: the model that ships (MODEL_CARD.md there)
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +56,9 @@ def model_names(checkpoints: list[str]) -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m app", description="Serve the mtmoe translation page and API.")
-    parser.add_argument("--checkpoint", nargs="+", required=True, metavar="DIR",
-                        help="checkpoint directory (several: a model picker on the page; the first is the API default)")
+    parser.add_argument("--checkpoint", nargs="+", default=[str(RELEASE_MODEL)], metavar="DIR",
+                        help="checkpoint directory (several: a model picker on the page; the first is the API default); "
+                             f"default: the shipped model {RELEASE_MODEL.relative_to(REPO_ROOT)}")
     parser.add_argument("--step", type=int, default=None, help="checkpoint step to load (default: the latest)")
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")

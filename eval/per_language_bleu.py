@@ -50,7 +50,7 @@ REPO_ROOT = data_sources.REPO_ROOT
 
 # The checkpoint scored when --checkpoint is left out: the model `make demo` trains
 # (Makefile DEMO_DIR). Set to None to make --checkpoint required.
-DEFAULT_CHECKPOINT: Path | None = REPO_ROOT / "runs" / "demo"
+DEFAULT_CHECKPOINT: Path | None = REPO_ROOT / "data" / "models" / "mswitch-release"  # the shipped model (issue 9)
 DEFAULT_RESOURCE_SIZES = data_sources.DEFAULT_EMBEDDED_DIR / "stats.json"
 RUN_KEYS = ("checkpoint", "step", "data", "split", "max_sentences", "beam_size")  # results in OUT must match these to resume
 
@@ -282,7 +282,7 @@ def run(*, checkpoint: Path | None = None, translator: Any = None, step: int | N
         if checkpoint is None:
             raise UsageError("--checkpoint is required: pass the MODEL_DIR of a training run")
         if not Path(checkpoint).is_dir():
-            hint = " (the default: train it with `make demo`)" if checkpoint == DEFAULT_CHECKPOINT else ""
+            hint = " (the default, the shipped model: is data/ complete in this checkout?)" if checkpoint == DEFAULT_CHECKPOINT else ""
             raise UsageError(f"--checkpoint {checkpoint}: no such directory{hint}; pass the model directory "
                              "that mtmoe.train wrote (its MODEL_DIR)")
     if beam_size < 1 or batch_size < 1 or (max_sentences is not None and max_sentences < 1):
@@ -373,7 +373,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="per_language_bleu.py", description=__doc__.split("\n", 1)[0])
     parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT, required=DEFAULT_CHECKPOINT is None,
-                        help=f"model directory written by mtmoe.train (MODEL_DIR; default {DEFAULT_CHECKPOINT}, `make demo`'s)")
+                        help=f"model directory written by mtmoe.train (MODEL_DIR; default: the shipped model {DEFAULT_CHECKPOINT.relative_to(REPO_ROOT)})")
     parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
     parser.add_argument("--data", default="embedded",
                         help="embedded (default) | embedded:DIR | flores200:DIR | opus100:DIR | tsv:FILE")
