@@ -60,3 +60,12 @@ def test_release_model_translates_several_scripts_above_floor(translator):
     low = {pair: round(score, 1) for pair, score in scores.items() if score < FLOOR_PER_DIRECTION}
     assert not low, f"chrF++ under {FLOOR_PER_DIRECTION}: {low} (all: {scores})"
     assert sum(scores.values()) / len(scores) >= FLOOR_MEAN, scores
+
+
+def test_release_model_ships_params_only_and_compact():
+    """Issue 9: parameters only (no optimizer state) and under ~60 MB in git."""
+    total = 0
+    for root, folders, names in os.walk(RELEASE_DIR):
+        assert "opt_state" not in folders, f"{root} holds optimizer state"
+        total += sum(os.path.getsize(os.path.join(root, name)) for name in names)
+    assert total < 60 * 1024 * 1024
