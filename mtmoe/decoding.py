@@ -31,6 +31,10 @@ in exactly two kinds:
 Arrays shared across the batch (e.g. a relative position bias) must not be
 non-scalar cache leaves: close over them in `tokens_to_logits` instead. A
 non-scalar leaf whose leading dim is not B is rejected with a ValueError.
+Per-example arrays that are the same for every beam and every step (the
+encoder output, the cross-attention keys/values: `mtmoe.network.split_cache`)
+are best closed over too, with B rows: as cache leaves they would be tiled to
+B*K rows and copied by the reorder after every beam step.
 """
 
 from __future__ import annotations

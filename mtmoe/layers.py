@@ -179,22 +179,32 @@ def make_attention_mask(
 class MultiHeadAttention(nn.Module):
     """Multi-head dot-product attention without biases (T5 v1.1), with a KV cache.
 
-    With `decode=True` and a "cache" collection already initialised (see
-    `Transformer.decode`), each call takes one query position and appends its
-    key/value at `cache_index`; the first call with `decode=True` (at init)
-    only creates the zero cache sized by its inputs.
+    With `decode=True` the first call on a "cache" collection that lacks this
+    module's entries creates them (see `Transformer.init_cache`):
+      * self-attention (`static_kv=False`): a zero cache [B, L, H, K] sized by
+        the inputs; every later call takes one query position and appends its
+        key/value at `cache_index`;
+      * attention to a fixed memory (`static_kv=True`, the decoder's
+        cross-attention over the encoder output): the keys/values projected
+        from `inputs_kv` once, so later calls only project their query and may
+        pass `inputs_kv=None`. The cached memory may hold fewer rows than the
+        query: B sentences against B*K query rows (row b*K + k is beam k of
+        sentence b, `decoding.tile_beams`' layout); each sentence's beams then
+        read its keys/values as extra query positions, so the memory is
+        neither tiled nor reordered with the beams.
     """
 
     num_heads: int
     head_dim: int
     dropout_rate: float = 0.0
     dtype: DType = jnp.float32
+    static_kv: bool = False
 
     @nn.compact
     def __call__(
         self,
         inputs_q: Array,
-        inputs_kv: Array,
+        inputs_kv: Array | None,
         *,
         mask: Array | None = None,
         bias: Array | None = None,
@@ -203,6 +213,8 @@ class MultiHeadAttention(nn.Module):
     ) -> Array:
         """inputs_q: [B, Q, D]; inputs_kv: [B, K, D]; mask: <bool>[B, 1, Q, K];
         bias: [1|B, H, Q, K] (in decode: the full [1, H, max_len, max_len]).
+        With decode and static_kv once the cache exists: inputs_kv may be None and
+        mask is <bool>[B_memory, 1, 1, K] (the memory's rows), broadcast over queries.
         Returns <dtype>[B, Q, D]."""
         features = inputs_q.shape[-1]
         joined = self.num_heads * self.head_dim
@@ -218,25 +230,48 @@ class MultiHeadAttention(nn.Module):
 
         def project(x, kernel):  # [B, L, D] -> [B, L, H, K]
             y = x @ kernel.astype(self.dtype)  # [B, L, H*K]
-            return y.reshape(y.shape[:-1] + (self.num_heads, self.head_dim))
+            y = y.reshape(y.shape[:-1] + (self.num_heads, self.head_dim))
+            return constrain(y, ("batch", "length", "heads", "kv"))
 
         query = project(inputs_q, q_kernel)  # [B, Q, H, K]
-        key = project(inputs_kv, k_kernel)  # [B, K, H, K]
-        value = project(inputs_kv, v_kernel)  # [B, K, H, K]
-        query = constrain(query, ("batch", "length", "heads", "kv"))
-        key = constrain(key, ("batch", "length", "heads", "kv"))
-        value = constrain(value, ("batch", "length", "heads", "kv"))
-
-        if decode:
+        batch, query_length = query.shape[:2]
+        if decode and self.static_kv:
+            if inputs_kv is None and not self.has_variable("cache", "cached_key"):
+                raise ValueError(
+                    "the cross-attention cache is empty: create it with Transformer.init_cache "
+                    "(or pass inputs_kv on the first decode=True call)"
+                )
+            # Projected once per sentence, when the cache is created; read back at every step.
+            key = self.variable("cache", "cached_key", lambda: project(inputs_kv, k_kernel)).value  # [B_mem, K, H, Kv]
+            value = self.variable("cache", "cached_value", lambda: project(inputs_kv, v_kernel)).value
+            if bias is not None:
+                raise ValueError("attention to a cached memory takes no position bias; pass bias=None")
+            memory_rows = key.shape[0]
+            if batch % memory_rows:
+                raise ValueError(
+                    f"{batch} query rows cannot share a cached memory of {memory_rows} sentences; "
+                    "pass B*K query rows (K beams per sentence) for a memory cached for B sentences"
+                )
+            if memory_rows != batch and mask is not None and (mask.shape[0] != memory_rows or mask.shape[2] != 1):
+                raise ValueError(
+                    f"the mask of a memory cached for {memory_rows} sentences needs {memory_rows} rows "
+                    f"([B, 1, 1, K]), got {mask.shape}; build it from the un-tiled encoder tokens"
+                )
+            # Beams of one sentence become extra query positions: [B*K, Q, H, K] -> [B, K*Q, H, K].
+            query = query.reshape((memory_rows, -1) + query.shape[2:])
+        else:
+            key = project(inputs_kv, k_kernel)  # [B, K, H, K]
+            value = project(inputs_kv, v_kernel)  # [B, K, H, K]
+        if decode and not self.static_kv:
             is_initialized = self.has_variable("cache", "cached_key")
             cached_key = self.variable("cache", "cached_key", jnp.zeros, key.shape, key.dtype)
             cached_value = self.variable("cache", "cached_value", jnp.zeros, value.shape, value.dtype)
             cache_index = self.variable("cache", "cache_index", lambda: jnp.array(0, dtype=jnp.int32))
             if is_initialized:
-                batch, max_length, num_heads, head_dim = cached_key.value.shape
-                if query.shape[1] != 1:
+                _, max_length, num_heads, head_dim = cached_key.value.shape
+                if query_length != 1:
                     raise ValueError(
-                        f"cached decoding takes one position per call, got {query.shape[1]}; "
+                        f"cached decoding takes one position per call, got {query_length}; "
                         "run the full forward pass without decode=True instead"
                     )
                 index = cache_index.value
@@ -263,7 +298,7 @@ class MultiHeadAttention(nn.Module):
             weights = nn.Dropout(rate=self.dropout_rate)(weights, deterministic=False)
         context = jnp.einsum("bhqt,bthk->bqhk", weights, value)  # [B, Q, H, Kv]
         context = constrain(context, ("batch", "length", "heads", "kv"))
-        context = context.reshape(context.shape[:2] + (joined,))  # [B, Q, H*K]
+        context = context.reshape((batch, query_length, joined))  # [B, Q, H*K]  beams back on the batch axis
         out = context @ o_kernel.astype(self.dtype)  # [B, Q, D]
         return constrain(out, ("batch", "length", "embed"))
 

@@ -28,6 +28,7 @@ import numpy as np
 from flax import traverse_util
 
 from mtmoe import decoding as decoding_lib
+from mtmoe import network
 from mtmoe.network import Transformer, TransformerConfig
 
 Array = jax.Array
@@ -257,36 +258,45 @@ class EncoderDecoderModel:
         return jnp.sum(token_log_prob * weights, axis=-1)
 
     def _decode_setup(self, params, batch, *, max_decode_length: int):
-        """Encodes once and builds the zero cache for `max_decode_length` steps."""
-        encoder_tokens = batch["encoder_input_tokens"]
-        encoded = self.inference_module.apply(
-            {"params": params}, encoder_tokens, no_token_drop=True, method=self.inference_module.encode
-        )  # [B, S, D]
-        batch_size = encoder_tokens.shape[0]
-        # Initialising with decode=True on a full-length target creates the cache only.
-        cache = jax.eval_shape(
-            functools.partial(self.inference_module.init, decode=True),
-            jax.random.PRNGKey(0),
-            jnp.ones_like(encoder_tokens),
-            jnp.ones((batch_size, max_decode_length), jnp.int32),
-        )["cache"]
-        cache = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), cache)
-        return encoded, cache
+        """Encodes once and builds the cache for `max_decode_length` steps.
 
-    def _tokens_to_logits(self, params, encoded, encoder_tokens, *, max_decode_length: int):
+        Returns (step cache, memory cache) (see network.split_cache): the
+        cross-attention keys/values [B, S, H, K] are projected here, once per
+        sentence, and stay un-tiled; only the step cache goes through decoding.
+        """
+        module = self.inference_module
+        encoder_tokens = batch["encoder_input_tokens"]
+        encoded = module.apply(
+            {"params": params}, encoder_tokens, no_token_drop=True, method=module.encode
+        )  # [B, S, D]
+        _, variables = module.apply(
+            {"params": params},
+            encoded,
+            encoder_tokens,
+            max_decode_length=max_decode_length,
+            mutable=["cache"],
+            method=module.init_cache,
+        )
+        return network.split_cache(variables["cache"])
+
+    def _tokens_to_logits(self, params, memory_cache, encoder_tokens, *, max_decode_length: int):
+        """tokens_to_logits over B*K rows; memory_cache and encoder_tokens keep B rows (one per sentence)."""
+        module = self.inference_module
+
         def tokens_to_logits(state: decoding_lib.DecodingState):
-            logits, mutated = self.inference_module.apply(
-                {"params": params, "cache": state.cache},
-                encoded,
-                encoder_tokens,
+            logits, mutated = module.apply(
+                {"params": params, "cache": network.merge_cache(state.cache, memory_cache)},
+                None,  # the encoder output is only read through the cached cross-attention keys/values
+                encoder_tokens,  # [B, S]
                 state.cur_token,  # [B*K, 1]
                 decode=True,
                 max_decode_length=max_decode_length,
                 no_token_drop=True,
                 mutable=["cache"],
-                method=self.inference_module.decode,
+                method=module.decode,
             )  # [B*K, 1, V]
-            return logits[:, 0, :], mutated["cache"]
+            step_cache, _ = network.split_cache(mutated["cache"])
+            return logits[:, 0, :], step_cache
 
         return tokens_to_logits
 
@@ -317,21 +327,20 @@ class EncoderDecoderModel:
         return_scores, <float32>[B] scores (length-penalised log-prob for beam).
         """
         method = decoding
+        if method not in ("beam", "greedy", "sample"):
+            raise ValueError(f"unknown decoding {method!r}; use 'beam', 'greedy' or 'sample'")
+        if method == "sample" and rng is None:
+            raise ValueError("decoding='sample' needs rng=jax.random.PRNGKey(...)")
         if max_decode_length is None:
             if "decoder_input_tokens" not in batch:
                 raise ValueError("pass max_decode_length or a batch with decoder_input_tokens (the target length)")
             max_decode_length = int(batch["decoder_input_tokens"].shape[1])
         encoder_tokens = batch["encoder_input_tokens"]
         batch_size = encoder_tokens.shape[0]
-        num_decodes = beam_size if method == "beam" else 1
-        encoded, cache = self._decode_setup(params, batch, max_decode_length=max_decode_length)
-        # Each example's beams are rows b*K .. b*K+K-1, the layout decoding_lib.tile_beams gives.
-        tokens_to_logits = self._tokens_to_logits(
-            params,
-            decoding_lib.tile_beams(encoded, beam_size=num_decodes),
-            decoding_lib.tile_beams(encoder_tokens, beam_size=num_decodes),
-            max_decode_length=max_decode_length,
-        )
+        cache, memory_cache = self._decode_setup(params, batch, max_decode_length=max_decode_length)
+        # Decoding tiles `cache` to rows b*K .. b*K+K-1 per example; the memory cache and
+        # the encoder tokens stay one row per example, shared by its beams.
+        tokens_to_logits = self._tokens_to_logits(params, memory_cache, encoder_tokens, max_decode_length=max_decode_length)
         inputs = jnp.zeros((batch_size, max_decode_length), jnp.int32)
         if method == "beam":
             sequences, scores = decoding_lib.beam_search(
@@ -342,15 +351,11 @@ class EncoderDecoderModel:
             sequences, scores = decoding_lib.greedy(
                 inputs, cache, tokens_to_logits, eos_id=EOS_ID, max_decode_len=max_decode_length
             )
-        elif method == "sample":
-            if rng is None:
-                raise ValueError("decoding='sample' needs rng=jax.random.PRNGKey(...)")
+        else:
             sequences, scores = decoding_lib.temperature_sample(
                 inputs, cache, tokens_to_logits, rng, eos_id=EOS_ID, temperature=temperature, topk=top_k,
                 topp=top_p, max_decode_len=max_decode_length,
             )
-        else:
-            raise ValueError(f"unknown decoding {method!r}; use 'beam', 'greedy' or 'sample'")
         best, best_score = sequences[:, 0, :], scores[:, 0]  # [B, L], [B]  best first
         return (best, best_score) if return_scores else best
 

@@ -18,15 +18,20 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import flax
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
+from flax import traverse_util
 
 from mtmoe import layers, moe
 
 Array = jax.Array
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+# The decoder's cross-attention modules; their decode cache is the projected encoder
+# output, the same at every step and for every beam of a sentence (`split_cache`).
+CROSS_ATTENTION = "encoder_decoder_attention"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,21 +175,31 @@ class DecoderLayer(nn.Module):
     def __call__(
         self, x, encoded, *, self_mask, cross_mask, bias, padding_mask, enable_dropout, decode, no_token_drop
     ):
-        """x: <dtype>[B, T, D]; encoded: <dtype>[B, S, D] -> <dtype>[B, T, D]."""
+        """x: <dtype>[B, T, D]; encoded: <dtype>[B, S, D] (None in cached steps) -> <dtype>[B, T, D]."""
         config, dtype = self.config, self.config.compute_dtype
         eps = config.layer_norm_epsilon
 
-        def attention(name):
+        def attention(name, *, static_kv):
             return layers.MultiHeadAttention(
-                num_heads=config.num_heads, head_dim=config.head_dim, dropout_rate=config.dropout_rate, dtype=dtype, name=name
+                num_heads=config.num_heads,
+                head_dim=config.head_dim,
+                dropout_rate=config.dropout_rate,
+                dtype=dtype,
+                static_kv=static_kv,
+                name=name,
             )
 
         h = layers.RMSNorm(epsilon=eps, dtype=dtype, name="pre_self_attention_layer_norm")(x)
-        h = attention("self_attention")(h, h, mask=self_mask, bias=bias, enable_dropout=enable_dropout, decode=decode)
+        h = attention("self_attention", static_kv=False)(
+            h, h, mask=self_mask, bias=bias, enable_dropout=enable_dropout, decode=decode
+        )
         x = x + layers.Dropout(config.dropout_rate)(h, enable_dropout=enable_dropout)
 
         h = layers.RMSNorm(epsilon=eps, dtype=dtype, name="pre_cross_attention_layer_norm")(x)
-        h = attention("encoder_decoder_attention")(h, encoded, mask=cross_mask, enable_dropout=enable_dropout)
+        # In decode mode the keys/values of `encoded` come from the cache (projected once by init_cache).
+        h = attention(CROSS_ATTENTION, static_kv=True)(
+            h, encoded, mask=cross_mask, enable_dropout=enable_dropout, decode=decode
+        )
         x = x + layers.Dropout(config.dropout_rate)(h, enable_dropout=enable_dropout)
 
         h = layers.RMSNorm(epsilon=eps, dtype=dtype, name="pre_mlp_layer_norm")(x)
@@ -250,6 +265,7 @@ class Decoder(nn.Module):
         no_token_drop=False,
     ):
         """encoded: <dtype>[B, S, D]; decoder_input_tokens: <int32>[B, T] (T = 1 per cached step).
+        With decode=True see `Transformer.decode` (encoded may be None, B*K decoder rows).
         Returns float32 logits [B, T, V]."""
         config = self.config
         batch, length = decoder_input_tokens.shape
@@ -264,8 +280,9 @@ class Decoder(nn.Module):
             padding_mask = jnp.ones((batch, length), dtype=bool)  # [B, T]
         if decode:
             # The cache decides what each step sees; padding and packing do not exist here.
+            # The cross mask has the encoder's rows, which may be B sentences for B*K beams.
             self_mask = None
-            cross_mask = layers.make_attention_mask(jnp.ones((batch, length), dtype=bool), encoder_mask)
+            cross_mask = encoder_mask[:, None, None, :]  # [B, 1, 1, S]
             bias_length = max_decode_length or length
             moe_padding = None
         else:
@@ -345,6 +362,11 @@ class Transformer(nn.Module):
     ):
         """Decoder over `encoded`; with decode=True one cached step ([B, 1] tokens).
 
+        With decode=True the "cache" collection must come from `init_cache`; the
+        cross-attention then reads its keys/values from it, so `encoded` may be
+        None, and `encoder_input_tokens` <int32>[B, S] (for the padding mask) may
+        have fewer rows than `decoder_input_tokens` [B*K, 1]: one per sentence for
+        K beams each (see layers.MultiHeadAttention).
         `decoder_positions` is accepted for seqio's packed features but unused:
         relative position biases only need index differences within a segment.
         Returns float32 logits [B, T, V].
@@ -361,6 +383,27 @@ class Transformer(nn.Module):
             decode=decode,
             max_decode_length=max_decode_length,
             no_token_drop=no_token_drop,
+        )
+
+    def init_cache(self, encoded, encoder_input_tokens, *, max_decode_length: int):
+        """Creates the decoding cache; apply with mutable=["cache"], returns nothing else.
+
+        encoded: <dtype>[B, S, D] encoder outputs; encoder_input_tokens: <int32>[B, S].
+        Self-attention gets zero keys/values [B, max_decode_length, H, K] and
+        cache_index 0; cross-attention gets the keys/values of `encoded`
+        [B, S, H, K], projected here once per sentence rather than at every step.
+        The variables are created by one decoder pass over a zero target of
+        `max_decode_length` positions: under jit everything but the projections
+        is dead code that XLA removes (jit it; eagerly it costs a forward pass).
+        """
+        batch = encoder_input_tokens.shape[0]
+        self.decode(
+            encoded,
+            encoder_input_tokens,
+            jnp.zeros((batch, max_decode_length), jnp.int32),
+            decode=True,
+            max_decode_length=max_decode_length,
+            no_token_drop=True,
         )
 
     def __call__(
@@ -400,3 +443,25 @@ class Transformer(nn.Module):
             max_decode_length=max_decode_length,
             no_token_drop=no_token_drop,
         )
+
+
+def split_cache(cache) -> tuple[dict, dict]:
+    """(step cache, memory cache) of an `init_cache` cache; `merge_cache` undoes it.
+
+    The memory cache holds the cross-attention keys/values <dtype>[B, S, H, K]:
+    constant over the steps and the same for every beam of a sentence, so
+    decoding closes over it un-tiled instead of carrying it, tiling it to B*K
+    rows and reordering it with the beams at every step. The step cache (the
+    self-attention keys/values and cache_index) is what decoding carries.
+    """
+    flat = traverse_util.flatten_dict(flax.core.unfreeze(cache))
+    memory = {path: leaf for path, leaf in flat.items() if CROSS_ATTENTION in path}
+    step = {path: leaf for path, leaf in flat.items() if CROSS_ATTENTION not in path}
+    return traverse_util.unflatten_dict(step), traverse_util.unflatten_dict(memory)
+
+
+def merge_cache(step_cache, memory_cache) -> dict:
+    """The whole "cache" collection from the two halves `split_cache` returns."""
+    flat = traverse_util.flatten_dict(flax.core.unfreeze(step_cache))
+    flat.update(traverse_util.flatten_dict(flax.core.unfreeze(memory_cache)))
+    return traverse_util.unflatten_dict(flat)

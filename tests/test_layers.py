@@ -94,3 +94,32 @@ def test_cached_attention_steps_equal_causal_full_pass():
         steps.append(out)
     np.testing.assert_allclose(jnp.concatenate(steps, axis=1), full, atol=1e-5)
     assert int(cache["cache_index"]) == 4
+
+
+def test_cached_memory_attention_shares_one_row_per_sentence_among_its_beams():
+    """static_kv: keys/values projected once at cache creation; K beams of a sentence read its row."""
+    sentences, beams, memory_length = 2, 3, 7
+    attention = layers.MultiHeadAttention(num_heads=2, head_dim=5, static_kv=True)
+    memory = jax.random.normal(jax.random.PRNGKey(4), (sentences, memory_length, 11))  # [B, S, D]
+    memory_mask = jnp.array([[1] * 7, [1] * 4 + [0] * 3], bool)  # [B, S]
+    queries = jax.random.normal(jax.random.PRNGKey(5), (sentences * beams, 1, 11))  # [B*K, 1, D]  all beams differ
+    variables = attention.init(jax.random.PRNGKey(0), queries, jnp.repeat(memory, beams, axis=0))
+    # Reference: the plain attention over the memory tiled to every beam.
+    tiled_mask = layers.make_attention_mask(jnp.ones((6, 1), bool), jnp.repeat(memory_mask, beams, axis=0))
+    expected = attention.apply(variables, queries, jnp.repeat(memory, beams, axis=0), mask=tiled_mask)  # [B*K, 1, D]
+    _, created = attention.apply(variables, memory[:, :1], memory, decode=True, mutable=["cache"])
+    cache = created["cache"]
+    kernels = variables["params"]
+    np.testing.assert_allclose(
+        cache["cached_key"], (memory @ nn.unbox(kernels["key"])).reshape(2, 7, 2, 5), rtol=1e-6, atol=1e-6
+    )
+    step_mask = memory_mask[:, None, None, :]  # [B, 1, 1, S]
+    out, mutated = attention.apply(
+        {**variables, "cache": cache}, queries, None, mask=step_mask, decode=True, mutable=["cache"]
+    )
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+    jax.tree.map(np.testing.assert_array_equal, mutated["cache"], cache)  # read, never written
+    with pytest.raises(ValueError, match="5 query rows cannot share a cached memory of 2 sentences"):
+        attention.apply({**variables, "cache": cache}, queries[:5], None, decode=True)
+    with pytest.raises(ValueError, match="cross-attention cache is empty"):
+        attention.apply(variables, queries, None, decode=True, mutable=["cache"])

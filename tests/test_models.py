@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
+from mtmoe import decoding as decoding_lib
 from mtmoe import models, network
 
 TINY = network.TransformerConfig(
@@ -142,6 +143,38 @@ def test_sentence_decodes_the_same_alone_and_in_a_batch(tiny_model):
     for row in (0, 2):
         alone = predict(params, {"encoder_input_tokens": jnp.asarray(SOURCES[row : row + 1])})  # [1, 5]
         np.testing.assert_array_equal(alone[0], batched[row])
+
+
+@pytest.mark.parametrize("decoding, beam_size", [("greedy", 1), ("beam", 4)])
+def test_cached_decoding_equals_decoding_with_the_full_forward_pass(tiny_model, decoding, beam_size):
+    """predict_batch (cross-attention keys/values cached once, shared by the beams) against the same
+    search driven by the uncached teacher-forced forward pass over each step's prefix."""
+    model, params = tiny_model
+    length = 5
+    sources = jnp.asarray(SOURCES)
+    rows = jnp.repeat(sources, beam_size, axis=0)  # [B*K, S]
+
+    def full_forward_logits(state: decoding_lib.DecodingState):
+        logits = model.inference_module.apply(
+            {"params": params}, rows, state.sequences, no_token_drop=True
+        )  # [B*K, L, V]  causal, so positions after cur_index change nothing
+        return jax.lax.dynamic_index_in_dim(logits, state.cur_index, axis=1, keepdims=False), state.cache
+
+    inputs = jnp.zeros((3, length), jnp.int32)
+    if decoding == "beam":
+        search = functools.partial(decoding_lib.beam_search, num_decodes=beam_size, alpha=0.6)
+    else:
+        search = decoding_lib.greedy
+    expected_tokens, expected_scores = jax.jit(
+        lambda: search(inputs, {}, full_forward_logits, eos_id=models.EOS_ID, max_decode_len=length)
+    )()
+    tokens, scores = jax.jit(
+        functools.partial(model.predict_batch, decoding=decoding, beam_size=beam_size, max_decode_length=length,
+                          return_scores=True)
+    )(params, {"encoder_input_tokens": sources})
+    np.testing.assert_array_equal(tokens, expected_tokens[:, 0])
+    np.testing.assert_allclose(scores, expected_scores[:, 0], atol=1e-5)
+    assert len(set(map(tuple, np.asarray(tokens).tolist()))) > 1  # sentences differ: the rows are not mixed up
 
 
 def test_sampling_needs_rng_and_unknown_decoding_fails(tiny_model):

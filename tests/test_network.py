@@ -80,28 +80,74 @@ def test_sparse_layout_and_param_shapes():
     assert every_layer.num_sparse_layers(decoder=False) == 2 and every_layer.num_sparse_layers(decoder=True) == 0
 
 
-def test_cached_decoding_equals_full_forward(tiny):
-    module, params, forward = tiny
-    all_real = jnp.ones_like(DECODER_INPUTS)
-    full = forward(ENCODER_TOKENS, DECODER_INPUTS, (ENCODER_TOKENS > 0).astype(jnp.int32), all_real)  # [B, T, V]
-    assert full.dtype == jnp.float32 and full.shape == (3, 5, 23)
-    encoded = jax.jit(lambda tokens: module.apply({"params": params}, tokens, no_token_drop=True, method=module.encode))(
-        ENCODER_TOKENS
+def _init_cache(module, params, encoded, encoder_tokens, max_decode_length):
+    _, variables = module.apply(
+        {"params": params}, encoded, encoder_tokens, max_decode_length=max_decode_length, mutable=["cache"],
+        method=module.init_cache,
     )
-    cache = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), ENCODER_TOKENS, DECODER_INPUTS, decode=True))["cache"]
-    cache = jax.tree.map(lambda leaf: jnp.zeros(leaf.shape, leaf.dtype), cache)
+    return variables["cache"]
+
+
+def _encode(module, params, encoder_tokens):
+    return module.apply({"params": params}, encoder_tokens, no_token_drop=True, method=module.encode)
+
+
+def test_cached_decoding_equals_full_forward(tiny):
+    """Steps of 2 beams per sentence over a cache made for the 3 sentences equal the full pass."""
+    module, params, forward = tiny
+    beams = 2
+    # Beam 1 follows a different prefix, so a beam read against the wrong sentence or beam fails.
+    decoder_inputs = jnp.stack([DECODER_INPUTS, DECODER_INPUTS[:, ::-1].at[:, 0].set(0)], axis=1).reshape(6, 5)  # [B*K, T]
+    tiled_encoder_tokens = jnp.repeat(ENCODER_TOKENS, beams, axis=0)  # [B*K, S]
+    all_real = jnp.ones_like(decoder_inputs)
+    full = forward(tiled_encoder_tokens, decoder_inputs, (tiled_encoder_tokens > 0).astype(jnp.int32), all_real)
+    assert full.dtype == jnp.float32 and full.shape == (6, 5, 23)
+    cache = jax.jit(lambda tokens: _init_cache(module, params, _encode(module, params, tokens), tokens, 5))(ENCODER_TOKENS)
+    step_cache, memory_cache = network.split_cache(cache)
+    # Only the self-attention cache follows the beams; the cross-attention cache keeps one row per sentence.
+    step_cache = jax.tree.map(lambda leaf: jnp.repeat(leaf, beams, axis=0) if leaf.ndim else leaf, step_cache)
     step = jax.jit(
-        lambda cache, token: module.apply(
-            {"params": params, "cache": cache}, encoded, ENCODER_TOKENS, token,
+        lambda step_cache, token: module.apply(
+            {"params": params, "cache": network.merge_cache(step_cache, memory_cache)}, None, ENCODER_TOKENS, token,
             decode=True, max_decode_length=5, no_token_drop=True, mutable=["cache"], method=module.decode,
         )
     )
     steps = []
     for t in range(5):
-        logits, mutated = step(cache, DECODER_INPUTS[:, t : t + 1])
-        cache = mutated["cache"]
+        logits, mutated = step(step_cache, decoder_inputs[:, t : t + 1])
+        step_cache, unchanged_memory = network.split_cache(mutated["cache"])
         steps.append(logits)
     np.testing.assert_allclose(jnp.concatenate(steps, axis=1), full, atol=1e-5)
+    jax.tree.map(np.testing.assert_array_equal, unchanged_memory, memory_cache)
+
+
+def test_cross_attention_cache_is_the_projected_encoder_output(tiny):
+    module, params, _ = tiny
+    encoded = _encode(module, params, ENCODER_TOKENS)  # [B, S, D]
+    cache = _init_cache(module, params, encoded, ENCODER_TOKENS, 5)
+    step_cache, memory_cache = network.split_cache(cache)
+    for i in range(TINY.num_decoder_layers):
+        kernels = params["decoder"][f"layers_{i}"][network.CROSS_ATTENTION]
+        cached = memory_cache["decoder"][f"layers_{i}"][network.CROSS_ATTENTION]
+        assert set(cached) == {"cached_key", "cached_value"}
+        for name in ("key", "value"):
+            expected = (encoded @ kernels[name]).reshape(3, 7, TINY.num_heads, TINY.head_dim)  # [B, S, H, K]
+            np.testing.assert_allclose(cached[f"cached_{name}"], expected, rtol=1e-6, atol=1e-6)
+        self_cache = step_cache["decoder"][f"layers_{i}"]["self_attention"]
+        assert self_cache["cached_key"].shape == (3, 5, TINY.num_heads, TINY.head_dim)
+        assert not np.any(self_cache["cached_key"]) and int(self_cache["cache_index"]) == 0
+    assert network.CROSS_ATTENTION not in str(jax.tree_util.tree_structure(step_cache))
+
+
+def test_cached_steps_need_the_cross_attention_cache(tiny):
+    module, params, _ = tiny
+    cache = jax.eval_shape(lambda: _init_cache(module, params, _encode(module, params, ENCODER_TOKENS), ENCODER_TOKENS, 5))
+    step_cache, _ = network.split_cache(jax.tree.map(lambda leaf: jnp.zeros(leaf.shape, leaf.dtype), cache))
+    with pytest.raises(ValueError, match="cross-attention cache is empty: create it with Transformer.init_cache"):
+        module.apply(
+            {"params": params, "cache": step_cache}, None, ENCODER_TOKENS, DECODER_INPUTS[:, :1],
+            decode=True, max_decode_length=5, no_token_drop=True, mutable=["cache"], method=module.decode,
+        )
 
 
 def test_packed_sequences_equal_each_alone(tiny):
