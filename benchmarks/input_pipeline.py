@@ -5,7 +5,7 @@
 
 One run, three measurements, on this machine:
   1. pipeline: `seqio.get_dataset(<mixture>, EncDecFeatureConverter(pack=True))`
-     batched exactly as mtmoe.train does it (mtmoe.train.make_dataset), drained
+     batched exactly as mtmoe.train does it (mtmoe.input_pipeline.make_dataset), drained
      as fast as it goes: packed rows/s, sentence pairs/s, target and input tokens/s,
      and the start-up time (building every task's graph and the first batch);
   2. train step alone: the jitted train step of the gin model (default: the
@@ -66,10 +66,10 @@ def batch_counts(batch) -> dict[str, int]:
 
 
 def measure_pipeline(*, mixture: str, lengths, batch_size: int, seconds: float, warmup_batches: int) -> dict:
-    from mtmoe import train
+    from mtmoe import input_pipeline
 
     start = time.perf_counter()
-    dataset = train.make_dataset(
+    dataset = input_pipeline.make_dataset(
         mixture_or_task_name=mixture,
         task_feature_lengths=lengths,
         split="train",
@@ -110,7 +110,7 @@ def measure_train_step(*, model, batch, steps: int, iterator=None) -> dict:
     import jax
     import jax.numpy as jnp
     from flax import linen as nn
-    from mtmoe import optimizers, train
+    from mtmoe import optimizers, trainer
 
     lengths = {
         "encoder_input_tokens": batch["encoder_input_tokens"].shape,
@@ -121,7 +121,7 @@ def measure_train_step(*, model, batch, steps: int, iterator=None) -> dict:
     tx = optimizers.adafactor(learning_rate=schedule)
     opt_state = tx.init(params)
     step_fn = jax.jit(
-        train.make_train_step(model=model, optimizer=tx, learning_rate=schedule, num_microbatches=1),
+        trainer.make_train_step(model=model, optimizer=tx, learning_rate=schedule, num_microbatches=1),
         donate_argnums=(0, 1),
     )
     healthy, rng = jnp.asarray(True), jax.random.PRNGKey(1)
@@ -150,9 +150,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import gin
     import jax
-    from mtmoe import train
+    from mtmoe import command_line
 
-    train.parse_gin(gin_files=[args.gin_file], bindings=["MODEL_DIR='/tmp/unused'"])
+    command_line.parse_gin(gin_files=[args.gin_file], bindings=["MODEL_DIR='/tmp/unused'"])
     lengths = dict(gin.query_parameter("%TASK_FEATURE_LENGTHS"))
     batch_size = int(gin.query_parameter("%BATCH_SIZE"))
     model = gin.query_parameter("%MODEL").scoped_configurable_fn()

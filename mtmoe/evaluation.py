@@ -17,8 +17,9 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from mtmoe import train as train_lib
-from mtmoe.train import UsageError, translation_pairs, vocabulary_of
+from mtmoe import input_pipeline
+from mtmoe.command_line import UsageError
+from mtmoe.input_pipeline import translation_pairs, vocabulary_of
 
 
 def _pair_examples(task_name: str, *, split: str, lengths: Mapping[str, int], limit: int):
@@ -76,7 +77,7 @@ class Evaluator:
         if self._batches is None:
             try:
                 spec = dict(self._spec, batch_size=1)
-                dataset = train_lib.make_dataset(**spec).unbatch()
+                dataset = input_pipeline.make_dataset(**spec).unbatch()
                 rows = list(dataset.take(self.eval_batches * self._spec["batch_size"]).as_numpy_iterator())
                 if not rows and self.process_count > 1:  # this host's shard is empty: it still joins every batch
                     rows = [{k: np.zeros(v.shape, v.dtype.as_numpy_dtype) for k, v in dataset.element_spec.items()}]
@@ -92,7 +93,7 @@ class Evaluator:
         import jax
 
         from mtmoe import partitioning
-        from mtmoe.train import _mesh_context
+        from mtmoe.trainer import mesh_context
 
         out: dict[str, float] = {}
         batches = self._load()
@@ -100,7 +101,7 @@ class Evaluator:
             sums: dict[str, float] = {}
             total_tokens = 0.0
             for batch in batches:
-                with _mesh_context(self.mesh, partitioning.LOGICAL_AXIS_RULES):
+                with mesh_context(self.mesh, partitioning.LOGICAL_AXIS_RULES):
                     metrics = jax.device_get(self.eval_step(params, partitioning.shard_batch(batch, self.mesh)))
                 tokens = float(metrics["num_target_tokens"])  # per-token means, whatever the batch fill
                 total_tokens += tokens

@@ -96,9 +96,9 @@ def export(*, mixture: str, out_dir: str, corpus_dir: str = "data/embedded", spm
 
     import sentencepiece
 
-    from mtmoe import train
+    from mtmoe import input_pipeline
 
-    provider = train.get_mixture_or_task(mixture)
+    provider = input_pipeline.get_mixture_or_task(mixture)
     vocabulary = provider.output_features["targets"].vocabulary
     if os.path.abspath(vocabulary.sentencepiece_model_file) != os.path.abspath(spm_path):
         raise ValueError(f"{mixture} uses {vocabulary.sentencepiece_model_file}, not {spm_path}; pass --spm that one")
@@ -106,7 +106,7 @@ def export(*, mixture: str, out_dir: str, corpus_dir: str = "data/embedded", spm
     space_id = sp.piece_to_id("\u2581")
     tasks_meta, languages = [], set()
     subtasks = {t.name: t for t in getattr(provider, "tasks", [provider])}
-    for name, (source, target) in train.translation_pairs(mixture):
+    for name, (source, target) in input_pipeline.translation_pairs(mixture):
         rate = float(provider.get_rate(subtasks[name])) if hasattr(provider, "get_rate") else 1.0
         tag = f"<2{target}>"
         tag_id = sp.piece_to_id(tag)

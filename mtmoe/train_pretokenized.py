@@ -8,7 +8,7 @@ Used on the lent GPU machine (jax with CUDA, no TensorFlow) by scripts/device_re
 
 The model, loss, optimizer and train step are the project's own
 (`models.EncoderDecoderModel.loss_fn`, `optimizers.adafactor` + `rsqrt_schedule`,
-`train.make_train_step`); the config JSON holds the TransformerConfig fields and
+`trainer.make_train_step`); the config JSON holds the TransformerConfig fields and
 run settings, written from the gin experiment by `config_json` here. Training
 stops at `--deadline` (wall clock), then logs the validation loss, scores greedy
 translations of the first dev pairs of every direction (chrF++), and writes the
@@ -35,18 +35,16 @@ def config_json(*, gin_files: Sequence[str], bindings: Sequence[str] = ()) -> di
     """{"model_config", "model_kwargs", "run", "gin_config"} of a gin experiment (run here, where gin is)."""
     import gin
 
-    from mtmoe import train
+    from mtmoe import command_line, models, network, trainer
 
-    from mtmoe import models, network
-
-    train._import_task_registries()
-    train.parse_gin(gin_files=gin_files, bindings=list(bindings) + ["MODEL_DIR = '/tmp/unused'"])
+    command_line.import_task_registries()
+    command_line.parse_gin(gin_files=gin_files, bindings=list(bindings) + ["MODEL_DIR = '/tmp/unused'"])
     with gin.unlock_config():
         text = gin.config_str()
     built = gin.get_configurable(models.EncoderDecoderModel)(config=gin.get_configurable(network.TransformerConfig)())
     run = {name.lower(): gin.query_parameter(f"%{name}") for name in (
         "LEARNING_RATE", "WARMUP_STEPS", "BATCH_SIZE", "MIXTURE_OR_TASK_NAME", "TASK_FEATURE_LENGTHS")}
-    return {"model_config": train._config_dict(built.config),
+    return {"model_config": trainer.config_dict(built.config),
             "model_kwargs": {k: getattr(built, k) for k in ("label_smoothing", "z_loss", "aux_loss_factor",
                                                             "router_z_loss_factor") if hasattr(built, k)},
             "run": run, "gin_config": text}
@@ -181,7 +179,7 @@ def run_training(*, config_path: str, packed_path: str, data: str, out: str, dea
     import jax.numpy as jnp
     from flax import linen as nn
 
-    from mtmoe import optimizers, pretokenized, train
+    from mtmoe import optimizers, pretokenized, trainer
 
     os.makedirs(out, exist_ok=True)
     started = time.time()
@@ -203,7 +201,7 @@ def run_training(*, config_path: str, packed_path: str, data: str, out: str, dea
     params = jax.jit(lambda r: nn.unbox(model.get_initial_variables(r, input_shapes=shapes)["params"]))(init_rng)
     opt_state = jax.jit(tx.init)(params)
     count = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
-    step_fn = jax.jit(train.make_train_step(model=model, optimizer=tx, learning_rate=schedule, num_microbatches=1),
+    step_fn = jax.jit(trainer.make_train_step(model=model, optimizer=tx, learning_rate=schedule, num_microbatches=1),
                       donate_argnums=(0, 1))
     eval_fn = jax.jit(lambda p, b: model.loss_fn(p, b, None)[1])
     healthy = jnp.asarray(True)

@@ -23,9 +23,9 @@ def exported(tmp_path_factory):
 def _seqio_batches(task_name):
     import seqio
 
-    from mtmoe import train
+    from mtmoe import input_pipeline
 
-    train.get_mixture_or_task(task_name)
+    input_pipeline.get_mixture_or_task(task_name)
     dataset = seqio.get_dataset(task_name, task_feature_lengths=LENGTHS, dataset_split="validation",
                                 shuffle=False, num_epochs=1, feature_converter=seqio.EncDecFeatureConverter(pack=True))
     rows = list(dataset.take(PAIRS).as_numpy_iterator())

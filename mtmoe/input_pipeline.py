@@ -1,0 +1,170 @@
+"""The training input pipeline: a seqio task or mixture -> numpy batches for this process.
+
+- `get_mixture_or_task`, `vocabulary_of`, `translation_pairs`: look a task or
+  mixture up in seqio's registries (registering this project's tasks), with a
+  one-line `UsageError` for an unknown name.
+- `make_dataset`: batched, deterministic tf.data of EncDecFeatureConverter
+  features ([B, L] int32 per feature; B = this process's share of the global
+  batch), sharded over processes; `_sampled_tasks` is the small-buffer
+  variant for mixtures of hundreds of tasks (SHUFFLE_BUFFER_SIZE).
+- `BatchIterator`: numpy batches that count how many were delivered; that count
+  is the data position a checkpoint stores, so a restart skips exactly as many.
+
+seqio and TensorFlow are imported inside the functions: the Translator and the
+web UI import mtmoe without them. Sharding a host batch over the mesh is
+`partitioning.shard_batch`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from typing import Mapping
+
+import numpy as np
+
+from mtmoe.command_line import UsageError
+
+
+def get_mixture_or_task(name: str):
+    """seqio Mixture/Task by name (registering this project's tasks); one-line error if unknown."""
+    import seqio
+
+    try:
+        import tasks  # noqa: F401  registers the project's tasks and mixtures
+    except ImportError as err:  # the registries are part of the project: say what is missing
+        raise UsageError(f"cannot import the task registries (tasks/): {err}; run from the repository root") from None
+    try:
+        return seqio.get_mixture_or_task(name)
+    except ValueError:
+        known = sorted(set(seqio.MixtureRegistry.names()) | set(seqio.TaskRegistry.names()))
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+        hint = f"did you mean {', '.join(close)}?" if close else f"{len(known)} are registered, e.g. {', '.join(known[:3])}"
+        raise UsageError(f"unknown task or mixture {name!r} (MIXTURE_OR_TASK_NAME); {hint}") from None
+
+
+def translation_pairs(name: str) -> list[tuple[str, tuple[str, str]]]:
+    """(task name, (source, target)) of the translation tasks in a mixture or task."""
+    provider = get_mixture_or_task(name)
+    task_names = [t.name for t in getattr(provider, "tasks", [provider])]
+    return [(n, pair) for n, pair in ((n, pair_from_task_name(n)) for n in task_names) if pair is not None]
+
+
+def pair_from_task_name(task_name: str) -> tuple[str, str] | None:
+    """'embedded_translate_zh_Hans_en' -> ('zh-Hans', 'en'); None for other tasks."""
+    if "_translate_" not in f"_{task_name}":
+        return None
+    parts = task_name.split("translate_", 1)[1].split("_")
+    try:
+        from tasks import languages
+    except ImportError:
+        languages = None
+    for cut in range(1, len(parts)):
+        source, target = "-".join(parts[:cut]), "-".join(parts[cut:])
+        if languages is None:
+            return source, target
+        try:
+            languages.get_language(source)
+            languages.get_language(target)
+            return source, target
+        except (ValueError, KeyError):
+            continue
+    return None
+
+
+def make_dataset(*, mixture_or_task_name: str, task_feature_lengths: Mapping[str, int], split: str,
+                 batch_size: int, shuffle: bool, seed: int | None, pack: bool, num_epochs: int | None,
+                 use_cached: bool = False, shard_index: int = 0, num_shards: int = 1,
+                 shuffle_buffer_size: int | None = None):
+    """Batched tf.data.Dataset of EncDecFeatureConverter features for this process.
+
+    shuffle_buffer_size None: seqio.get_dataset as is. A number: the same
+    tasks, preprocessors and mixing rates, but each task shuffles with this
+    buffer and none prefetches on its own thread (see _sampled_tasks).
+
+    Deterministic for a given seed: seqio's shuffles and mixture sampling are
+    seeded and tf.data keeps element order, so skipping n batches after a
+    restart reproduces the uninterrupted stream."""
+    import seqio
+    import tensorflow as tf
+
+    provider = get_mixture_or_task(mixture_or_task_name)
+    shard_info = seqio.ShardInfo(index=shard_index, num_shards=num_shards) if num_shards > 1 else None
+    if shuffle_buffer_size and not use_cached:
+        dataset = _sampled_tasks(provider, lengths=dict(task_feature_lengths), split=split, shuffle=shuffle,
+                                 seed=seed, num_epochs=num_epochs, shard_info=shard_info,
+                                 shuffle_buffer_size=shuffle_buffer_size)
+        dataset = seqio.EncDecFeatureConverter(pack=pack)(dataset, dict(task_feature_lengths))
+    else:
+        dataset = seqio.get_dataset(
+            provider, task_feature_lengths=dict(task_feature_lengths),
+            feature_converter=seqio.EncDecFeatureConverter(pack=pack), dataset_split=split,
+            use_cached=use_cached, shuffle=shuffle, num_epochs=num_epochs, shard_info=shard_info,
+            verbose=False, seed=seed)
+
+    options = tf.data.Options()
+    options.deterministic = True  # exact resume: the same seed must give the same batches in the same order
+    # A mixture of hundreds of tasks otherwise starts threads per task and op; on a small host they
+    # fight the training step for the CPU.
+    options.threading.private_threadpool_size = max(2, min(8, os.cpu_count() or 2))
+    options.threading.max_intra_op_parallelism = 1
+    return dataset.with_options(options).batch(batch_size, drop_remainder=True)
+
+
+def _sampled_tasks(provider, *, lengths, split, shuffle, seed, num_epochs, shard_info, shuffle_buffer_size):
+    """A seqio Mixture (or Task) as seqio builds it, with small per-task shuffle buffers.
+
+    seqio's Task.get_dataset shuffles each task with a 1000-example buffer and
+    ends in prefetch(AUTOTUNE): a mixture of hundreds of tasks starts a
+    prefetch thread per task, and the first batch waits for a buffer per task
+    it touches. Here every task runs source -> preprocessors -> repeat ->
+    trim -> shuffle(shuffle_buffer_size) pulled on demand, and the tasks are
+    sampled with the mixture's rates (seqio.Mixture.get_rate), seeded."""
+    import seqio
+    import tensorflow as tf
+
+    tasks = list(getattr(provider, "tasks", [provider]))
+    tasks = [t for t in tasks if split in t.splits]
+    if not tasks:
+        raise UsageError(f"no task of {provider.name} has a {split!r} split")
+    keys = [k for k in provider.output_features]
+    datasets, rates = [], []
+    for task in tasks:
+        source = task.source
+        if shard_info is not None and not source.supports_arbitrary_sharding:
+            dataset = source.get_dataset(split=split, shuffle=shuffle, seed=seed).shard(
+                shard_info.num_shards, shard_info.index)
+        else:
+            dataset = source.get_dataset(split=split, shuffle=shuffle, seed=seed, shard_info=shard_info)
+        dataset = task.preprocess_precache(dataset, seed=seed)
+        if num_epochs != 1:
+            dataset = dataset.repeat(num_epochs)
+        dataset = task.preprocess_postcache(dataset, sequence_length=lengths, seed=seed)
+        dataset = dataset.map(lambda ex: {k: ex[k][:lengths[k]] for k in keys},  # seqio's trim_output_features
+                              num_parallel_calls=None)
+        if shuffle:
+            dataset = dataset.shuffle(shuffle_buffer_size, seed=seed)
+        datasets.append(dataset)
+        rates.append(float(provider.get_rate(task)) if isinstance(provider, seqio.Mixture) else 1.0)
+    if len(datasets) == 1:
+        return datasets[0]
+    return tf.data.Dataset.sample_from_datasets(datasets, weights=rates, seed=seed)
+
+
+class BatchIterator:
+    """Numpy batches from a dataset, counting what it delivered (the data position)."""
+
+    def __init__(self, dataset, *, skip_batches: int = 0):
+        self.batches_consumed = skip_batches
+        self._iterator = dataset.skip(skip_batches).as_numpy_iterator() if skip_batches else dataset.as_numpy_iterator()
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        batch = next(self._iterator)
+        self.batches_consumed += 1
+        return batch
+
+
+def vocabulary_of(mixture_or_task_name: str):
+    """The targets vocabulary (a seqio.SentencePieceVocabulary) of a task or mixture."""
+    provider = get_mixture_or_task(mixture_or_task_name)
+    return provider.output_features["targets"].vocabulary
