@@ -15,6 +15,9 @@ experts, every-other-layer MoE, capacity factor 1.25):
   ("mtmoe-relu" below, d_ff = 1.5 x the tiny model's gated d_ff, so that
   2 * D * 1.5F = 3 * D * F); the tiny model itself ("mtmoe", gated GELU, d_ff F)
   has the same parameter count and the same FLOPs per token, and is what users run.
+  "mtmoe-relu+xent_autodiff" is mtmoe-relu with the cross-entropy as it was
+  before commit 0b6d88e (autodiff gradient; benchmarks/patches.py), to show
+  what the committed hand-written gradient gains.
 - Capacity: HF fixes `expert_capacity` tokens per expert per *sequence* (its
   router's cumulative sum runs over the sequence axis). mtmoe routes over groups
   of `max_group_size` tokens; we set max_group_size to the sequence length so
@@ -172,10 +175,10 @@ class MtmoeWorker:
         self.jax, self.jnp = jax, jnp
         self.opts = opts
         relu = opts["variant"].startswith("mtmoe-relu")
-        if opts["variant"].endswith("+xent"):
-            import patches  # benchmarks/patches.py: the proposed cross-entropy fix, monkeypatched
+        if opts["variant"].endswith("+xent_autodiff"):
+            import patches  # benchmarks/patches.py: the cross-entropy before 0b6d88e, monkeypatched back
 
-            patches.apply("xent")
+            patches.apply("xent_autodiff")
         group = opts["tgt_len"]
         if opts["src_len"] != group:
             raise ValueError("use --src_len == --tgt_len so that one routing group is one sequence in both stacks")
@@ -425,7 +428,7 @@ def print_table(result: dict) -> None:
     """The summary table of a result (also `--show RESULT.json`)."""
     summary, ratios, runs = result["summary"], result["ratios"], result["runs"]
     unit = {"train": "target tok/s"}
-    print(f"\n{'task':9s} {'variant':16s} {'median':>9s} {'min..max':>17s} {'unit':12s} "
+    print(f"\n{'task':9s} {'variant':24s} {'median':>9s} {'min..max':>17s} {'unit':12s} "
           f"{'peak RSS':>9s} {'w/ compile':>10s}  ratio vs HF: median (min..max per repetition)")
     for task in TASKS:
         for variant in summary:
@@ -438,7 +441,7 @@ def print_table(result: dict) -> None:
             if task in ratios.get(variant, {}):
                 r = ratios[variant][task]
                 ratio = f"{r['ratio_of_medians']:.2f}x ({r['per_repetition']['min']:.2f}..{r['per_repetition']['max']:.2f})"
-            print(f"{task:9s} {variant:16s} {t['median']:9.3g} {t['min']:8.3g}..{t['max']:<8.3g} "
+            print(f"{task:9s} {variant:24s} {t['median']:9.3g} {t['min']:8.3g}..{t['max']:<8.3g} "
                   f"{unit.get(task, 'sentences/s'):12s} {run_peak:7.0f}Mi {s['peak_rss_mib']:8.0f}Mi  {ratio}")
 
 
@@ -446,9 +449,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--worker", choices=["mtmoe", "hf"], help=argparse.SUPPRESS)
     parser.add_argument("--gin_file", default="gin/models/mswitch_tiny.gin")
-    parser.add_argument("--variants", default="mtmoe-relu,mtmoe,mtmoe-relu+xent,hf",
+    parser.add_argument("--variants", default="mtmoe-relu,mtmoe,mtmoe-relu+xent_autodiff,hf",
                         help="mtmoe-relu: identical architecture to HF; mtmoe: the gated tiny model; "
-                             "+xent: with benchmarks/patches.py's cross-entropy fix")
+                             "+xent_autodiff: with the cross-entropy before commit 0b6d88e (autodiff "
+                             "gradient, benchmarks/patches.py)")
     parser.add_argument("--tasks", default=",".join(TASKS))
     parser.add_argument("--decode_variants", default="mtmoe-relu,hf",
                         help="variants that also run the decoding tasks (the others train only)")

@@ -1,86 +1,91 @@
-"""Proposed fixes to model code owned by other helpers, applied by monkeypatching so
-that the benchmarks can measure them before they land (see BENCHMARKS.md).
+"""Earlier versions of model code, monkeypatched back in so a benchmark can show before / after.
 
-`apply(name)` installs one; each is a drop-in replacement with the same
-signature and the same values (checked by `check_*` below).
+`apply(name)` installs one into the imported mtmoe modules (before anything is
+traced: jitted functions look the patched name up when they are traced), after
+checking that it computes the same values and gradients as the committed code;
+`restore()` puts the committed functions back. Not imported by the library.
+
+    xent_autodiff  mtmoe.models.cross_entropy_with_logits as it was before commit
+                   0b6d88e: logsumexp + take_along_axis, gradient by autodiff.
+                   The committed version (the default since 0b6d88e) has a
+                   hand-written VJP, as T5X's; benchmarks/mfu.py and hf_switch.py
+                   time both side by side.
 """
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 
-
 # ---------------------------------------------------------------------------
-# 1. Cross-entropy with a hand-written gradient (as T5X's cross_entropy_with_logits)
+# xent_autodiff: the cross-entropy before commit 0b6d88e
 # ---------------------------------------------------------------------------
-# mtmoe.models.cross_entropy_with_logits picks the target log-prob with
-# take_along_axis; its transpose is a scatter into a zero [B, T, V] buffer, which
-# XLA:CPU fuses with the softmax gradient into one loop that writes dlogits
-# transposed ([V, B*T]) -- the most expensive op of the tiny model's train step.
-# The custom VJP below writes (softmax * (1 + 2 z log_z) - onehot) * g directly.
+# The automatic gradient of take_along_axis is a scatter into a zero [B, T, V]
+# buffer, which XLA:CPU fuses with the softmax gradient into one loop writing
+# dlogits transposed ([V, B*T]): the most expensive op of the tiny model's train
+# step (BENCHMARKS.md, "Model FLOPs utilisation"). The committed custom VJP
+# writes (softmax * (1 + 2 z log_z) - onehot) * g directly.
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _xent(logits, targets, z_loss):
-    return _xent_fwd(logits, targets, z_loss)[0]
+def cross_entropy_autodiff(logits, targets, *, z_loss: float, label_smoothing: float = 0.0):
+    """mtmoe.models.cross_entropy_with_logits before 0b6d88e (same contract, autodiff gradient).
 
-
-def _xent_fwd(logits, targets, z_loss):
+    logits: <float32>[B, T, V]; targets: <int32>[B, T]. Returns (<float32>[B, T]
+    cross-entropy + z-loss, <float32>[B, T] z-loss). Label smoothing was and is
+    plain autodiff: it goes to the committed function unchanged."""
+    if label_smoothing != 0.0:
+        return _committed_cross_entropy()(logits, targets, z_loss=z_loss, label_smoothing=label_smoothing)
     log_z = jax.nn.logsumexp(logits, axis=-1)  # [B, T]
-    target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]  # [B, T]
-    z_term = z_loss * jnp.square(log_z)
-    return (log_z - target_logit + z_term, z_term), (logits, targets, log_z)
+    log_probs = logits - log_z[..., None]  # [B, T, V]
+    target_log_prob = jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]  # [B, T]
+    z_term = z_loss * jnp.square(log_z)  # [B, T]
+    return -target_log_prob + z_term, z_term
 
 
-def _xent_bwd(z_loss, residuals, cotangents):
-    logits, targets, log_z = residuals
-    g_total, g_z = cotangents  # [B, T] each
-    probs = jnp.exp(logits - log_z[..., None])  # [B, T, V]
-    scale = g_total * (1.0 + 2.0 * z_loss * log_z) + g_z * 2.0 * z_loss * log_z  # [B, T]
-    onehot = targets[..., None] == jnp.arange(logits.shape[-1], dtype=targets.dtype)  # [B, T, V]
-    dlogits = scale[..., None] * probs - jnp.where(onehot, g_total[..., None], 0.0)
-    return dlogits.astype(logits.dtype), None
+_COMMITTED: dict = {}
+TOLERANCE = 1e-5  # float32 on O(1) values: the two differ by rounding only (measured ~5e-7)
 
 
-_xent.defvjp(_xent_fwd, _xent_bwd)
-
-
-def cross_entropy_with_logits(logits, targets, *, z_loss: float, label_smoothing: float = 0.0):
-    """Same contract as mtmoe.models.cross_entropy_with_logits, custom VJP without label smoothing."""
-    if label_smoothing > 0.0:
-        return _ORIGINAL["cross_entropy"](logits, targets, z_loss=z_loss, label_smoothing=label_smoothing)
-    return _xent(logits, targets, float(z_loss))
-
-
-_ORIGINAL: dict = {}
-
-
-def apply(name: str) -> None:
-    """Installs patch `name` ("xent") into the imported mtmoe modules."""
+def _committed_cross_entropy():
     from mtmoe import models
 
-    if name == "xent":
-        _ORIGINAL.setdefault("cross_entropy", models.cross_entropy_with_logits)
-        models.cross_entropy_with_logits = cross_entropy_with_logits
-    else:
-        raise ValueError(f"unknown patch {name!r}; use 'xent'")
+    return _COMMITTED.setdefault("cross_entropy", models.cross_entropy_with_logits)
 
 
-def check_xent() -> float:
-    """Max abs difference of value and gradient against the original (should be ~1e-6)."""
-    from mtmoe import models
+def check_xent_autodiff() -> float:
+    """Max abs difference of value and gradient (w.r.t. logits) between xent_autodiff and the committed code.
 
-    original = _ORIGINAL.get("cross_entropy", models.cross_entropy_with_logits)
-    logits = jax.random.normal(jax.random.PRNGKey(0), (2, 3, 7)) * 3.0
-    targets = jnp.array([[1, 2, 6], [0, 5, 3]], jnp.int32)
+    Both outputs (total and z-loss) carry weights, so the z-loss cotangent path
+    is checked too; [2, 3, 7] logits at scale 3, z_loss 1e-2."""
+    committed = _committed_cross_entropy()
+    logits = jax.random.normal(jax.random.PRNGKey(0), (2, 3, 7)) * 3.0  # [B, T, V]
+    targets = jnp.array([[1, 2, 6], [0, 5, 3]], jnp.int32)  # [B, T]
 
     def total(fn, x):
         loss, z = fn(x, targets, z_loss=1e-2)
         return jnp.sum(loss * jnp.arange(1.0, 7.0).reshape(2, 3)) + 3.0 * jnp.sum(z)
 
-    a, ga = jax.value_and_grad(lambda x: total(original, x))(logits)
-    b, gb = jax.value_and_grad(lambda x: total(cross_entropy_with_logits, x))(logits)
-    return float(max(jnp.abs(a - b), jnp.max(jnp.abs(ga - gb))))
+    a, grad_a = jax.value_and_grad(lambda x: total(committed, x))(logits)
+    b, grad_b = jax.value_and_grad(lambda x: total(cross_entropy_autodiff, x))(logits)
+    return float(max(jnp.abs(a - b), jnp.max(jnp.abs(grad_a - grad_b))))
+
+
+def apply(name: str) -> None:
+    """Installs the earlier version `name` ("xent_autodiff") after checking it equals the committed code."""
+    from mtmoe import models
+
+    if name != "xent_autodiff":
+        raise ValueError(f"unknown patch {name!r}; use 'xent_autodiff'")
+    difference = check_xent_autodiff()
+    if not difference <= TOLERANCE:
+        raise RuntimeError(f"xent_autodiff differs from mtmoe.models.cross_entropy_with_logits by {difference:.2e} "
+                           f"(> {TOLERANCE}); update benchmarks/patches.py to the committed loss's contract")
+    models.cross_entropy_with_logits = cross_entropy_autodiff
+
+
+def restore() -> None:
+    """Puts the committed functions back (a no-op when nothing was applied)."""
+    from mtmoe import models
+
+    if "cross_entropy" in _COMMITTED:
+        models.cross_entropy_with_logits = _COMMITTED["cross_entropy"]
