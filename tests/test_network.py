@@ -92,7 +92,20 @@ def _encode(module, params, encoder_tokens):
     return module.apply({"params": params}, encoder_tokens, no_token_drop=True, method=module.encode)
 
 
-def test_cached_decoding_equals_full_forward(tiny):
+@pytest.fixture(scope="session")
+def tiny_cache(tiny):
+    """(encoded [B, S, D], init_cache's cache for 5 steps) of ENCODER_TOKENS, jitted once."""
+    module, params, _ = tiny
+
+    @jax.jit
+    def encode_and_cache(tokens):
+        encoded = _encode(module, params, tokens)
+        return encoded, _init_cache(module, params, encoded, tokens, 5)
+
+    return encode_and_cache(ENCODER_TOKENS)
+
+
+def test_cached_decoding_equals_full_forward(tiny, tiny_cache):
     """Steps of 2 beams per sentence over a cache made for the 3 sentences equal the full pass."""
     module, params, forward = tiny
     beams = 2
@@ -102,8 +115,7 @@ def test_cached_decoding_equals_full_forward(tiny):
     all_real = jnp.ones_like(decoder_inputs)
     full = forward(tiled_encoder_tokens, decoder_inputs, (tiled_encoder_tokens > 0).astype(jnp.int32), all_real)
     assert full.dtype == jnp.float32 and full.shape == (6, 5, 23)
-    cache = jax.jit(lambda tokens: _init_cache(module, params, _encode(module, params, tokens), tokens, 5))(ENCODER_TOKENS)
-    step_cache, memory_cache = network.split_cache(cache)
+    step_cache, memory_cache = network.split_cache(tiny_cache[1])
     # Only the self-attention cache follows the beams; the cross-attention cache keeps one row per sentence.
     step_cache = jax.tree.map(lambda leaf: jnp.repeat(leaf, beams, axis=0) if leaf.ndim else leaf, step_cache)
     step = jax.jit(
@@ -121,10 +133,9 @@ def test_cached_decoding_equals_full_forward(tiny):
     jax.tree.map(np.testing.assert_array_equal, unchanged_memory, memory_cache)
 
 
-def test_cross_attention_cache_is_the_projected_encoder_output(tiny):
-    module, params, _ = tiny
-    encoded = _encode(module, params, ENCODER_TOKENS)  # [B, S, D]
-    cache = _init_cache(module, params, encoded, ENCODER_TOKENS, 5)
+def test_cross_attention_cache_is_the_projected_encoder_output(tiny, tiny_cache):
+    _, params, _ = tiny
+    encoded, cache = tiny_cache  # [B, S, D]
     step_cache, memory_cache = network.split_cache(cache)
     for i in range(TINY.num_decoder_layers):
         kernels = params["decoder"][f"layers_{i}"][network.CROSS_ATTENTION]
