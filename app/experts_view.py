@@ -31,7 +31,7 @@ def routing_figure(trace: dict):
     tokens = trace["tokens"]
     names = list(trace["layers"])
     experts = [trace["layers"][name] for name in names]  # [layers, tokens]
-    num_experts = max((max(row) for row in experts if row), default=0) + 1
+    num_experts = max((max(row) for row in experts if row), default=0) + 1  # colours: one per expert index
     width = min(max(6, 2.5 + 0.45 * len(tokens)), 30)  # inches: room for the layer names and the title
     height = 1.2 + 0.45 * max(len(names), 1)
     figure, axes = plt.subplots(figsize=(width, height), dpi=100)
@@ -49,7 +49,8 @@ def routing_figure(trace: dict):
     for label in [*axes.get_xticklabels(), *axes.get_yticklabels()]:
         label.set_parse_math(False)  # a "$" in a token is text, not mathtext
     axes.set_xlabel("source token")
-    axes.set_title(f"expert chosen per token ({num_experts} experts seen)", fontsize=10)
+    used = len({expert for row in experts for expert in row})
+    axes.set_title(f"expert chosen per token ({used} distinct expert{'s' if used != 1 else ''} used)", fontsize=10)
     figure.tight_layout()
     plt.close(figure)  # the page renders it; pyplot must not keep it alive
     return figure

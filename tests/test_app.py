@@ -142,6 +142,10 @@ def test_routing_view_draws_tokens_as_text():
     assert png.getvalue()[:4] == b"\x89PNG"
     labels = [label.get_text() for label in figure.axes[0].get_xticklabels()]
     assert labels == ["·$x", "·<b>bold</b>", "·a_b^c", "</s>"]
+    assert figure.axes[0].get_title() == "expert chosen per token (4 distinct experts used)"
+    # The title counts the experts that appear, not the largest index + 1.
+    sparse = experts_view.routing_figure({"tokens": ["a", "b", "c"], "layers": {"l": [0, 6, 6]}})
+    assert sparse.axes[0].get_title() == "expert chosen per token (2 distinct experts used)"
     assert experts_view.routing_table(trace) == [["encoder/layers_1/mlp", "0.0%", "4 / 4"],
                                                  ["encoder/layers_3/mlp", "25.0%", "3 / 4"]]
 
