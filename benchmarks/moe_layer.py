@@ -1,7 +1,7 @@
 """Times one MoE layer (forward + backward) against a dense gated MLP of the same per-token FLOPs.
 
-    .venv/bin/python benchmarks/moe_layer.py            # defaults below, ~3 minutes on 2 CPU cores
-    .venv/bin/python benchmarks/moe_layer.py --reps 7 --experts 8,32,128 --paths einsum,sort,dropless
+    .venv/bin/python benchmarks/moe_layer.py            # defaults below, ~10 minutes on 2 CPU cores
+    .venv/bin/python benchmarks/moe_layer.py --reps 7 --experts 8,32,128 --paths einsum,sort,dropless --malloc system
 
 The dense baseline is `layers.MlpBlock` with d_ff equal to one expert's d_ff, so
 a top-1 MoE layer does the same expert FLOPs per token when capacity_factor is
@@ -26,10 +26,12 @@ temporary arena afresh at each call. glibc serves blocks over 32 MB with a new
 `mmap` and unmaps them when they are freed, so every step page-faults them in
 again, 4 KiB at a time (about 2 GB/s on this machine): the 805 MB of expert
 weight gradients at 128 experts cost more than the expert matmuls' extra
-weight traffic. `--malloc retain` makes glibc keep freed memory for reuse (no
-mmap, no trimming, one arena) so that a step reuses the previous step's pages;
-`--malloc system` (default) leaves glibc as a training process has it today.
-Each row reports the minor page faults per step (MiB) that it measured.
+weight traffic. `retain` makes glibc keep freed memory for reuse (no mmap, no
+trimming, one arena) so that a step reuses the previous step's pages; `system`
+leaves glibc as a training process has it today. By default both are timed,
+each in its own worker process holding every variant compiled, repetitions
+interleaved between the two. Each row reports the minor page faults per step
+(MiB) that it measured.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ import os
 import platform
 import resource
 import statistics
+import subprocess
 import sys
 import time
 
@@ -102,7 +105,7 @@ def make_step(module, *, moe: bool):
     return jax.jit(jax.value_and_grad(loss_fn, argnums=(0, 1)))
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--length", type=int, default=128)
@@ -120,19 +123,31 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument(
-        "--malloc", default="system", choices=["system", "retain"],
-        help="retain: glibc keeps freed memory for reuse, so steps stop page-faulting fresh buffers (see above)",
+        "--malloc", default="system,retain",
+        help="comma-separated allocator settings, each timed in its own worker process, repetitions interleaved: "
+        "system (glibc as a training process has it today) and/or retain (glibc keeps freed memory for reuse, "
+        "so steps stop page-faulting fresh buffers; see above)",
     )
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # internal: one timing process
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "moe_layer.json"))
     args = parser.parse_args(argv)
     if args.reps < 3:
         parser.error("--reps must be at least 3 to report a median and a spread")
+    modes = args.malloc.split(",")
+    if not modes or any(mode not in MALLOC_MODES for mode in modes) or len(set(modes)) != len(modes):
+        parser.error(f"--malloc {args.malloc!r}: give distinct values from {MALLOC_MODES}, comma-separated")
+    return args
+
+
+MALLOC_MODES = ("system", "retain")
+
+
+def worker(args: argparse.Namespace) -> int:
+    """One timing process (one allocator setting): compiles every variant, then times one
+    repetition of all of them per line read from stdin and answers with one JSON line."""
     if args.malloc == "retain":
         retain_freed_memory()
-
     dtype = jnp.dtype(args.dtype)
-    experts = [int(e) for e in args.experts.split(",")]
-    paths = args.paths.split(",")
     key = jax.random.PRNGKey(0)
     x = jax.random.normal(key, (args.batch, args.length, args.d_model), jnp.float32).astype(dtype)
     cotangent = jax.random.normal(jax.random.PRNGKey(1), x.shape, jnp.float32).astype(dtype)
@@ -140,10 +155,9 @@ def main(argv=None) -> int:
     variants = {}  # name -> (step, params, info)
     dense = MlpBlock(d_ff=args.d_ff, dtype=dtype)
     variants["dense"] = (make_step(dense, moe=False), dense.init(key, x)["params"], {"experts": 0, "path": "dense"})
-    for num_experts in experts:
-        for path in paths:
+    for num_experts in [int(e) for e in args.experts.split(",")]:
+        for path in args.paths.split(","):
             if path == "dropless" and num_experts > args.dropless_max_experts:
-                print(f"skipping dropless/{num_experts} (--dropless_max_experts={args.dropless_max_experts})")
                 continue
             layer = MoeLayer(
                 num_experts=num_experts, d_ff=args.d_ff, dispatch=path, train_capacity_factor=args.capacity_factor,
@@ -161,40 +175,36 @@ def main(argv=None) -> int:
         cost = compiled.cost_analysis()
         cost = cost[0] if isinstance(cost, (list, tuple)) else cost
         info["hlo_gflops"] = float(cost.get("flops", float("nan"))) / 1e9 if cost else float("nan")
-        info["times_ms"], info["fault_mib"] = [], []
-        print(f"compiled {name:16s} {info['compile_s']:6.1f} s  HLO {info['hlo_gflops']:7.1f} GFLOP", flush=True)
+        print(f"[{args.malloc}] compiled {name:16s} {info['compile_s']:6.1f} s  HLO {info['hlo_gflops']:7.1f} GFLOP",
+              file=sys.stderr, flush=True)
+    print(json.dumps({name: info for name, (_, _, info) in variants.items()}), flush=True)
 
-    loads = [load_average()]
-    for rep in range(args.reps):
+    for line in sys.stdin:
+        rep = int(line)
+        timings = {}
         for name, (step, params, info) in variants.items():
             faults = minor_faults()
             start = time.perf_counter()
             jax.block_until_ready(step(params, x, cotangent, jax.random.fold_in(rng, rep)))
-            info["times_ms"].append(1e3 * (time.perf_counter() - start))
-            info["fault_mib"].append((minor_faults() - faults) * resource.getpagesize() / 2**20)
-        loads.append(load_average())
-        print(f"rep {rep + 1}/{args.reps} done, load average {loads[-1]:.2f}", flush=True)
+            timings[name] = (1e3 * (time.perf_counter() - start), (minor_faults() - faults) * resource.getpagesize() / 2**20)
+        print(json.dumps(timings), flush=True)
+    return 0
 
-    dense_median = statistics.median(variants["dense"][2]["times_ms"])
+
+def summarize(infos: dict, *, experts: list[int], paths: list[str]) -> tuple[list[dict], dict]:
+    """Rows (median, spread, ratios) and the issue-3 targets from one allocator setting's timings."""
+    dense_median = statistics.median(infos["dense"]["times_ms"])
     rows = []
-    for name, (_, _, info) in variants.items():
+    for name, info in infos.items():
         times = info["times_ms"]
         median = statistics.median(times)
-        base = statistics.median(variants[f"{info['path']}/{experts[0]}"][2]["times_ms"]) if info["experts"] else median
+        base = statistics.median(infos[f"{info['path']}/{experts[0]}"]["times_ms"]) if info["experts"] else median
         rows.append({
             "variant": name, **{k: info[k] for k in ("path", "experts", "hlo_gflops", "compile_s")},
             "median_ms": median, "min_ms": min(times), "max_ms": max(times), "times_ms": times,
             "fault_mib": statistics.median(info["fault_mib"]),
             "vs_dense": median / dense_median, "vs_fewest_experts": median / base,
         })
-
-    header = (f"{'variant':16s} {'median ms':>10s} {'min..max ms':>17s} {'x dense':>8s} {'x own@' + str(experts[0]):>9s} "
-              f"{'HLO GFLOP':>10s} {'faults MiB':>10s}")
-    print(f"\n--malloc {args.malloc}; load average (1 min) {min(loads):.2f}..{max(loads):.2f} during the timed reps\n" + header)
-    for row in rows:
-        print(f"{row['variant']:16s} {row['median_ms']:10.1f} {row['min_ms']:8.1f}..{row['max_ms']:<8.1f} "
-              f"{row['vs_dense']:8.2f} {row['vs_fewest_experts']:9.2f} {row['hlo_gflops']:10.1f} {row['fault_mib']:10.0f}")
-
     moe_rows = [r for r in rows if r["experts"]]
     # The best path is judged only among paths measured at every expert count.
     complete = [p for p in paths if {r["experts"] for r in moe_rows if r["path"] == p} == set(experts)]
@@ -207,8 +217,66 @@ def main(argv=None) -> int:
     }
     targets["within_1.3x_dense"] = targets["best_path_max_vs_dense"] <= 1.3
     targets["within_1.2x_of_fewest_experts"] = targets["best_path_most_vs_fewest_experts"] <= 1.2
-    print(f"\nbest path {best_path}: worst x dense {targets['best_path_max_vs_dense']:.2f} (target 1.3), "
-          f"{experts[-1]} vs {experts[0]} experts {targets['best_path_most_vs_fewest_experts']:.2f} (target 1.2)")
+    return rows, targets
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.worker:
+        return worker(args)
+    experts = [int(e) for e in args.experts.split(",")]
+    paths = args.paths.split(",")
+    for path in paths:
+        if path == "dropless" and experts[-1] > args.dropless_max_experts:
+            print(f"dropless only up to {args.dropless_max_experts} experts (--dropless_max_experts)")
+    modes = args.malloc.split(",")
+    worker_argv, skip_next = [], False
+    for arg in (argv if argv is not None else sys.argv[1:]):  # everything but --malloc goes to the workers
+        if not skip_next and not arg.startswith("--malloc"):
+            worker_argv.append(arg)
+        skip_next = arg == "--malloc"
+    workers, infos = {}, {}
+    for mode in modes:  # compile one worker at a time: the two cores are shared
+        command = [sys.executable, os.path.abspath(__file__), *worker_argv, "--worker", f"--malloc={mode}"]
+        workers[mode] = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        ready = workers[mode].stdout.readline()
+        if not ready:
+            raise SystemExit(f"the --malloc {mode} worker exited before compiling; see its error above")
+        infos[mode] = {name: {**info, "times_ms": [], "fault_mib": []} for name, info in json.loads(ready).items()}
+
+    loads = [load_average()]
+    for rep in range(args.reps):
+        # Alternate which setting goes first so that neither always follows the other's memory traffic.
+        for mode in (modes if rep % 2 == 0 else modes[::-1]):
+            workers[mode].stdin.write(f"{rep}\n")
+            workers[mode].stdin.flush()
+            for name, (ms, fault_mib) in json.loads(workers[mode].stdout.readline()).items():
+                infos[mode][name]["times_ms"].append(ms)
+                infos[mode][name]["fault_mib"].append(fault_mib)
+        loads.append(load_average())
+        print(f"rep {rep + 1}/{args.reps} done, load average {loads[-1]:.2f}", flush=True)
+    for process in workers.values():
+        process.stdin.close()
+        process.wait()
+
+    runs = {}
+    header = (f"{'variant':16s} {'median ms':>10s} {'min..max ms':>17s} {'x dense':>8s} {'x own@' + str(experts[0]):>9s} "
+              f"{'HLO GFLOP':>10s} {'faults MiB':>10s}")
+    print(f"\nload average (1 min) {min(loads):.2f}..{max(loads):.2f} during the timed repetitions")
+    for mode in modes:
+        rows, targets = summarize(infos[mode], experts=experts, paths=paths)
+        runs[mode] = {"rows": rows, "targets": targets}
+        print(f"\n--malloc {mode}\n" + header)
+        for row in rows:
+            print(f"{row['variant']:16s} {row['median_ms']:10.1f} {row['min_ms']:8.1f}..{row['max_ms']:<8.1f} "
+                  f"{row['vs_dense']:8.2f} {row['vs_fewest_experts']:9.2f} {row['hlo_gflops']:10.1f} {row['fault_mib']:10.0f}")
+        print(f"best path {targets['best_path']}: worst x dense {targets['best_path_max_vs_dense']:.2f} (target 1.3), "
+              f"{experts[-1]} vs {experts[0]} experts {targets['best_path_most_vs_fewest_experts']:.2f} (target 1.2)")
+    if len(modes) > 1:
+        print("\nsame variant, " + " / ".join(modes[1:]) + f" over {modes[0]} (ratio of medians):")
+        for name in infos[modes[0]]:
+            first = statistics.median(infos[modes[0]][name]["times_ms"])
+            print(f"  {name:16s} " + "  ".join(f"{statistics.median(infos[m][name]['times_ms']) / first:.2f}" for m in modes[1:]))
 
     result = {
         "benchmark": "moe_layer", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -216,8 +284,8 @@ def main(argv=None) -> int:
                     "cpu_count": os.cpu_count(), "jax": jax.__version__, "backend": jax.default_backend(),
                     "devices": [str(d) for d in jax.devices()]},
         "command": " ".join([os.path.relpath(sys.argv[0])] + (argv if argv is not None else sys.argv[1:])),
-        "config": {**vars(args), "tokens_per_step": args.batch * args.length},
-        "load_average_1min": loads, "rows": rows, "targets": targets,
+        "config": {**{k: v for k, v in vars(args).items() if k != "worker"}, "tokens_per_step": args.batch * args.length},
+        "load_average_1min": loads, "runs": runs,
     }
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
