@@ -15,6 +15,10 @@ that queued during one call make up the next batch. If a batch of several
 requests fails, each request is retried alone, so one bad input fails only
 its own request. The model thread also keeps JAX calls one at a time, which
 on a small machine is faster than interleaving them.
+
+Background work (the warm-up that compiles more batch shapes once the server
+serves) asks `wait_idle` before each step, so it runs while no request is
+queued or in progress and none has come for a moment.
 """
 
 import concurrent.futures
@@ -22,6 +26,7 @@ import dataclasses
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Hashable
 
 log = logging.getLogger(__name__)
@@ -47,6 +52,9 @@ class Batcher:
         self._queue: queue.Queue[_Request] = queue.Queue()
         self._pending: list[_Request] = []  # taken from the queue, waiting for a batch of their key
         self.batch_sizes: list[int] = []  # requests per model call, for tests and logs
+        self._activity = threading.Condition()
+        self._in_progress = 0  # requests submitted and not answered yet
+        self._last_activity = time.monotonic()  # when a request last arrived or was answered
         self._thread = threading.Thread(target=self._run, name="mtmoe-batcher", daemon=True)
         self._thread.start()
 
@@ -55,8 +63,33 @@ class Batcher:
         if not segments:
             return []
         future: concurrent.futures.Future = concurrent.futures.Future()
-        self._queue.put(_Request(list(segments), key, future))
-        return future.result()
+        with self._activity:
+            self._in_progress += 1
+            self._last_activity = time.monotonic()
+        try:
+            self._queue.put(_Request(list(segments), key, future))
+            return future.result()
+        finally:
+            with self._activity:
+                self._in_progress -= 1
+                self._last_activity = time.monotonic()
+                self._activity.notify_all()
+
+    def wait_idle(self, quiet_s: float, *, since: float | None = None) -> None:
+        """Block until no request is in progress and none has arrived or finished for `quiet_s` seconds.
+
+        since: a `time.monotonic()` moment the quiet time may not start before
+        (e.g. when the server began to serve).
+        """
+        with self._activity:
+            while True:
+                if self._in_progress:
+                    self._activity.wait()
+                    continue
+                remaining = max(self._last_activity, since or 0.0) + quiet_s - time.monotonic()
+                if remaining <= 0:
+                    return
+                self._activity.wait(remaining)
 
     def _next_batch(self) -> list[_Request]:
         if not self._pending:

@@ -5,31 +5,82 @@
     python -m app --checkpoint runs/a --host 0.0.0.0      # reachable from the network: you asked
 
 Binds to 127.0.0.1 unless --host says otherwise and never opens a public share
-link unless --share is given. Each model is loaded once and warmed (the
-batch shapes the server will use are compiled, see --warm-batch, so users
-wait for no compilation) before the server starts. Requests wait in a bounded queue
-(--queue-size; more are refused with a message), at most --concurrency of
-them are in progress at once, and the sentences of those in progress are
-decoded together in batches by one model thread (app/batching.py).
+link unless --share is given. Requests wait in a bounded queue (--queue-size;
+more are refused with a message), at most --concurrency of them are in
+progress at once, and the sentences of those in progress are decoded together
+in batches by one model thread per model (app/batching.py).
+
+Start-up, shortest path to the first translation (BENCHMARKS.md, "Cold start
+of the app"): the models are loaded, each compiles its commonest shape (one
+sentence of up to 16 tokens) in a background thread while gradio is imported
+and the page is built and served, and the rest of the warm-up (the language
+detector, the other shapes of --warm-batch) runs once the server serves and
+no request is in progress. XLA executables are kept in JAX's persistent
+compilation cache (--compilation-cache, default ~/.cache/mtmoe/jax), so every
+start after the first loads them instead of compiling them;
+--no-compilation-cache turns that off.
 
 This path never imports TensorFlow or seqio: Translator reads the vocabulary
 with sentencepiece, and language names come from tasks/languages.py.
 """
 
 import argparse
+import functools
 import logging
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
-from app.page import CSS, build_app
 from app.service import Limits, TranslationService
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RELEASE_MODEL = REPO_ROOT / "data" / "models" / "mswitch-release"  # issue 9: the model that ships (MODEL_CARD.md there)
 
 log = logging.getLogger(__name__)
+
+
+def default_compilation_cache() -> str:
+    """$XDG_CACHE_HOME/mtmoe/jax, else ~/.cache/mtmoe/jax."""
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(root, "mtmoe", "jax")
+
+
+# The cache is bounded (least recently used entries go first); an executable of the
+# shipped model's beam search for one shape is about 0.2 MB on CPU.
+COMPILATION_CACHE_MAX_BYTES = 1 << 30
+
+
+def configure_compilation_cache(path: str | None) -> str | None:
+    """Keep JAX's compiled executables in `path` across runs (None: leave JAX's setting alone).
+
+    Every executable is written, however small or quick to compile (JAX's
+    defaults skip those under one second of compile time, which on a fast
+    machine is most of the CPU ones). Returns the folder in use, or None when
+    it cannot be created (then the app runs without the cache, with a warning).
+    Call before the first compilation: JAX reads these settings once.
+    """
+    if path is None:
+        return None
+    path = os.path.abspath(os.path.expanduser(path))
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        log.warning("compilation cache %s cannot be created (%s); running without it", path, e.strerror)
+        return None
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)  # -1: no size floor
+    try:
+        import filelock  # noqa: F401  (JAX needs it to bound the cache)
+    except ImportError:
+        pass
+    else:
+        jax.config.update("jax_compilation_cache_max_size", COMPILATION_CACHE_MAX_BYTES)
+    return path
 
 
 def parse_auth(value: str | None) -> tuple[str, str] | None:
@@ -73,58 +124,104 @@ def build_parser() -> argparse.ArgumentParser:
     # Each (batch, length) shape costs one compilation (seconds on a small CPU): warm the
     # shapes concurrent single sentences use; bigger batches compile on first use.
     parser.add_argument("--warm-batch", type=int, default=4,
-                        help="compile batches of 1, 2, 4, ... up to this many sentences before serving "
-                             "(default 4; 1: single sentences only; 0: no warm-up)")
+                        help="compile batches of 1, 2, 4, ... up to this many sentences, in the background "
+                             "while serving (default 4; 1: single sentences only; 0: no warm-up)")
+    cache = parser.add_mutually_exclusive_group()
+    cache.add_argument("--compilation-cache", default=default_compilation_cache(), metavar="DIR",
+                       help="keep compiled executables here so later starts skip compiling "
+                            f"(default {default_compilation_cache()})")
+    cache.add_argument("--no-compilation-cache", dest="compilation_cache", action="store_const", const=None,
+                       help="compile everything at every start; write nothing to disk")
     return parser
 
 
-def make_services(translators: dict, *, limits: Limits = Limits(), warm_batch: int = 1) -> dict[str, TranslationService]:
-    """One TranslationService per translator, warmed up to batches of `warm_batch` (0: not warmed)."""
+# The warm-up after the first shape runs only once no request has been in progress for this
+# long: a script that sends its first request as soon as the port opens gets the CPU to itself,
+# while a person opening the page and typing a sentence takes longer than this.
+WARM_UP_QUIET_S = 2.0
+
+
+def make_services(translators: dict, *, limits: Limits = Limits(), warm_batch: int = 1,
+                  background: bool = False, serving: threading.Event | None = None) -> dict[str, TranslationService]:
+    """One TranslationService per translator, warmed up to batches of `warm_batch` (0: not warmed).
+
+    background=False waits for the warm-up; True starts it and returns at once:
+    its steps after the first wait for `serving` to be set and then for the
+    model to be free of requests for WARM_UP_QUIET_S (TranslationService.start_warm).
+    """
     services = {}
     for name, translator in translators.items():
         service = TranslationService(translator, name=name, limits=limits)
         if warm_batch > 0:
-            log.info("warming %s (batches up to %d) ...", name, warm_batch)
-            log.info("warmed %s in %.1f s", name, service.warm(max_batch=warm_batch))
+            log.info("warming %s (batches up to %d)%s ...", name, warm_batch, " in the background" if background else "")
+            warming = (service.start_warm(max_batch=warm_batch, after=serving, quiet_s=WARM_UP_QUIET_S) if background
+                       else service.start_warm(max_batch=warm_batch))
+            if background:
+                warming.add_done_callback(functools.partial(_log_warm_up, name))
+            else:
+                log.info("warmed %s in %.1f s", name, warming.result())
         services[name] = service
     return services
 
 
+def _log_warm_up(name: str, warming) -> None:
+    if warming.exception() is not None:
+        log.error("warming %s failed; requests compile their own shapes", name, exc_info=warming.exception())
+    else:
+        log.info("warmed %s in %.1f s", name, warming.result())
+
+
 def launch(demo, *, host: str = "127.0.0.1", port: int | None = 7860, share: bool = False,
            auth: tuple[str, str] | None = None, concurrency: int = 16, queue_size: int = 128,
-           max_file_bytes: int = Limits.max_file_bytes, prevent_thread_lock: bool = False):
+           max_file_bytes: int = Limits.max_file_bytes, prevent_thread_lock: bool = False, quiet: bool | None = None):
     """Queue and launch `demo`; returns what Blocks.launch returns (app, local url, share url).
 
     Gradio's own upload limit is four times the service's file limit, so a file
     a little too large gets the service's message and a huge one is cut off at
-    the door.
+    the door. quiet (default: prevent_thread_lock) leaves out gradio's banner.
     """
+    from app.page import CSS
+
     demo.queue(default_concurrency_limit=concurrency, max_size=queue_size)
     return demo.launch(server_name=host, server_port=port, share=share, auth=auth, prevent_thread_lock=prevent_thread_lock,
-                       show_error=True, quiet=prevent_thread_lock, max_file_size=4 * max_file_bytes, css=CSS,
+                       show_error=True, quiet=prevent_thread_lock if quiet is None else quiet, max_file_size=4 * max_file_bytes, css=CSS,
                        footer_links=["api", "gradio"], ssr_mode=False)
 
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    for noisy in ("absl", "jax"):  # orbax logs each restore step at INFO through absl
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
     for path in args.checkpoint:
         if not os.path.isdir(path):
             raise SystemExit(f"--checkpoint {path}: no such directory; give a model directory written by mtmoe.train")
+    started = time.perf_counter()
+    cache = configure_compilation_cache(args.compilation_cache)
+    log.info("compilation cache: %s", cache or "off")
     # Imported here so `python -m app --help` answers at once.
     from mtmoe.translate import Translator
 
+    # Order matters on a small machine: the Python work (imports, loading, tracing) holds
+    # the GIL whatever thread runs it, but XLA compiles without it, so the models are
+    # loaded first and their warm-up compiles while gradio is imported and the page served.
     translators = {}
     for name, path in zip(model_names(args.checkpoint), args.checkpoint):
-        started = time.perf_counter()
+        loading = time.perf_counter()
         translators[name] = Translator.from_checkpoint(path, step=args.step)
-        log.info("loaded %s (step %s) in %.1f s", path, translators[name].step, time.perf_counter() - started)
+        log.info("loaded %s (step %s) in %.1f s", path, translators[name].step, time.perf_counter() - loading)
     limits = Limits(max_chars=args.max_chars, max_file_bytes=args.max_file_kb * 1000)
-    services = make_services(translators, limits=limits, warm_batch=args.warm_batch)
+    serving = threading.Event()
+    services = make_services(translators, limits=limits, warm_batch=args.warm_batch, background=True, serving=serving)
+    from app.page import build_app
+
+    url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}/"
+    demo = build_app(services, url=url)
     for module in ("tensorflow", "seqio"):
         if module in sys.modules:
             log.warning("%s was imported on the web UI path; start-up is slower than it needs to be", module)
-    url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}/"
-    demo = build_app(services, url=url)
     launch(demo, host=args.host, port=args.port, share=args.share, auth=args.auth, concurrency=args.concurrency,
-           queue_size=args.queue_size, max_file_bytes=limits.max_file_bytes)
+           queue_size=args.queue_size, max_file_bytes=limits.max_file_bytes, prevent_thread_lock=True, quiet=False)
+    log.info("serving %s, %.1f s after start-up began", url, time.perf_counter() - started)
+    serving.set()  # the rest of the warm-up may now take the CPU (when no request is in progress)
+    demo.block_thread()
