@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/cold_start.py --reps 3                       # library and app, first-ever and repeat
     .venv/bin/python benchmarks/cold_start.py --reps 3 --baseline_ref 32bde36   # plus the app as it was at a commit
     .venv/bin/python benchmarks/cold_start.py --checkpoint runs/demo --ways library,app-first
+    .venv/bin/python benchmarks/cold_start.py --phases --reps 2   # where the time goes, part by part
 
 Each way in is timed in a fresh Python process, from process start to the
 first German translation of one sentence in hand:
@@ -47,6 +48,58 @@ t = Translator.from_checkpoint(sys.argv[1])
 loaded = time.time()
 out = t.translate([{sentence!r}], "de", beam_size=4)
 print(f"LOADED {{loaded}} DONE {{time.time()}} {{out[0]!r}}", flush=True)
+"""
+# --phases: the start-up's parts one after the other in one fresh process (no overlap), with
+# the seconds of each; "compile" is split into tracing/lowering (Python, holds the GIL) and
+# XLA's compilation (releases it), and repeated on a second shape.
+PHASES = """
+import os, sys, time
+t0 = time.perf_counter()
+def mark(what):
+    global t0
+    now = time.perf_counter()
+    print(f"PHASE {{now - t0:.2f}} {{what}}", flush=True)
+    t0 = now
+import jax
+if sys.argv[2] != "-":
+    from app.server import configure_compilation_cache
+    configure_compilation_cache(sys.argv[2])
+mark("import jax (+ cache settings)")
+import mtmoe.translate
+mark("import mtmoe.translate")
+translator = mtmoe.translate.Translator.from_checkpoint(sys.argv[1])
+mark("Translator.from_checkpoint (flax/orbax imports, restore)")
+import gradio
+mark("import gradio")
+import app.page
+mark("import app.page (the rest)")
+from app.service import TranslationService
+service = TranslationService(translator, name="m")
+service.detector
+mark("langid detector (unpack its model)")
+import jax.numpy as jnp
+for length in (16, 8):
+    tokens = jnp.zeros((1, length), jnp.int32).at[0, :3].set(5)
+    lowered = translator._predict.lower(translator.params, {{"encoder_input_tokens": tokens}}, decoding="beam",
+                                        beam_size=4, alpha=0.6, max_decode_length=64)
+    mark(f"beam search [1, {{length}}]: trace + lower (GIL)")
+    lowered.compile()
+    mark(f"beam search [1, {{length}}]: XLA compile (or cache load)")
+translator.translate([{sentence!r}], "de")
+mark("first translation, beam 4 (compiled)")
+translator.route({sentence!r}, "de")
+mark("routing trace (compile + run)")
+from app.server import launch
+demo = app.page.build_app({{"m": service}})
+mark("build_app (Blocks)")
+_, url, _ = launch(demo, port=int(sys.argv[3]), prevent_thread_lock=True)
+mark("launch (queue, FastAPI app, uvicorn)")
+from gradio_client import Client
+client = Client(url, verbose=False)
+mark("gradio_client handshake")
+client.predict({sentence!r}, "en", "de", api_name="/translate")
+mark("first /translate request")
+demo.close()
 """
 # What the server's log says about its start-up (app/server.py), seconds after its own start.
 LOG_TIMINGS = {"loaded": re.compile(r"loaded .* in ([0-9.]+) s"),
@@ -125,6 +178,13 @@ def _log_timings(log) -> dict[str, float]:
     return found
 
 
+def profile_phases(checkpoint: str, *, cache: str | None) -> list[tuple[str, float]]:
+    """(phase, seconds) of PHASES in a fresh process; cache: a compilation cache folder or None."""
+    out = subprocess.run([sys.executable, "-c", PHASES.format(sentence=SENTENCE), checkpoint, cache or "-",
+                          str(free_port())], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    return [(line.split(" ", 2)[2], float(line.split()[1])) for line in out.splitlines() if line.startswith("PHASE ")]
+
+
 def baseline_worktree(ref: str) -> str:
     """A detached git worktree of `ref` in a temp folder (removed at exit by the caller)."""
     path = tempfile.mkdtemp(prefix="mtmoe-cold-start-")
@@ -142,8 +202,13 @@ def main() -> None:
     parser.add_argument("--app_args", default="", help="extra flags for every `python -m app`, e.g. '--warm-batch 1'")
     parser.add_argument("--linger", type=float, default=0.0,
                         help="seconds to keep each server up after its answer, to log its warm-up time")
+    parser.add_argument("--phases", action="store_true",
+                        help="instead: time the start-up's parts one by one, without and with a filled cache")
     args = parser.parse_args()
     checkpoint = os.path.abspath(os.path.join(ROOT, args.checkpoint))  # the baseline runs from another folder
+    if args.phases:
+        print_phases(checkpoint, reps=args.reps)
+        return
     app_args = args.app_args.split()
     cache_root = tempfile.mkdtemp(prefix="mtmoe-cold-start-cache-")
     worktree = baseline_worktree(args.baseline_ref) if args.baseline_ref else None
@@ -187,6 +252,29 @@ def main() -> None:
     print("| way in | median s | min .. max s |\n|---|---:|---:|")
     for name, values in seconds.items():
         print(f"| {name} | {statistics.median(values):.1f} | {min(values):.1f} .. {max(values):.1f} |")
+
+
+def print_phases(checkpoint: str, *, reps: int) -> None:
+    """Markdown table: median seconds of each start-up part, first-ever (empty cache) and repeat."""
+    runs = {"first-ever": [], "repeat": []}
+    loads = []
+    with tempfile.TemporaryDirectory(prefix="mtmoe-cold-start-cache-") as cache_root:
+        for rep in range(reps):
+            loads.append(os.getloadavg()[0])
+            cache = os.path.join(cache_root, f"rep{rep}")
+            runs["first-ever"].append(profile_phases(checkpoint, cache=cache))
+            runs["repeat"].append(profile_phases(checkpoint, cache=cache))
+            print(f"rep {rep + 1} load {loads[-1]:.1f}: first-ever {sum(s for _, s in runs['first-ever'][-1]):.1f} s, "
+                  f"repeat {sum(s for _, s in runs['repeat'][-1]):.1f} s", flush=True)
+    print(f"\n{reps} repetitions, 1-minute load average {min(loads):.1f}-{max(loads):.1f} (nproc {os.cpu_count()})\n")
+    print("| part (one after the other) | first-ever s | repeat s |\n|---|---:|---:|")
+    names = [name for name, _ in runs["first-ever"][0]]
+    for i, name in enumerate(names):
+        first = statistics.median(run[i][1] for run in runs["first-ever"])
+        repeat = statistics.median(run[i][1] for run in runs["repeat"])
+        print(f"| {name} | {first:.2f} | {repeat:.2f} |")
+    totals = [statistics.median(sum(s for _, s in run) for run in runs[way]) for way in runs]
+    print(f"| **sum** | {totals[0]:.1f} | {totals[1]:.1f} |")
 
 
 if __name__ == "__main__":
