@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 from app.service import Limits, TranslationService
+from mtmoe import host_memory
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RELEASE_MODEL = REPO_ROOT / "data" / "models" / "mswitch-release"  # issue 9: the model that ships (MODEL_CARD.md there)
@@ -152,14 +153,13 @@ def make_services(translators: dict, *, limits: Limits = Limits(), warm_batch: i
     services = {}
     for name, translator in translators.items():
         service = TranslationService(translator, name=name, limits=limits)
-        if warm_batch > 0:
-            log.info("warming %s (batches up to %d)%s ...", name, warm_batch, " in the background" if background else "")
-            warming = (service.start_warm(max_batch=warm_batch, after=serving, quiet_s=WARM_UP_QUIET_S) if background
-                       else service.start_warm(max_batch=warm_batch))
-            if background:
-                warming.add_done_callback(functools.partial(_log_warm_up, name))
-            else:
-                log.info("warmed %s in %.1f s", name, warming.result())
+        if warm_batch > 0 and background:
+            log.info("warming %s (batches up to %d) in the background ...", name, warm_batch)
+            warming = service.start_warm(max_batch=warm_batch, after=serving, quiet_s=WARM_UP_QUIET_S)
+            warming.add_done_callback(functools.partial(_log_warm_up, name))
+        elif warm_batch > 0:
+            log.info("warming %s (batches up to %d) ...", name, warm_batch)
+            log.info("warmed %s in %.1f s", name, service.warm(max_batch=warm_batch))
         services[name] = service
     return services
 
@@ -184,11 +184,12 @@ def launch(demo, *, host: str = "127.0.0.1", port: int | None = 7860, share: boo
 
     demo.queue(default_concurrency_limit=concurrency, max_size=queue_size)
     return demo.launch(server_name=host, server_port=port, share=share, auth=auth, prevent_thread_lock=prevent_thread_lock,
-                       show_error=True, quiet=prevent_thread_lock if quiet is None else quiet, max_file_size=4 * max_file_bytes, css=CSS,
-                       footer_links=["api", "gradio"], ssr_mode=False)
+                       show_error=True, quiet=prevent_thread_lock if quiet is None else quiet,
+                       max_file_size=4 * max_file_bytes, css=CSS, footer_links=["api", "gradio"], ssr_mode=False)
 
 
 def main(argv: list[str] | None = None) -> None:
+    host_memory.apply_for_command_line()  # before JAX allocates: see mtmoe/host_memory.py
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     for noisy in ("absl", "jax"):  # orbax logs each restore step at INFO through absl
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -212,7 +213,8 @@ def main(argv: list[str] | None = None) -> None:
         log.info("loaded %s (step %s) in %.1f s", path, translators[name].step, time.perf_counter() - loading)
     limits = Limits(max_chars=args.max_chars, max_file_bytes=args.max_file_kb * 1000)
     serving = threading.Event()
-    services = make_services(translators, limits=limits, warm_batch=args.warm_batch, background=True, serving=serving)
+    services = make_services(translators, limits=limits, warm_batch=args.warm_batch, background=True,
+                             serving=serving)
     from app.page import build_app
 
     url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}/"

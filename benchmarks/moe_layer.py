@@ -37,8 +37,6 @@ interleaved between the two. Each row reports the minor page faults per step
 from __future__ import annotations
 
 import argparse
-import ctypes
-import ctypes.util
 import datetime
 import json
 import os
@@ -51,31 +49,12 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
 from mtmoe.layers import MlpBlock  # noqa: E402
+from mtmoe.host_memory import POLICIES, retain_freed_memory  # noqa: E402
 from mtmoe.moe import MoeLayer  # noqa: E402
-
-
-def retain_freed_memory() -> None:
-    """Make glibc's malloc keep freed memory for reuse instead of handing it back to the kernel.
-
-    Call before JAX allocates anything (it fixes the arena of threads that start later).
-    """
-    if platform.libc_ver()[0] != "glibc":
-        raise SystemExit("--malloc retain needs glibc (Linux); use --malloc system")
-    libc = ctypes.CDLL(ctypes.util.find_library("c"))
-    m_trim_threshold, m_mmap_max, m_arena_max = -1, -4, -8  # glibc <malloc.h>
-    settings = {
-        "M_MMAP_MAX": (m_mmap_max, 0),  # large blocks from the heap, not from a fresh mmap
-        "M_TRIM_THRESHOLD": (m_trim_threshold, -1),  # never give the heap's free top back (-1: no trimming)
-        "M_ARENA_MAX": (m_arena_max, 1),  # one arena: XLA's threads reuse what any thread freed
-    }
-    for name, (option, value) in settings.items():
-        if libc.mallopt(option, value) != 1:
-            raise SystemExit(f"mallopt({name}, {value}) failed; use --malloc system")
 
 
 def minor_faults() -> int:
@@ -139,14 +118,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-MALLOC_MODES = ("system", "retain")
+MALLOC_MODES = POLICIES  # "retain" and "system": mtmoe/host_memory.py
 
 
 def worker(args: argparse.Namespace) -> int:
     """One timing process (one allocator setting): compiles every variant, then times one
     repetition of all of them per line read from stdin and answers with one JSON line."""
-    if args.malloc == "retain":
-        retain_freed_memory()
+    if args.malloc == "retain" and not retain_freed_memory(policy="retain"):
+        raise SystemExit("--malloc retain needs glibc's malloc (Linux); use --malloc system")
     dtype = jnp.dtype(args.dtype)
     key = jax.random.PRNGKey(0)
     x = jax.random.normal(key, (args.batch, args.length, args.d_model), jnp.float32).astype(dtype)

@@ -44,7 +44,7 @@ if __package__ in (None, ""):
 from eval import buckets as bucket_lib
 from eval import data_sources, languages, plot, report
 from eval.progress import Progress
-from mtmoe import scoring
+from mtmoe import host_memory, scoring
 
 REPO_ROOT = data_sources.REPO_ROOT
 
@@ -402,6 +402,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    host_memory.apply_for_command_line()  # before JAX allocates: see mtmoe/host_memory.py
     args = parse_args(argv)
     try:
         outcome = run(checkpoint=args.checkpoint, step=args.step, data=args.data, split=args.split, pairs=args.pairs,

@@ -41,7 +41,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from mtmoe import command_line, input_pipeline, monitoring, trainer
+from mtmoe import command_line, host_memory, input_pipeline, monitoring, trainer
 from mtmoe.command_line import UsageError
 from mtmoe.monitoring import NonFiniteLossError, Preempted, format_duration
 
@@ -285,6 +285,7 @@ def train(*, model_dir: str, model, mixture_or_task_name: str, task_feature_leng
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the process exit status."""
     argv = sys.argv[1:] if argv is None else argv
+    host_memory.apply_for_command_line()  # before JAX allocates: see mtmoe/host_memory.py
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     logging.getLogger("absl").setLevel(logging.ERROR)  # seqio's per-run notices drown the progress lines

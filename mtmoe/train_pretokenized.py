@@ -326,6 +326,9 @@ def write_checkpoint(*, params_dir: str, config_path: str, data: str, spm_path: 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from mtmoe import host_memory
+
+    host_memory.apply_for_command_line()  # before JAX allocates
     parser = argparse.ArgumentParser(prog="python -m mtmoe.train_pretokenized", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     cfg = sub.add_parser("config", help="write a gin experiment's config JSON (needs gin)")
