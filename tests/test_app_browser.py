@@ -6,14 +6,13 @@ drives it with Playwright's Python package through `executable_path`; no
 `playwright install`. If Chromium cannot be had, the test fails and says why.
 
 The test types a sentence, picks a target language, clicks Translate, reads
-the output, shows the routing view and saves a screenshot; with
-MTMOE_UPDATE_SCREENSHOT=1 the screenshot also replaces docs/web_ui.png (the
-README's picture).
+the output, shows the routing view and saves a screenshot. (The README's
+picture, docs/web_ui.png, shows the shipped model instead of this test's fake
+translator: scripts/screenshot_web_ui.py takes it.)
 """
 
 import os
 import re
-import shutil
 import subprocess
 
 import pytest
@@ -99,6 +98,3 @@ def test_translate_in_the_browser(chromium_executable, page_url, tmp_path):
             browser.close()
     with open(screenshot, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-    if os.environ.get("MTMOE_UPDATE_SCREENSHOT") == "1":
-        os.makedirs(os.path.join(ROOT, "docs"), exist_ok=True)
-        shutil.copyfile(screenshot, os.path.join(ROOT, "docs", "web_ui.png"))
