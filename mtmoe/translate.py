@@ -34,6 +34,7 @@ EOS_ID = 1
 PAD_ID = 0
 MIN_LENGTH_BUCKET = 8
 MAX_BATCH_BUCKET = 32  # bigger batches gain little on CPU and multiply the cache size with beams
+PARAM_DTYPE = jnp.float32  # the dtype every layer creates its params in (STYLE: params float32, cast at use)
 
 
 def _bucket(n: int, *, minimum: int) -> int:
@@ -89,8 +90,6 @@ class Translator:
         """Load the newest (or the given) readable checkpoint of `model_dir` onto one device."""
         import base64
 
-        from flax import linen as nn
-
         from mtmoe import checkpoints, models, network
 
         ckpt = checkpoints.Checkpointer(model_dir=model_dir, read_only=True)
@@ -102,10 +101,14 @@ class Translator:
         config = network.TransformerConfig(**config_fields)
         model = models.EncoderDecoderModel(config=config, **meta.get("model_kwargs", {}))
         device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-        boxed = jax.eval_shape(lambda r: model.get_initial_variables(
-            r, input_shapes={"encoder_input_tokens": (1, 8), "decoder_input_tokens": (1, 8)}), jax.random.PRNGKey(0))
-        abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
-                                nn.unbox(boxed["params"]))
+        if not meta.get("param_shapes"):  # restore() refuses such a checkpoint anyway, less clearly
+            raise checkpoints.CheckpointError(f"checkpoint {model_dir} lists no parameter shapes in its meta; it was "
+                                              f"not written by mtmoe.checkpoints")
+        # The tree tracing the model's init would give, without its 0.3-0.4 s: every layer creates its
+        # params in float32 (tests/test_translate.py pins this against jax.eval_shape). A checkpoint
+        # stored in another dtype (bfloat16 exports) is cast to float32 on restore, as before. A model
+        # whose code no longer has these parameters fails at its first call, naming the parameter.
+        abstract = checkpoints.abstract_params(meta["param_shapes"], dtype=PARAM_DTYPE, sharding=device)
         restored = ckpt.restore_latest(abstract_params=abstract, step=step)
         if restored is None:
             raise checkpoints.CheckpointError(f"no readable checkpoint in {model_dir}")

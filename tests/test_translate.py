@@ -1,14 +1,20 @@
 """Translator on the tiny checkpoint the real trainer wrote (tests/conftest.py: tiny_checkpoint)."""
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 
+import jax
+import numpy as np
 import pytest
 
-from mtmoe.translate import Translator, _bucket
+from mtmoe import checkpoints, models, network
+from mtmoe.translate import PARAM_DTYPE, Translator, _bucket
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RELEASE_DIR = os.path.join(REPO, "data", "models", "mswitch-release")
 
 
 @pytest.fixture(scope="module")
@@ -69,3 +75,62 @@ def test_never_imports_tensorflow_or_seqio(tiny_checkpoint):
                             timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "1"
+
+
+def _traced_abstract_params(meta):
+    """What from_checkpoint used to restore into: the params of the meta's model, from tracing its init."""
+    from flax import linen as nn
+
+    config = network.TransformerConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                          for k, v in meta["model_config"].items()})
+    model = models.EncoderDecoderModel(config=config, **meta.get("model_kwargs", {}))
+    shapes = {"encoder_input_tokens": (1, 8), "decoder_input_tokens": (1, 8)}
+    return nn.unbox(jax.eval_shape(lambda r: model.get_initial_variables(r, input_shapes=shapes),
+                                   jax.random.PRNGKey(0))["params"])
+
+
+@pytest.mark.parametrize("which", ["tiny", "release"])
+def test_meta_shapes_give_the_tree_tracing_init_gives(which, tiny_checkpoint):
+    # from_checkpoint builds the params tree from meta["param_shapes"] in float32 instead of tracing init
+    _, meta = checkpoints.read_json_meta(tiny_checkpoint if which == "tiny" else RELEASE_DIR)
+    traced = _traced_abstract_params(meta)
+    from_meta = checkpoints.abstract_params(meta["param_shapes"], dtype=PARAM_DTYPE)
+    assert jax.tree.structure(from_meta) == jax.tree.structure(traced)
+    assert [(x.shape, x.dtype) for x in jax.tree.leaves(from_meta)] == [(x.shape, x.dtype)
+                                                                        for x in jax.tree.leaves(traced)]
+
+
+def test_params_equal_a_restore_into_the_traced_tree(translator, tiny_checkpoint):
+    step, meta = checkpoints.read_json_meta(tiny_checkpoint)
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device),
+                            _traced_abstract_params(meta))
+    expected = checkpoints.Checkpointer(model_dir=tiny_checkpoint, read_only=True).restore(
+        step, abstract_params=abstract).params
+    assert jax.tree.structure(translator.params) == jax.tree.structure(expected)
+    for got, want in zip(jax.tree.leaves(translator.params), jax.tree.leaves(expected)):
+        assert got.dtype == want.dtype and got.sharding == want.sharding
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+def test_checkpoint_without_param_shapes_is_one_line(tiny_checkpoint, tmp_path):
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_checkpoint, model_dir)
+    meta_path = model_dir / "checkpoints" / "6" / "meta" / "metadata"
+    meta = json.loads(meta_path.read_text())
+    del meta["param_shapes"]
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(checkpoints.CheckpointError, match="lists no parameter shapes") as err:
+        Translator.from_checkpoint(str(model_dir))
+    assert "\n" not in str(err.value)
+
+
+def test_params_the_code_lacks_fail_naming_the_parameter(translator):
+    # The architecture is no longer checked at load (the meta's shapes are trusted); a checkpoint whose
+    # parameters the model code has lost or renamed fails at the first call instead, saying which.
+    params = dict(translator.params)
+    params["encoder"] = {("renamed_" + k if k == "encoder_norm" else k): v for k, v in params["encoder"].items()}
+    broken = Translator(model=translator.model, params=params, vocab_bytes=translator.sp.serialized_model_proto(),
+                        language_pairs=translator.language_pairs, max_length=8)
+    with pytest.raises(Exception, match="encoder_norm"):
+        broken.translate(["Save the file"], "de", beam_size=1, max_length=8)
