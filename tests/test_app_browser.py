@@ -11,30 +11,24 @@ picture, docs/web_ui.png, shows the shipped model instead of this test's fake
 translator: scripts/screenshot_web_ui.py takes it.)
 """
 
-import os
 import re
-import subprocess
 
 import pytest
 
 from app.page import build_app
 from app.server import launch, make_services
 from app.service import Limits
+from tests.fixtures.app import browser
 from tests.fixtures.app.fake_translator import FakeTranslator
 from tests.test_app import free_port
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-INSTALLER = os.path.join(ROOT, "tests", "fixtures", "app", "install_chromium.sh")
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
 @pytest.fixture(scope="session")
 def chromium_executable() -> str:
-    result = subprocess.run(["bash", INSTALLER], capture_output=True, text=True, timeout=900)
-    if result.returncode != 0:
-        pytest.fail(f"could not install Debian's chromium for the browser test: {result.stderr.strip()[-1500:]}")
-    return result.stdout.strip().splitlines()[-1]
+    try:
+        return browser.chromium_executable()
+    except RuntimeError as err:
+        pytest.fail(f"the browser test needs Chromium: {err}")
 
 
 @pytest.fixture(scope="module")
@@ -54,20 +48,17 @@ def test_translate_in_the_browser(chromium_executable, page_url, tmp_path):
         pytest.fail("playwright is not installed; install the test extra: pip install -c constraints.txt -e '.[test]'")
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium_executable, headless=True, args=CHROMIUM_FLAGS)
+        chromium = playwright.chromium.launch(executable_path=chromium_executable, headless=True,
+                                              args=browser.CHROMIUM_FLAGS)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page = chromium.new_page(viewport={"width": 1280, "height": 900})
             page.goto(page_url, wait_until="domcontentloaded")
             source = page.locator("#source-text textarea")
             expect(source).to_be_visible(timeout=30_000)
 
             text = "Open the <b>file</b>. Save it!"
-            source.fill(text)
+            browser.translate_on_page(page, text, target="German", option="German (de)")
             expect(page.locator("#char-count")).to_contain_text(f"{len(text)} / 300 characters")
-            page.locator("#target-lang input").click()
-            page.locator("#target-lang input").fill("German")
-            page.get_by_role("option", name="German (de)").click()
-            page.locator("#translate").click()
             output = page.locator("#target-text textarea")
             # Sentences translated as a batch and joined; the markup stays text.
             expect(output).to_have_value("[de] Open the <b>file</b>. [de] Save it!", timeout=30_000)
@@ -95,6 +86,6 @@ def test_translate_in_the_browser(chromium_executable, page_url, tmp_path):
             page.locator("#translate").click()
             expect(page.get_by_text("the text is empty").first).to_be_visible(timeout=15_000)
         finally:
-            browser.close()
+            chromium.close()
     with open(screenshot, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
