@@ -260,7 +260,7 @@ def _load_test_sets(source: data_sources.Source, pairs: list[tuple[str, str]], *
 
 def run(*, checkpoint: Path | None = None, translator: Any = None, step: int | None = None, data: str = "embedded",
         split: str = "test", pairs: str = "all", max_sentences: int | None = None, beam_size: int = 4,
-        batch_size: int = 32, baseline: Path | None = None, output: Path | None = None, overwrite: bool = False,
+        batch_size: int = 32, decode_batch: int | None = None, baseline: Path | None = None, output: Path | None = None, overwrite: bool = False,
         bucket_edges: str | None = None, resource_sizes: Path | None = DEFAULT_RESOURCE_SIZES,
         spm_model: Path | None = None, embedded_dir: Path = data_sources.DEFAULT_EMBEDDED_DIR,
         stream: TextIO | None = None) -> RunResult:
@@ -285,8 +285,9 @@ def run(*, checkpoint: Path | None = None, translator: Any = None, step: int | N
             hint = " (the default, the shipped model: is data/ complete in this checkout?)" if checkpoint == DEFAULT_CHECKPOINT else ""
             raise UsageError(f"--checkpoint {checkpoint}: no such directory{hint}; pass the model directory "
                              "that mtmoe.train wrote (its MODEL_DIR)")
-    if beam_size < 1 or batch_size < 1 or (max_sentences is not None and max_sentences < 1):
-        raise UsageError("--beam_size, --batch_size and --max_sentences must be positive integers")
+    if (beam_size < 1 or batch_size < 1 or (max_sentences is not None and max_sentences < 1)
+            or (decode_batch is not None and decode_batch < 1)):
+        raise UsageError("--beam_size, --batch_size, --decode_batch and --max_sentences must be positive integers")
     if spm_model is not None and not Path(spm_model).is_file():
         raise UsageError(f"--spm_model {spm_model}: no such file; pass the FLORES-200 SentencePiece model "
                          "(it is never downloaded)")
@@ -304,6 +305,8 @@ def run(*, checkpoint: Path | None = None, translator: Any = None, step: int | N
 
     if translator is None:
         translator = load_translator(checkpoint, step=step)
+    if decode_batch is not None:
+        translator.decode_batch = decode_batch
     if output is None:
         if checkpoint is None:
             raise UsageError("--output is required when no --checkpoint is given")
@@ -383,6 +386,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max_sentences", type=_positive_int, default=None, help="score only the first N sentences of each pair (default: all)")
     parser.add_argument("--beam_size", type=_positive_int, default=4, help="default 4 (1: greedy)")
     parser.add_argument("--batch_size", type=_positive_int, default=32, help="sentences per translate call (default 32)")
+    parser.add_argument("--decode_batch", type=_positive_int, default=None, metavar="N",
+                        help="on an accelerator: pad every decode call to exactly N rows (e.g. 256 with "
+                             "--batch_size 256), one compilation per length bucket (default: CPU-sized batches)")
     parser.add_argument("--baseline", type=Path, default=None,
                         help="results.json of another run: adds the BLEU delta per language (as GShard fig. 6)")
     parser.add_argument("--output", type=Path, default=None,
@@ -407,6 +413,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         outcome = run(checkpoint=args.checkpoint, step=args.step, data=args.data, split=args.split, pairs=args.pairs,
                       max_sentences=args.max_sentences, beam_size=args.beam_size, batch_size=args.batch_size,
+                      decode_batch=args.decode_batch,
                       baseline=args.baseline, output=args.output, overwrite=args.overwrite,
                       bucket_edges=args.bucket_edges, resource_sizes=args.resource_sizes, spm_model=args.spm_model)
     except UsageError as error:

@@ -59,8 +59,15 @@ class Translator:
     """
 
     def __init__(self, *, model, params, vocab_path: str | None = None, vocab_bytes: bytes | None = None,
-                 language_pairs: Sequence[Sequence[str]] = (), max_length: int = 128, step: int = 0):
+                 language_pairs: Sequence[Sequence[str]] = (), max_length: int = 128, step: int = 0,
+                 decode_batch: int | None = None):
+        """decode_batch: rows of every decode call. None (CPU): up to MAX_BATCH_BUCKET sentences,
+        rounded up to a power of two. N (accelerators): N sentences a call, padded to exactly N
+        rows, so the beam search compiles once per length bucket."""
         import sentencepiece
+
+        if decode_batch is not None and decode_batch < 1:
+            raise ValueError(f"decode_batch={decode_batch} must be >= 1 (or None)")
 
         if vocab_bytes is not None:
             self.sp = sentencepiece.SentencePieceProcessor(model_proto=vocab_bytes)
@@ -76,6 +83,7 @@ class Translator:
         self.params = params
         self.step = int(step)
         self.max_length = int(max_length)
+        self.decode_batch = decode_batch
         self.language_pairs = [tuple(p) for p in language_pairs]
         self.languages = sorted({t for _, t in self.language_pairs})
         self.source_languages = sorted({s for s, _ in self.language_pairs})
@@ -168,11 +176,12 @@ class Translator:
         """Translate already-encoded sources (tag + pieces + EOS each)."""
         results: list[str | None] = [None] * len(sources)
         order = sorted(range(len(sources)), key=lambda i: len(sources[i]))  # similar lengths share a bucket
-        for start in range(0, len(order), MAX_BATCH_BUCKET):
-            chunk = order[start:start + MAX_BATCH_BUCKET]
+        chunk_size = self.decode_batch or MAX_BATCH_BUCKET
+        for start in range(0, len(order), chunk_size):
+            chunk = order[start:start + chunk_size]
             longest = max(len(sources[i]) for i in chunk)
             length = _bucket(longest, minimum=MIN_LENGTH_BUCKET)
-            batch_size = _bucket(len(chunk), minimum=1)
+            batch_size = self.decode_batch or _bucket(len(chunk), minimum=1)
             tokens = np.zeros((batch_size, length), np.int32)  # [B, S]
             for row, index in enumerate(chunk):
                 tokens[row, :len(sources[index])] = sources[index]

@@ -396,3 +396,11 @@ def test_real_tiny_checkpoint_two_pairs(tiny_checkpoint, tmp_path, capsys):
         assert len(report.read_lines(tmp_path / "out" / "hyps" / f"{pair}.txt")) == 2
     assert "| de | German |" in captured.out and "| group |" in captured.out
     assert (tmp_path / "out" / "per_language_bleu.png").is_file()
+
+
+def test_decode_batch_reaches_the_translator(tmp_path):
+    translator = FakeTranslator()
+    run(tmp_path, translator, pairs="en-de", decode_batch=256)
+    assert translator.decode_batch == 256  # Translator pads every decode call to 256 rows
+    with pytest.raises(per_language_bleu.UsageError, match="--decode_batch"):
+        run(tmp_path, pairs="en-de", decode_batch=0)

@@ -36,6 +36,21 @@ def test_translates_in_order_and_independently_of_the_batch(translator):
     assert alone == together  # no_token_drop routing: neighbours in a batch change nothing
 
 
+def test_decode_batch_pads_every_call_to_one_shape(translator, monkeypatch):
+    texts = ["Save the file", "Open a new window", "Close the tab"]
+    default = translator.translate(texts, "de", beam_size=2, max_length=8)
+    shapes = []
+    predict = translator._predict
+    monkeypatch.setattr(translator, "_predict", lambda params, batch, **kw: (
+        shapes.append(batch["encoder_input_tokens"].shape), predict(params, batch, **kw))[1])
+    monkeypatch.setattr(translator, "decode_batch", 2)
+    # 3 sentences in calls of 2 rows: [2 sentences], [1 sentence + 1 filler row].
+    assert translator.translate(texts, "de", beam_size=2, max_length=8) == default
+    assert [rows for rows, _ in shapes] == [2, 2]
+    with pytest.raises(ValueError, match="decode_batch=0 must be >= 1"):
+        Translator(model=translator.model, params=translator.params, vocab_bytes=b"", decode_batch=0)
+
+
 def test_source_formatting_matches_the_tasks(translator):
     # tasks/preprocessors.add_target_tag: "<2de> " + text, then SentencePiece, then EOS (1)
     ids = translator.encode_source("Save the file", "de")
