@@ -22,13 +22,18 @@ RUNS = [("seed 0", "release_{}_log.json"), ("seed 1", "release_seed1_{}_log.json
 STYLE = {"moe": ("mSwitch, 8 experts (26.4M params)", "tab:blue"), "dense": ("dense, equal FLOPs (15.3M)", "tab:orange")}
 
 
+def read_json(path: str) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
 def load_runs(results_dir: str) -> list[tuple[str, dict[str, dict]]]:
     """[(run label, {"moe": log, "dense": log})] for every run whose two logs exist."""
     runs = []
     for label, pattern in RUNS:
         paths = {kind: os.path.join(results_dir, pattern.format(kind)) for kind in STYLE}
         if all(os.path.isfile(p) for p in paths.values()):
-            runs.append((label, {kind: json.load(open(p)) for kind, p in paths.items()}))
+            runs.append((label, {kind: read_json(p) for kind, p in paths.items()}))
     if not runs:
         raise SystemExit(f"no release logs in {results_dir}; copy them from the GPU run (scripts/device_release.sh)")
     return runs

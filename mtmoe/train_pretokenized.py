@@ -27,6 +27,8 @@ from typing import Sequence
 
 import numpy as np
 
+from mtmoe import host_memory  # standard library only: keeps this module TF- and JAX-free to import
+
 PART_BYTES = 15 << 20   # the device tool returns files of at most 16 MiB
 LENGTHS = {"inputs": 64, "targets": 64}
 
@@ -326,9 +328,7 @@ def write_checkpoint(*, params_dir: str, config_path: str, data: str, spm_path: 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from mtmoe import host_memory
-
-    host_memory.apply_for_command_line()  # before JAX allocates
+    host_memory.apply_for_command_line()  # before JAX allocates: see mtmoe/host_memory.py
     parser = argparse.ArgumentParser(prog="python -m mtmoe.train_pretokenized", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     cfg = sub.add_parser("config", help="write a gin experiment's config JSON (needs gin)")
