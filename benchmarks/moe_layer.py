@@ -1,7 +1,7 @@
 """Times one MoE layer (forward + backward) against a dense gated MLP of the same per-token FLOPs.
 
-    .venv/bin/python benchmarks/moe_layer.py            # defaults below, ~10 minutes on 2 CPU cores
-    .venv/bin/python benchmarks/moe_layer.py --reps 7 --experts 8,32,128 --paths einsum,sort,dropless --malloc system
+    .venv/bin/python benchmarks/moe_layer.py            # defaults below, ~2.5 minutes on 2 CPU cores
+    .venv/bin/python benchmarks/moe_layer.py --reps 7 --experts 8,32,128 --paths einsum,sort,dropless --malloc system,retain
 
 The dense baseline is `layers.MlpBlock` with d_ff equal to one expert's d_ff, so
 a top-1 MoE layer does the same expert FLOPs per token when capacity_factor is
@@ -9,7 +9,13 @@ a top-1 MoE layer does the same expert FLOPs per token when capacity_factor is
 jitted and compiled first; then each repetition times every variant once, in
 turn, so that load from other processes on the shared cores hits all variants
 alike. We report the median over repetitions, the spread (min..max) and ratios
-of medians measured in the same run.
+of medians measured in the same run; for the 128-vs-8 target also the ratio
+of the fastest repetitions (best of N, the estimate least disturbed by other
+load) and each repetition's own ratio, printed as it finishes. This virtual
+machine has slow periods of tens of seconds that come from outside the
+process (no steal time, no page faults; the same step, in the same process,
+runs 1.43x slower at 128 experts and 1.12x at 8): a repetition caught in one
+shows up as an outlier in its own ratio (BENCHMARKS.md, "MoE layer").
 
 Default shapes: 8192 tokens per step (batch 64 x length 128, a small
 translation batch; two routing groups of the default max_group_size 4096),
@@ -27,11 +33,12 @@ temporary arena afresh at each call. glibc serves blocks over 32 MB with a new
 again, 4 KiB at a time (about 2 GB/s on this machine): the 805 MB of expert
 weight gradients at 128 experts cost more than the expert matmuls' extra
 weight traffic. `retain` makes glibc keep freed memory for reuse (no mmap, no
-trimming, one arena) so that a step reuses the previous step's pages; `system`
-leaves glibc as a training process has it today. By default both are timed,
-each in its own worker process holding every variant compiled, repetitions
-interleaved between the two. Each row reports the minor page faults per step
-(MiB) that it measured.
+trimming, one arena) so that a step reuses the previous step's pages; it is
+what every mtmoe entry point applies (mtmoe/host_memory.py), so it is the
+default here. `system` leaves glibc's defaults (MTMOE_MALLOC=system).
+`--malloc system,retain` times both, each in its own worker process holding
+every variant compiled, repetitions interleaved between the two. Each row
+reports the minor page faults per step (MiB) that it measured.
 """
 
 from __future__ import annotations
@@ -102,10 +109,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument(
-        "--malloc", default="system,retain",
+        "--malloc", default="retain",
         help="comma-separated allocator settings, each timed in its own worker process, repetitions interleaved: "
-        "system (glibc as a training process has it today) and/or retain (glibc keeps freed memory for reuse, "
-        "so steps stop page-faulting fresh buffers; see above)",
+        "retain (glibc keeps freed memory for reuse, as every mtmoe entry point sets it) and/or system "
+        "(glibc's defaults, MTMOE_MALLOC=system); see above",
     )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # internal: one timing process
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "moe_layer.json"))
@@ -193,6 +200,12 @@ def summarize(infos: dict, *, experts: list[int], paths: list[str]) -> tuple[lis
         "best_path": best_path,
         "best_path_max_vs_dense": max(r["vs_dense"] for r in path_rows.values()),
         "best_path_most_vs_fewest_experts": path_rows[experts[-1]]["vs_fewest_experts"],
+        # Best of N: the fastest repetition of each, the estimate least disturbed by other load.
+        "best_path_most_vs_fewest_experts_fastest": path_rows[experts[-1]]["min_ms"] / path_rows[experts[0]]["min_ms"],
+        # Each repetition's own ratio (both timed within the same repetition, seconds apart).
+        "best_path_most_vs_fewest_experts_per_rep": [
+            most / fewest for most, fewest in zip(path_rows[experts[-1]]["times_ms"], path_rows[experts[0]]["times_ms"])
+        ],
     }
     targets["within_1.3x_dense"] = targets["best_path_max_vs_dense"] <= 1.3
     targets["within_1.2x_of_fewest_experts"] = targets["best_path_most_vs_fewest_experts"] <= 1.2
@@ -250,7 +263,9 @@ def main(argv=None) -> int:
             print(f"{row['variant']:16s} {row['median_ms']:10.1f} {row['min_ms']:8.1f}..{row['max_ms']:<8.1f} "
                   f"{row['vs_dense']:8.2f} {row['vs_fewest_experts']:9.2f} {row['hlo_gflops']:10.1f} {row['fault_mib']:10.0f}")
         print(f"best path {targets['best_path']}: worst x dense {targets['best_path_max_vs_dense']:.2f} (target 1.3), "
-              f"{experts[-1]} vs {experts[0]} experts {targets['best_path_most_vs_fewest_experts']:.2f} (target 1.2)")
+              f"{experts[-1]} vs {experts[0]} experts {targets['best_path_most_vs_fewest_experts']:.2f} (target 1.2; "
+              f"fastest repetitions {targets['best_path_most_vs_fewest_experts_fastest']:.2f}; per repetition "
+              + " ".join(f"{r:.2f}" for r in targets["best_path_most_vs_fewest_experts_per_rep"]) + ")")
     if len(modes) > 1:
         print("\nsame variant, " + " / ".join(modes[1:]) + f" over {modes[0]} (ratio of medians):")
         for name in infos[modes[0]]:

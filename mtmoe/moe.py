@@ -72,10 +72,42 @@ def num_groups(*, num_tokens: int, max_group_size: int) -> int:
     return groups
 
 
+# On CPU each call of the per-expert loop should multiply at least this many rows:
+# below it a call's fixed cost (thread hand-off, packing its weight slice)
+# outweighs its arithmetic, so small experts are multiplied a few at a time.
+MIN_ROWS_PER_CALL = 128
+
+
+def experts_per_call(num_experts: int, rows: int) -> int:
+    """Experts multiplied together by one call of the CPU loop: the fewest, dividing
+    `num_experts`, that give at least MIN_ROWS_PER_CALL rows (1 when one expert has enough).
+
+    128 experts x 80 rows -> 2 (160 rows a call); 8 experts x 1280 rows -> 1.
+    """
+    if num_experts * rows < MIN_ROWS_PER_CALL:
+        return num_experts
+    return next(c for c in range(1, num_experts + 1) if num_experts % c == 0 and c * rows >= MIN_ROWS_PER_CALL)
+
+
+def _loop_over_experts(spec: str, a: Array, b: Array) -> Array:
+    """einsum(spec) batched over the leading `expert` axis of a and b, as a loop of
+    calls over `experts_per_call` experts each. a: [E, M, *]; b: [E, *, *]."""
+    num_experts, rows = a.shape[:2]
+    per_call = experts_per_call(num_experts, rows)
+    if per_call == 1:
+        plain = spec.replace("e", "")  # one expert: a plain matmul
+        return jax.lax.map(lambda pair: jnp.einsum(plain, *pair), (a, b))
+    chunks = num_experts // per_call
+    a = a.reshape(chunks, per_call, *a.shape[1:])
+    b = b.reshape(chunks, per_call, *b.shape[1:])
+    out = jax.lax.map(lambda pair: jnp.einsum(spec, *pair), (a, b))  # [E / c, c, M, *]
+    return out.reshape(num_experts, *out.shape[2:])
+
+
 @jax.custom_vjp
 def _expert_matmul_loop(x: Array, w: Array) -> Array:
-    """x: [E, M, K] @ w: [E, K, N] -> [E, M, N], one plain matmul per expert in a loop."""
-    return jax.lax.map(lambda pair: pair[0] @ pair[1], (x, w))
+    """x: [E, M, K] @ w: [E, K, N] -> [E, M, N], as a loop of plain (or few-expert) matmuls."""
+    return _loop_over_experts("emk,ekn->emn", x, w)
 
 
 def _expert_matmul_loop_fwd(x, w):
@@ -84,7 +116,7 @@ def _expert_matmul_loop_fwd(x, w):
 
 def _expert_matmul_loop_bwd(residuals, grad):
     x, w = residuals
-    grad_x = jax.lax.map(lambda pair: pair[0] @ pair[1].T, (grad, w))  # [E, M, K]
+    grad_x = _loop_over_experts("emn,ekn->emk", grad, w)  # [E, M, K]
     grad_w = jnp.einsum("emk,emn->ekn", x, grad)  # [E, K, N]  one batched dot is the fast one here
     return grad_x, grad_w
 
@@ -96,10 +128,12 @@ def expert_matmul(x: Array, w: Array) -> Array:
     """Per-expert matmul x: <dtype>[E, M, K] @ w: <dtype>[E, K, N] -> <dtype>[E, M, N].
 
     One batched dot_general everywhere except on CPU: there XLA's batched dot
-    is slow when each expert has few rows (measured, jax 0.10.2, 2 cores, 128
-    experts x 40 rows x 512 x 1024, best of 7: forward 2.8x and input-gradient
-    4.4x slower than a loop of plain matmuls), so the forward and input gradient loop over
-    experts; the weight gradient stays one batched dot, which was faster.
+    is slow when each expert has few rows, so the forward and input gradient
+    loop over experts, `experts_per_call` at a time; the weight gradient stays
+    one batched dot, which was faster. Measured (jax 0.10.2, 2 cores, 128
+    experts x 80 rows x 512 x 1024, forward + backward of the whole layer):
+    the batched dot 1.07x the plain loop, pairs of experts per call 0.98x
+    (BENCHMARKS.md, "MoE layer").
     """
     if jax.default_backend() == "cpu":
         return _expert_matmul_loop(x, w)

@@ -279,13 +279,27 @@ def test_group_count_and_whole_groups_error():
         moe.num_groups(num_tokens=13, max_group_size=4)
 
 
-def test_expert_matmul_cpu_loop_equals_batched_dot_with_gradients():
-    # On CPU `expert_matmul` loops over experts; accelerators use one batched dot. Both must agree.
-    x = jax.random.normal(jax.random.PRNGKey(7), (EXPERTS, 2, D_MODEL))
-    w = jax.random.normal(jax.random.PRNGKey(8), (EXPERTS, D_MODEL, D_FF))
-    cotangent = jax.random.normal(jax.random.PRNGKey(9), (EXPERTS, 2, D_FF))
+@pytest.mark.parametrize("num_experts, rows", [(8, 128), (8, 40), (8, 2), (6, 50)])
+def test_expert_matmul_cpu_loop_equals_batched_dot_with_gradients(num_experts, rows):
+    # On CPU `expert_matmul` loops over experts, one or a few per call; accelerators use one batched dot.
+    # The cases cover 1, 4, all 8 and 3 (of 6) experts per call. Both must agree, gradients included.
+    x = jax.random.normal(jax.random.PRNGKey(7), (num_experts, rows, 16))
+    w = jax.random.normal(jax.random.PRNGKey(8), (num_experts, 16, 24))
+    cotangent = jax.random.normal(jax.random.PRNGKey(9), (num_experts, rows, 24))
     loop_out, loop_vjp = jax.vjp(moe._expert_matmul_loop, x, w)
     dot_out, dot_vjp = jax.vjp(lambda a, b: jnp.einsum("emk,ekn->emn", a, b), x, w)
-    np.testing.assert_allclose(loop_out, dot_out, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(loop_out, dot_out, rtol=1e-5, atol=1e-5)
     for loop_grad, dot_grad in zip(loop_vjp(cotangent), dot_vjp(cotangent)):
-        np.testing.assert_allclose(loop_grad, dot_grad, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(loop_grad, dot_grad, rtol=1e-5, atol=1e-5)
+
+
+def test_experts_per_call_reaches_the_minimum_rows_with_a_divisor_of_the_expert_count():
+    assert moe.MIN_ROWS_PER_CALL == 128
+    assert moe.experts_per_call(8, 1280) == 1  # one expert already has 1280 rows
+    assert moe.experts_per_call(128, 80) == 2  # 160 rows a call
+    assert moe.experts_per_call(256, 40) == 4  # 160 rows
+    assert moe.experts_per_call(6, 50) == 3  # 2 x 50 = 100 is too few, 3 divides 6: 150 rows
+    assert moe.experts_per_call(5, 30) == 5  # 5 is prime: all five at once (150 rows)
+    assert moe.experts_per_call(4, 2) == 4  # 8 rows in all: one call
+
+
