@@ -131,8 +131,9 @@ def expert_matmul(x: Array, w: Array) -> Array:
     is slow when each expert has few rows, so the forward and input gradient
     loop over experts, `experts_per_call` at a time; the weight gradient stays
     one batched dot, which was faster. Measured (jax 0.10.2, 2 cores, 128
-    experts x 80 rows x 512 x 1024, forward + backward of the whole layer):
-    the batched dot 1.07x the plain loop, pairs of experts per call 0.98x
+    experts x 80 rows x 512 x 1024, forward + backward of the whole layer,
+    each A/B in one process): one batched dot 744 ms against 684 for a loop of
+    one expert a call; two experts a call 685 against 707 for one
     (BENCHMARKS.md, "MoE layer").
     """
     if jax.default_backend() == "cpu":
