@@ -132,7 +132,13 @@ def tokens_choose(router_probs: Array, *, num_selected_experts: int, padding_mas
     Combine weights are the raw router probabilities of the chosen experts (not
     renormalised over the K choices), as in Switch and Flaxformer.
     """
-    weights, expert_index = jax.lax.top_k(router_probs, num_selected_experts)  # [G, S, K] each
+    if num_selected_experts == 1:
+        # Switch routing: argmax is a fused reduction (first index on ties, as top_k); XLA:CPU's
+        # TopK custom call cost 2.0 ms per 128-expert layer step against 0.3 ms at 8 experts.
+        expert_index = jnp.argmax(router_probs, axis=-1)[..., None]  # [G, S, 1]
+        weights = jnp.take_along_axis(router_probs, expert_index, axis=-1)  # [G, S, 1]
+    else:
+        weights, expert_index = jax.lax.top_k(router_probs, num_selected_experts)  # [G, S, K] each
     if padding_mask is None:
         valid = jnp.ones(expert_index.shape, jnp.bool_)  # [G, S, K]
     else:

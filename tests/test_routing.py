@@ -131,3 +131,22 @@ def test_experts_choose_picks_top_tokens_and_never_prefers_padding():
     route = routing.experts_choose(probs, expert_capacity=4, padding_mask=mask)
     assert int(route.token_index[0, 0, 3]) == 2 and not bool(route.valid[0, 0, 3])
     assert float(route.combine_weights[0, 0, 3]) == 0.0
+
+
+def test_top1_tokens_choose_matches_top_k_ties_and_gradient_included():
+    # top-1 takes argmax rather than lax.top_k; both pick the first of tied experts.
+    probs = jnp.array([[[0.1, 0.4, 0.4, 0.1], [0.7, 0.1, 0.1, 0.1], [0.25, 0.25, 0.25, 0.25]]])  # [G=1, S=3, E=4]
+    route = routing.tokens_choose(probs, num_selected_experts=1)
+    np.testing.assert_array_equal(route.expert_index[..., 0], [[1, 0, 0]])
+    np.testing.assert_allclose(route.combine_weights[..., 0], [[0.4, 0.7, 0.25]])
+
+    def chosen_weight_sum(p, pick):
+        return jnp.sum(pick(p) * jnp.arange(1.0, 4.0)[None, :, None])
+
+    def top1(p):
+        return routing.tokens_choose(p, num_selected_experts=1).combine_weights
+
+    grad_argmax = jax.grad(chosen_weight_sum)(probs, top1)
+    grad_top_k = jax.grad(chosen_weight_sum)(probs, lambda p: jax.lax.top_k(p, 1)[0])
+    np.testing.assert_allclose(grad_argmax, grad_top_k)
+    np.testing.assert_allclose(grad_argmax[0, :, :2], [[0.0, 1.0], [2.0, 0.0], [3.0, 0.0]])
