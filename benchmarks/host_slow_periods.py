@@ -5,7 +5,7 @@
 This virtual machine has periods of tens of seconds in which the same
 compiled step, in the same process, runs much slower: measured 2026-11-28,
 the 128-expert step of `benchmarks/moe_layer.py` went from ~690 to ~1000 ms
-(1.43x) and the 8-expert step from ~570 to ~640 ms (1.12x), with no steal
+(1.36-1.44x in five measurements) and the 8-expert step from ~570 to ~640 ms (1.10-1.12x), with no steal
 time in /proc/stat, no page faults and no other process running. They come
 from outside the process (the host), so `moe_layer.py` repetitions caught in
 one show a 128/8 ratio near 1.5 instead of near 1.2. A streaming probe (an

@@ -14,7 +14,7 @@ of the fastest repetitions (best of N, the estimate least disturbed by other
 load) and each repetition's own ratio, printed as it finishes. This virtual
 machine has slow periods of tens of seconds that come from outside the
 process (no steal time, no page faults; the same step, in the same process,
-runs 1.43x slower at 128 experts and 1.12x at 8): a repetition caught in one
+runs 1.36-1.44x slower at 128 experts and 1.10-1.12x at 8): a repetition caught in one
 shows up as an outlier in its own ratio (BENCHMARKS.md, "MoE layer").
 
 Default shapes: 8192 tokens per step (batch 64 x length 128, a small
