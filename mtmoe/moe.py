@@ -91,11 +91,14 @@ def experts_per_call(num_experts: int, rows: int) -> int:
 
 def _loop_over_experts(spec: str, a: Array, b: Array) -> Array:
     """einsum(spec) batched over the leading `expert` axis of a and b, as a loop of
-    calls over `experts_per_call` experts each. a: [E, M, *]; b: [E, *, *]."""
+    calls over `experts_per_call` experts each. a: [E, M, *]; b: [E, *, *].
+
+    spec names the expert axis "e" and uses that letter for nothing else, so
+    dropping it gives the one-expert matmul ("emk,ekn->emn" -> "mk,kn->mn")."""
     num_experts, rows = a.shape[:2]
     per_call = experts_per_call(num_experts, rows)
     if per_call == 1:
-        plain = spec.replace("e", "")  # one expert: a plain matmul
+        plain = spec.replace("e", "")  # one expert a call: a plain matmul
         return jax.lax.map(lambda pair: jnp.einsum(plain, *pair), (a, b))
     chunks = num_experts // per_call
     a = a.reshape(chunks, per_call, *a.shape[1:])
