@@ -93,7 +93,6 @@ class Evaluator:
         import jax
 
         from mtmoe import partitioning
-        from mtmoe.trainer import mesh_context
 
         out: dict[str, float] = {}
         batches = self._load()
@@ -101,7 +100,7 @@ class Evaluator:
             sums: dict[str, float] = {}
             total_tokens = 0.0
             for batch in batches:
-                with mesh_context(self.mesh, partitioning.LOGICAL_AXIS_RULES):
+                with partitioning.mesh_context(self.mesh):
                     metrics = jax.device_get(self.eval_step(params, partitioning.shard_batch(batch, self.mesh)))
                 tokens = float(metrics["num_target_tokens"])  # per-token means, whatever the batch fill
                 total_tokens += tokens

@@ -27,6 +27,13 @@ GShard). Three dispatch paths give the same output (up to float rounding):
 Overflowing tokens (and padding) get zeros: the residual connection around the
 layer carries them. Capacity priority is every token's first choice before any
 second choice, earlier tokens before later ones.
+
+On a mesh of several devices (`partitioning.mesh_context`) whose batch axes
+split the groups evenly, the einsum and sort paths run expert-parallel inside
+`shard_map` (`dispatch_expert_parallel`): each device routes its own groups and
+two all-to-alls over the `expert` mesh axis carry the expert slots to the
+devices that hold those experts and back. Otherwise GSPMD partitions the
+layer from the logical axis constraints.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from mtmoe import routing
+from mtmoe import partitioning, routing
 from mtmoe.layers import ACTIVATIONS, constrain, param_with_axes, variance_scaling
 
 Array = jax.Array
@@ -263,6 +270,84 @@ def dispatch_dropless(
     return constrain(out, GROUP_AXES), route.valid
 
 
+def expert_parallel_applies(mesh, *, groups: int, num_experts: int) -> bool:
+    """Whether `dispatch_expert_parallel` runs the layer: a mesh of several devices whose
+    batch axes split the G groups evenly and whose expert axis splits the experts."""
+    if mesh is None or mesh.size == 1:
+        return False
+    batch_axes = partitioning.logical_to_mesh_spec(("batch",))[0]
+    expert_axes = partitioning.logical_to_mesh_spec(("expert",))[0]
+    return (
+        groups % partitioning.mesh_axis_size(mesh, batch_axes) == 0
+        and num_experts % partitioning.mesh_axis_size(mesh, expert_axes) == 0
+    )
+
+
+def dispatch_expert_parallel(
+    path, x: Array, route: routing.TokensChooseRouting, *, mesh, num_experts: int, capacity: int,
+    wi: list[Array], wo: Array, activations, dtype, dropout_rate: float, dropout_key: Array | None,
+) -> tuple[Array, Array]:
+    """Tokens-choose `path` (dispatch_einsum or dispatch_sort) with explicit expert parallelism.
+
+    x: <dtype>[G, S, D], groups split over the batch mesh axes. Inside `shard_map`
+    every device routes its own groups into a full expert buffer [E, G_local, C, D];
+    an all-to-all over the expert axis hands each device its own experts' slots
+    from every peer ([E_local, G_local * n, C, D]); the expert MLP runs on the
+    local expert weights (a psum over the model axis when `mlp` is split); a
+    second all-to-all sends the results back, and each device combines its
+    tokens. Same output as the one-device path: capacity is per group, and each
+    group stays whole on one device.
+
+    Under plain GSPMD the CPU loop over experts (`expert_matmul`) slices a
+    sharded expert axis, which XLA answers by gathering every expert's weights
+    onto every device; here each device loops over its own experts only.
+    """
+    group_spec = partitioning.logical_to_mesh_spec(GROUP_AXES, mesh)  # [G, S, D]
+    route_spec = partitioning.logical_to_mesh_spec(("batch", "length", None), mesh)  # [G, S, K]
+    wi_spec = partitioning.logical_to_mesh_spec(("expert", "embed", "mlp"), mesh)  # [E, D, F]
+    wo_spec = partitioning.logical_to_mesh_spec(("expert", "mlp", "embed"), mesh)  # [E, F, D]
+    expert_axes, mlp_axes = wi_spec[0], wi_spec[2]  # None where that axis is not split
+    split_axes = tuple(name for name in mesh.axis_names if mesh.shape[name] > 1)
+
+    def vary_along_all(value: Array, spec) -> Array:
+        """`value`, split as `spec` says, marked as varying along the split axes it is replicated over."""
+        split_by_spec = {name for entry in spec if entry for name in ((entry,) if isinstance(entry, str) else entry)}
+        replicated = tuple(name for name in split_axes if name not in split_by_spec)
+        return jax.lax.pcast(value, replicated, to="varying") if replicated else value
+
+    def local(x, expert_index, combine_weights, valid, wi, wo, key):
+        if key is not None:  # a different dropout mask on every device's block
+            key = jax.random.fold_in(key, jax.lax.axis_index(split_axes))
+        dropout = _expert_dropout(dropout_rate, key)
+
+        def expert_fn(expert_in: Array) -> Array:  # [E, G_local, C, D] -> same
+            if expert_axes:
+                expert_in = jax.lax.all_to_all(expert_in, expert_axes, 0, 1, tiled=True)  # [E_local, G_local * n, C, D]
+            # Tokens and weights made to vary along every split axis, so that autodiff sums
+            # each gradient over the devices that shared its value: the weights' over the
+            # batch axes, the tokens' over the model axis.
+            out = _gated_mlp(
+                vary_along_all(expert_in, group_spec), [vary_along_all(w, wi_spec) for w in wi],
+                vary_along_all(wo, wo_spec), activations=activations, dtype=dtype, dropout=dropout,
+            )
+            if mlp_axes:
+                out = jax.lax.psum(out, mlp_axes)  # each device held a slice of F
+            if expert_axes:
+                out = jax.lax.all_to_all(out, expert_axes, 1, 0, tiled=True)  # [E, G_local, C, D]
+            return out
+
+        with nn.logical_axis_rules(()):  # every array here is this device's block: no constraints
+            local_route = routing.TokensChooseRouting(expert_index, combine_weights, valid)
+            return path(x, local_route, num_experts=num_experts, capacity=capacity, expert_fn=expert_fn)
+
+    run = jax.shard_map(
+        local, mesh=mesh,
+        in_specs=(group_spec, route_spec, route_spec, route_spec, [wi_spec] * len(wi), wo_spec, jax.sharding.PartitionSpec()),
+        out_specs=(group_spec, route_spec),
+    )
+    return run(x, route.expert_index, route.combine_weights, route.valid, list(wi), wo, dropout_key)
+
+
 # ---------------------------------------------------------------------------
 # Experts-choose dispatch paths. Each returns output <dtype>[G, S, D].
 # ---------------------------------------------------------------------------
@@ -357,7 +442,9 @@ class MoeLayer(nn.Module):
         mask = None if padding_mask is None else padding_mask.astype(jnp.bool_).reshape(groups, tokens_per_group)  # [G, S]
 
         wi, wo = self._expert_params(d_model)
-        dropout = _expert_dropout(self.expert_dropout_rate, enabled=enable_dropout)
+        use_dropout = enable_dropout and self.expert_dropout_rate > 0.0
+        dropout_key = self.make_rng("dropout") if use_dropout else None
+        dropout = _expert_dropout(self.expert_dropout_rate, dropout_key)
 
         def expert_fn(expert_in: Array) -> Array:
             return _gated_mlp(expert_in, wi, wo, activations=self.activations, dtype=self.dtype, dropout=dropout)
@@ -393,7 +480,15 @@ class MoeLayer(nn.Module):
                 )
             else:
                 path = dispatch_einsum if self.dispatch == "einsum" else dispatch_sort
-                out, kept = path(x, route, num_experts=self.num_experts, capacity=capacity, expert_fn=expert_fn)
+                mesh = partitioning.active_mesh()
+                if expert_parallel_applies(mesh, groups=groups, num_experts=self.num_experts):
+                    out, kept = dispatch_expert_parallel(
+                        path, x, route, mesh=mesh, num_experts=self.num_experts, capacity=capacity, wi=wi, wo=wo,
+                        activations=self.activations, dtype=self.dtype, dropout_rate=self.expert_dropout_rate,
+                        dropout_key=dropout_key,
+                    )
+                else:
+                    out, kept = path(x, route, num_experts=self.num_experts, capacity=capacity, expert_fn=expert_fn)
             aux_loss = routing.load_balancing_loss(probs, route.expert_index, num_experts=self.num_experts, padding_mask=mask)
             picked = jnp.any(kept, axis=-1)  # [G, S]
             num_dispatched = jnp.sum(kept, dtype=jnp.float32)
@@ -427,11 +522,20 @@ class MoeLayer(nn.Module):
         return wi, wo
 
 
-def _expert_dropout(rate: float, *, enabled: bool) -> Callable[[Array], Array]:
-    """Dropout on the experts' hidden activations (Switch fine-tuning uses 0.4)."""
-    if not enabled or rate == 0.0:
+def _expert_dropout(rate: float, key: Array | None) -> Callable[[Array], Array]:
+    """Dropout on the experts' hidden activations (Switch fine-tuning uses 0.4); None key = off.
+
+    A plain function of its key rather than a Flax submodule, so that it also
+    runs inside the expert-parallel shard_map (each device folds in its index).
+    """
+    if key is None or rate == 0.0:
         return lambda hidden: hidden
-    return lambda hidden: nn.Dropout(rate=rate, name="expert_dropout")(hidden, deterministic=False)
+
+    def drop(hidden: Array) -> Array:
+        keep = jax.random.bernoulli(key, 1.0 - rate, hidden.shape)
+        return jnp.where(keep, hidden / (1.0 - rate), 0.0).astype(hidden.dtype)
+
+    return drop
 
 
 def _check_config(layer: MoeLayer) -> None:

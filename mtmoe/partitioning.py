@@ -10,13 +10,16 @@ the mesh axes `('data', 'expert', 'model')`:
   mlp, heads, joined_kv, vocab -> 'model'
   everything else (embed, length, kv, relpos_buckets, unmodeled, expert_capacity) unsharded
 
-Use `with mesh, nn.logical_axis_rules(LOGICAL_AXIS_RULES):` around jitted code
-so the modules' `with_logical_constraint` calls take effect.
+Trace jitted code inside `with mesh_context(mesh):` (`jax.set_mesh` + the
+rules) so that the modules' `with_logical_constraint` calls take effect: Flax
+applies them only when an abstract mesh is set, which a bare `with mesh:` no
+longer does.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+import contextlib
+from typing import Any, Iterator, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -130,6 +133,44 @@ def shard_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Ar
         global_shape = (value.shape[0] * jax.process_count(),) + value.shape[1:]
         out[key] = jax.make_array_from_process_local_data(sharding, value, global_shape)
     return out
+
+
+@contextlib.contextmanager
+def mesh_context(mesh: Mesh, rules=LOGICAL_AXIS_RULES) -> Iterator[None]:
+    """Sets `mesh` (concrete and abstract: `jax.set_mesh`) and the logical axis rules, for
+    tracing and running jitted functions whose modules constrain activations by logical name."""
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        yield
+
+
+def active_mesh() -> jax.sharding.AbstractMesh | None:
+    """The mesh set by the enclosing `mesh_context` (abstract: axis names and sizes), None outside one."""
+    mesh = jax.sharding.get_abstract_mesh()
+    return None if mesh.empty else mesh
+
+
+def logical_to_mesh_spec(names: Sequence[str | None], mesh=None) -> PartitionSpec:
+    """PartitionSpec of mesh axes for logical axis `names` under the active `nn.logical_axis_rules`.
+
+    With `mesh`, axes of size 1 are left out (None when none is left), so that
+    `shard_map` treats a value as varying only over the axes that split it."""
+    spec = nn.logical_to_mesh_axes(tuple(names))
+    if mesh is None:
+        return PartitionSpec(*spec)
+
+    def split_only(axes):
+        names = tuple(a for a in ((axes,) if isinstance(axes, str) else axes or ()) if mesh.shape[a] > 1)
+        return None if not names else names[0] if len(names) == 1 else names
+
+    return PartitionSpec(*(split_only(axes) for axes in spec))
+
+
+def mesh_axis_size(mesh, axes) -> int:
+    """Devices along one PartitionSpec entry: None, an axis name or a tuple of names."""
+    if axes is None:
+        return 1
+    names = (axes,) if isinstance(axes, str) else tuple(axes)
+    return int(np.prod([mesh.shape[name] for name in names]))
 
 
 def initialize_distributed(

@@ -219,7 +219,7 @@ def train(*, model_dir: str, model, mixture_or_task_name: str, task_feature_leng
             tokens = float(np.count_nonzero(host_batch["encoder_input_tokens"])
                            + np.count_nonzero(host_batch["decoder_target_tokens"])) * process_count
             global_batch = partitioning.shard_batch(host_batch, mesh)
-            with trainer.mesh_context(mesh, partitioning.LOGICAL_AXIS_RULES):
+            with partitioning.mesh_context(mesh):
                 params, opt_state, healthy, metrics = train_step(params, opt_state, healthy, jnp.int32(step),
                                                                  global_batch, dropout_rng)
             step += 1

@@ -24,20 +24,10 @@ trainer's path, so `python -m mtmoe.train --help` stays fast.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from typing import Any, Callable, Mapping
 
 import numpy as np
-
-
-@contextlib.contextmanager
-def mesh_context(mesh, rules):
-    """`with mesh` + flax logical axis rules, for tracing jitted functions."""
-    from flax import linen as nn
-
-    with mesh, nn.logical_axis_rules(rules):
-        yield
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,13 +51,13 @@ def state_layout(*, model, optimizer, mesh, input_shapes: Mapping[str, tuple[int
 
     from mtmoe import optimizers, partitioning
 
-    with mesh_context(mesh, partitioning.LOGICAL_AXIS_RULES):
+    with partitioning.mesh_context(mesh):
         boxed = jax.eval_shape(lambda r: model.get_initial_variables(r, input_shapes=input_shapes), init_rng)
-        param_shardings = partitioning.logical_shardings(boxed["params"], mesh)
-        abstract_params = nn.unbox(boxed["params"])
-        abstract_opt = jax.eval_shape(optimizer.init, abstract_params)
-        opt_shardings = optimizers.optimizer_state_shardings(
-            abstract_opt_state=abstract_opt, abstract_params=abstract_params, param_shardings=param_shardings, mesh=mesh)
+    param_shardings = partitioning.logical_shardings(boxed["params"], mesh)
+    abstract_params = nn.unbox(boxed["params"])  # outside the mesh: unboxing shapes must not constrain them
+    abstract_opt = jax.eval_shape(optimizer.init, abstract_params)
+    opt_shardings = optimizers.optimizer_state_shardings(
+        abstract_opt_state=abstract_opt, abstract_params=abstract_params, param_shardings=param_shardings, mesh=mesh)
     with_sharding = lambda tree, sh: jax.tree.map(  # noqa: E731
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), tree, sh)
     return StateLayout(abstract_params=abstract_params, param_shardings=param_shardings, opt_shardings=opt_shardings,
@@ -88,7 +78,7 @@ def initialize_state(*, model, optimizer, layout: StateLayout, mesh, input_shape
 
     from mtmoe import partitioning
 
-    with mesh_context(mesh, partitioning.LOGICAL_AXIS_RULES):
+    with partitioning.mesh_context(mesh):
         init_fn = jax.jit(lambda r: nn.unbox(model.get_initial_variables(r, input_shapes=input_shapes)["params"]),
                           out_shardings=layout.param_shardings)
         params = init_fn(init_rng)
@@ -97,7 +87,7 @@ def initialize_state(*, model, optimizer, layout: StateLayout, mesh, input_shape
 
         params = upcycling.initialize_from(init_checkpoint, mode=init_mode, params=params,
                                            param_shardings=layout.param_shardings, print_fn=print_fn)
-    with mesh_context(mesh, partitioning.LOGICAL_AXIS_RULES):
+    with partitioning.mesh_context(mesh):
         opt_state = jax.jit(optimizer.init, in_shardings=(layout.param_shardings,),
                             out_shardings=layout.opt_shardings)(params)
     return params, opt_state

@@ -99,8 +99,12 @@ def _batch():
     }
 
 
-def test_sharded_forward_and_backward_equal_single_device():
-    model = models.EncoderDecoderModel(config=CONFIG)
+@pytest.mark.parametrize(
+    "max_group_size",
+    [24, 6],  # 2 groups: GSPMD partitions the MoE layers; 8 groups, one per batch shard: explicit expert parallelism
+)
+def test_sharded_forward_and_backward_equal_single_device(max_group_size):
+    model = models.EncoderDecoderModel(config=dataclasses.replace(CONFIG, max_group_size=max_group_size))
     input_shapes = {"encoder_input_tokens": (8, 6), "decoder_input_tokens": (8, 6)}
     boxed = jax.eval_shape(functools.partial(model.get_initial_variables, input_shapes=input_shapes), jax.random.PRNGKey(0))
     rng = np.random.default_rng(0)
@@ -118,18 +122,75 @@ def test_sharded_forward_and_backward_equal_single_device():
     mesh = partitioning.make_mesh(data=2, expert=4)
     param_shardings = partitioning.logical_shardings(boxed["params"], mesh)
     assert param_shardings["encoder"]["layers_1"]["moe"]["wo"].spec == P("expert", "model", None)
-    with mesh, nn.logical_axis_rules(partitioning.LOGICAL_AXIS_RULES):
+    with partitioning.mesh_context(mesh):
         sharded_params = jax.device_put(params, param_shardings)
         sharded_batch = partitioning.shard_batch(batch, mesh)
         replicated = jax.sharding.NamedSharding(mesh, P())
-        sharded = jax.jit(
+        compiled = jax.jit(
             loss_and_grad,
             in_shardings=(param_shardings, partitioning.batch_sharding(mesh)),
             out_shardings=(replicated, replicated, param_shardings),  # gradients laid out like the params
-        )(sharded_params, sharded_batch)
+        ).lower(sharded_params, sharded_batch).compile()
+        sharded = compiled(sharded_params, sharded_batch)
+    if max_group_size == 6:  # explicit expert parallelism moves tokens, never gathers expert weights
+        assert "all-to-all" in compiled.as_text() and "all-gather" not in compiled.as_text()
     wo = sharded[2]["encoder"]["layers_1"]["moe"]["wo"]
     assert len({shard.device for shard in wo.addressable_shards}) == 8 and wo.addressable_shards[0].data.shape == (1, 7, 10)
     np.testing.assert_allclose(sharded[0], single[0], rtol=1e-5)
     for key in ("cross_ent_loss", "experts/auxiliary_loss", "experts/fraction_tokens_left_behind"):
         np.testing.assert_allclose(sharded[1][key], single[1][key], rtol=1e-5, atol=1e-6)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), sharded[2], single[2])
+
+
+def _moe_layer_loss_and_grads(layer, params, x, cotangent):
+    """Training-mode forward + backward of one MoE layer: (output . cotangent + aux losses, grads)."""
+
+    def loss_fn(params, x):
+        out, state = layer.apply({"params": params}, x, enable_dropout=True, rngs={"dropout": jax.random.PRNGKey(4)},
+                                 mutable=["intermediates"])
+        metrics = state["intermediates"]
+        return jnp.sum(out * cotangent) + 0.01 * metrics["aux_loss"][0] + 0.001 * metrics["router_z_loss"][0]
+
+    return jax.value_and_grad(loss_fn, argnums=(0, 1))(params, x)
+
+
+@pytest.mark.parametrize(
+    "mesh_sizes, dispatch",
+    [(dict(data=2, expert=4), "sort"), (dict(data=1, expert=4, model=2), "einsum")],
+)
+def test_expert_parallel_moe_layer_equals_single_device(mesh_sizes, dispatch):
+    """8 groups of 6 tokens, one per batch shard: each device routes its groups, two
+    all-to-alls over 'expert' move the expert slots, no device gathers the experts' weights."""
+    from mtmoe.moe import MoeLayer
+
+    layer = MoeLayer(num_experts=8, d_ff=12, max_group_size=6, dispatch=dispatch, min_expert_capacity=1,
+                     train_capacity_factor=1.0)
+    x = jax.random.normal(jax.random.PRNGKey(0), (8, 6, 10))
+    cotangent = jax.random.normal(jax.random.PRNGKey(1), x.shape)
+    boxed = layer.init({"params": jax.random.PRNGKey(2), "dropout": jax.random.PRNGKey(3)}, x)["params"]
+    params = nn.unbox(boxed)
+    step = functools.partial(_moe_layer_loss_and_grads, layer, cotangent=cotangent)
+    single = jax.jit(step)(params, x)
+
+    mesh = partitioning.make_mesh(**mesh_sizes)
+    with partitioning.mesh_context(mesh):
+        shardings = partitioning.logical_shardings(boxed, mesh)
+        batch_sharding = jax.sharding.NamedSharding(mesh, P(partitioning.BATCH_AXES))
+        sharded_step = jax.jit(step, in_shardings=(shardings, batch_sharding), out_shardings=(None, (shardings, batch_sharding)))
+        hlo = sharded_step.lower(params, x).compile().as_text()
+        sharded = sharded_step(jax.device_put(params, shardings), jax.device_put(x, batch_sharding))
+    assert "all-to-all" in hlo and "all-gather" not in hlo
+    np.testing.assert_allclose(sharded[0], single[0], rtol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), sharded[1], single[1])
+
+
+def test_expert_parallel_applies_only_when_groups_and_experts_split_evenly():
+    from mtmoe.moe import expert_parallel_applies
+
+    mesh = partitioning.make_mesh(data=2, expert=4)
+    with partitioning.mesh_context(mesh):
+        active = partitioning.active_mesh()
+        assert expert_parallel_applies(active, groups=8, num_experts=8)
+        assert not expert_parallel_applies(active, groups=2, num_experts=8)  # 2 groups over 8 batch shards
+        assert not expert_parallel_applies(active, groups=8, num_experts=6)
+    assert partitioning.active_mesh() is None and not expert_parallel_applies(None, groups=8, num_experts=8)
