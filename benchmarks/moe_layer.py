@@ -1,7 +1,7 @@
 """Times one MoE layer (forward + backward) against a dense gated MLP of the same per-token FLOPs.
 
-    .venv/bin/python benchmarks/moe_layer.py            # defaults below, ~2.5 minutes on 2 CPU cores
-    .venv/bin/python benchmarks/moe_layer.py --reps 7 --experts 8,32,128 --paths einsum,sort,dropless --malloc system,retain
+    .venv/bin/python benchmarks/moe_layer.py            # defaults below, ~6 minutes on 2 CPU cores
+    .venv/bin/python benchmarks/moe_layer.py --reps 7 --experts 8,32,128 --paths einsum,sort,dropless --malloc system,retain --devices 1,2
 
 The dense baseline is `layers.MlpBlock` with d_ff equal to one expert's d_ff, so
 a top-1 MoE layer does the same expert FLOPs per token when capacity_factor is
@@ -26,6 +26,15 @@ traffic, not the routing, dominates on this 2-core machine (`--batch 32` shows
 it). Training mode: jitter noise on, the train capacity factor, the
 load-balancing and z-losses in the loss so that the router gets its gradient as
 it does in training.
+
+Devices (`--devices`, default `1,<cores>`): every variant is timed on one
+JAX device (XLA:CPU spreads each op over the cores) and on one CPU device per
+core (`--xla_force_host_platform_device_count`), where the MoE layer runs
+expert-parallel on a data=1 x expert=N mesh (`moe.dispatch_expert_parallel`:
+each device routes its own routing group and owns E/N experts, two
+all-to-alls per matmul chain) and the dense MLP data-parallel on data=N. Each
+device count has its own worker process; the mesh worker's HLO GFLOP are per
+device. The dropless path is not expert-parallel (GSPMD partitions it).
 
 Memory allocator (`--malloc`): XLA:CPU mallocs every output and its one
 temporary arena afresh at each call. glibc serves blocks over 32 MB with a new
@@ -59,9 +68,13 @@ import jax.numpy as jnp
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
+from flax import linen as nn  # noqa: E402
+from jax.sharding import NamedSharding, PartitionSpec  # noqa: E402
+
+from mtmoe import partitioning  # noqa: E402
 from mtmoe.layers import MlpBlock  # noqa: E402
 from mtmoe.host_memory import POLICIES, retain_freed_memory  # noqa: E402
-from mtmoe.moe import MoeLayer  # noqa: E402
+from mtmoe.moe import MoeLayer, expert_parallel_applies, num_groups  # noqa: E402
 
 
 def minor_faults() -> int:
@@ -114,6 +127,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         "retain (glibc keeps freed memory for reuse, as every mtmoe entry point sets it) and/or system "
         "(glibc's defaults, MTMOE_MALLOC=system); see above",
     )
+    parser.add_argument(
+        "--devices", default=f"1,{os.cpu_count()}",
+        help="comma-separated CPU device counts, each timed in its own worker process, repetitions interleaved: "
+        "1 runs every variant on one device; N > 1 makes N CPU devices (one per core by default) and runs the MoE "
+        "layers expert-parallel on a data=1 x expert=N mesh and the dense MLP data-parallel on data=N",
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # internal: one timing process
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "moe_layer.json"))
     args = parser.parse_args(argv)
@@ -122,6 +141,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     modes = args.malloc.split(",")
     if not modes or any(mode not in MALLOC_MODES for mode in modes) or len(set(modes)) != len(modes):
         parser.error(f"--malloc {args.malloc!r}: give distinct values from {MALLOC_MODES}, comma-separated")
+    counts = args.devices.split(",")
+    if not all(c.isdigit() and int(c) >= 1 for c in counts) or len(set(counts)) != len(counts):
+        parser.error(f"--devices {args.devices!r}: give distinct device counts >= 1, comma-separated")
     return args
 
 
@@ -129,18 +151,42 @@ MALLOC_MODES = POLICIES  # "retain" and "system": mtmoe/host_memory.py
 
 
 def worker(args: argparse.Namespace) -> int:
-    """One timing process (one allocator setting): compiles every variant, then times one
-    repetition of all of them per line read from stdin and answers with one JSON line."""
+    """One timing process (one allocator setting, one device count): compiles every variant,
+    then times one repetition of all of them per line read from stdin and answers with one JSON line."""
     if args.malloc == "retain" and not retain_freed_memory(policy="retain"):
         raise SystemExit("--malloc retain needs glibc's malloc (Linux); use --malloc system")
+    num_devices = int(args.devices)
+    if len(jax.devices()) != num_devices:
+        raise SystemExit(f"--devices {num_devices}: JAX has {len(jax.devices())} devices (XLA_FLAGS={os.environ.get('XLA_FLAGS')!r})")
     dtype = jnp.dtype(args.dtype)
     key = jax.random.PRNGKey(0)
     x = jax.random.normal(key, (args.batch, args.length, args.d_model), jnp.float32).astype(dtype)
     cotangent = jax.random.normal(jax.random.PRNGKey(1), x.shape, jnp.float32).astype(dtype)
+    rng = jax.random.PRNGKey(2)
 
-    variants = {}  # name -> (step, params, info)
-    dense = MlpBlock(d_ff=args.d_ff, dtype=dtype)
-    variants["dense"] = (make_step(dense, moe=False), dense.init(key, x)["params"], {"experts": 0, "path": "dense"})
+    def place(module, *, moe: bool, info: dict):
+        """(compiled step, its arguments) on one device, or on the mesh for this worker's device count."""
+        boxed = module.init({"params": key, "dropout": key}, x)["params"]
+        params = nn.unbox(boxed)
+        step = make_step(module, moe=moe)
+        if num_devices == 1:
+            arguments = (params, x, cotangent, rng)
+            return step, step.lower(*arguments).compile(), arguments
+        # MoE: batch (groups) and experts both split N ways; dense: plain data parallelism.
+        mesh = partitioning.make_mesh(data=1, expert=num_devices) if moe else partitioning.make_mesh(data=num_devices)
+        with partitioning.mesh_context(mesh):
+            if moe and info["path"] != "dropless" and not expert_parallel_applies(
+                    partitioning.active_mesh(), groups=num_groups(num_tokens=args.batch * args.length, max_group_size=module.max_group_size),
+                    num_experts=module.num_experts):
+                raise SystemExit(f"--devices {num_devices}: {info['path']}/{module.num_experts} does not split into "
+                                 f"whole routing groups and experts per device; change --batch or --experts")
+            shardings = partitioning.logical_shardings(boxed, mesh)
+            batch = NamedSharding(mesh, PartitionSpec(partitioning.BATCH_AXES))
+            arguments = (jax.device_put(params, shardings), jax.device_put(x, batch), jax.device_put(cotangent, batch), rng)
+            step = jax.jit(step, in_shardings=(shardings, batch, batch, None), out_shardings=(None, (shardings, batch)))
+            return step, step.lower(*arguments).compile(), arguments
+
+    variants = {"dense": (MlpBlock(d_ff=args.d_ff, dtype=dtype), False, {"experts": 0, "path": "dense"})}
     for num_experts in [int(e) for e in args.experts.split(",")]:
         for path in args.paths.split(","):
             if path == "dropless" and num_experts > args.dropless_max_experts:
@@ -149,29 +195,29 @@ def worker(args: argparse.Namespace) -> int:
                 num_experts=num_experts, d_ff=args.d_ff, dispatch=path, train_capacity_factor=args.capacity_factor,
                 max_group_size=args.max_group_size, dtype=dtype,
             )
-            params = layer.init({"params": key, "dropout": key}, x)["params"]
-            variants[f"{path}/{num_experts}"] = (make_step(layer, moe=True), params, {"experts": num_experts, "path": path})
+            variants[f"{path}/{num_experts}"] = (layer, True, {"experts": num_experts, "path": path})
 
-    rng = jax.random.PRNGKey(2)
-    for name, (step, params, info) in variants.items():
+    compiled_variants = {}  # name -> (compiled step, arguments, info)
+    for name, (module, moe, info) in variants.items():
         start = time.perf_counter()
-        compiled = step.lower(params, x, cotangent, rng).compile()
-        jax.block_until_ready(step(params, x, cotangent, rng))
+        _, compiled, arguments = place(module, moe=moe, info=info)
+        jax.block_until_ready(compiled(*arguments))
         info["compile_s"] = time.perf_counter() - start
         cost = compiled.cost_analysis()
         cost = cost[0] if isinstance(cost, (list, tuple)) else cost
         info["hlo_gflops"] = float(cost.get("flops", float("nan"))) / 1e9 if cost else float("nan")
-        print(f"[{args.malloc}] compiled {name:16s} {info['compile_s']:6.1f} s  HLO {info['hlo_gflops']:7.1f} GFLOP",
-              file=sys.stderr, flush=True)
-    print(json.dumps({name: info for name, (_, _, info) in variants.items()}), flush=True)
+        print(f"[{args.malloc}, {num_devices} device(s)] compiled {name:16s} {info['compile_s']:6.1f} s  "
+              f"HLO {info['hlo_gflops']:7.1f} GFLOP", file=sys.stderr, flush=True)
+        compiled_variants[name] = (compiled, arguments, info)
+    print(json.dumps({name: info for name, (_, _, info) in compiled_variants.items()}), flush=True)
 
     for line in sys.stdin:
         rep = int(line)
         timings = {}
-        for name, (step, params, info) in variants.items():
+        for name, (compiled, (params, x_in, cotangent_in, _), info) in compiled_variants.items():
             faults = minor_faults()
             start = time.perf_counter()
-            jax.block_until_ready(step(params, x, cotangent, jax.random.fold_in(rng, rep)))
+            jax.block_until_ready(compiled(params, x_in, cotangent_in, jax.random.fold_in(rng, rep)))
             timings[name] = (1e3 * (time.perf_counter() - start), (minor_faults() - faults) * resource.getpagesize() / 2**20)
         print(json.dumps(timings), flush=True)
     return 0
@@ -221,30 +267,35 @@ def main(argv=None) -> int:
     for path in paths:
         if path == "dropless" and experts[-1] > args.dropless_max_experts:
             print(f"dropless only up to {args.dropless_max_experts} experts (--dropless_max_experts)")
-    modes = args.malloc.split(",")
+    # One worker per (allocator, device count); "retain/1" is the allocator and the device count.
+    settings = [f"{mode}/{count}" for mode in args.malloc.split(",") for count in args.devices.split(",")]
     worker_argv, skip_next = [], False
-    for arg in (argv if argv is not None else sys.argv[1:]):  # everything but --malloc goes to the workers
-        if not skip_next and not arg.startswith("--malloc"):
+    for arg in (argv if argv is not None else sys.argv[1:]):  # everything but --malloc and --devices goes to the workers
+        if not skip_next and not arg.startswith(("--malloc", "--devices")):
             worker_argv.append(arg)
-        skip_next = arg == "--malloc"
+        skip_next = arg in ("--malloc", "--devices")
     workers, infos = {}, {}
-    for mode in modes:  # compile one worker at a time: the two cores are shared
-        command = [sys.executable, os.path.abspath(__file__), *worker_argv, "--worker", f"--malloc={mode}"]
-        workers[mode] = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        ready = workers[mode].stdout.readline()
+    for setting in settings:  # compile one worker at a time: the two cores are shared
+        mode, count = setting.split("/")
+        env = dict(os.environ)
+        if int(count) > 1:  # N CPU devices, set before the worker imports JAX
+            env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={count}".strip()
+        command = [sys.executable, os.path.abspath(__file__), *worker_argv, "--worker", f"--malloc={mode}", f"--devices={count}"]
+        workers[setting] = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        ready = workers[setting].stdout.readline()
         if not ready:
-            raise SystemExit(f"the --malloc {mode} worker exited before compiling; see its error above")
-        infos[mode] = {name: {**info, "times_ms": [], "fault_mib": []} for name, info in json.loads(ready).items()}
+            raise SystemExit(f"the --malloc {mode} --devices {count} worker exited before compiling; see its error above")
+        infos[setting] = {name: {**info, "times_ms": [], "fault_mib": []} for name, info in json.loads(ready).items()}
 
     loads = [load_average()]
     for rep in range(args.reps):
-        # Alternate which setting goes first so that neither always follows the other's memory traffic.
-        for mode in (modes if rep % 2 == 0 else modes[::-1]):
-            workers[mode].stdin.write(f"{rep}\n")
-            workers[mode].stdin.flush()
-            for name, (ms, fault_mib) in json.loads(workers[mode].stdout.readline()).items():
-                infos[mode][name]["times_ms"].append(ms)
-                infos[mode][name]["fault_mib"].append(fault_mib)
+        # Alternate the order so that no setting always follows another's memory traffic.
+        for setting in (settings if rep % 2 == 0 else settings[::-1]):
+            workers[setting].stdin.write(f"{rep}\n")
+            workers[setting].stdin.flush()
+            for name, (ms, fault_mib) in json.loads(workers[setting].stdout.readline()).items():
+                infos[setting][name]["times_ms"].append(ms)
+                infos[setting][name]["fault_mib"].append(fault_mib)
         loads.append(load_average())
         print(f"rep {rep + 1}/{args.reps} done, load average {loads[-1]:.2f}", flush=True)
     for process in workers.values():
@@ -255,10 +306,12 @@ def main(argv=None) -> int:
     header = (f"{'variant':16s} {'median ms':>10s} {'min..max ms':>17s} {'x dense':>8s} {'x own@' + str(experts[0]):>9s} "
               f"{'HLO GFLOP':>10s} {'faults MiB':>10s}")
     print(f"\nload average (1 min) {min(loads):.2f}..{max(loads):.2f} during the timed repetitions")
-    for mode in modes:
-        rows, targets = summarize(infos[mode], experts=experts, paths=paths)
-        runs[mode] = {"rows": rows, "targets": targets}
-        print(f"\n--malloc {mode}\n" + header)
+    for setting in settings:
+        mode, count = setting.split("/")
+        rows, targets = summarize(infos[setting], experts=experts, paths=paths)
+        runs[setting] = {"malloc": mode, "devices": int(count), "rows": rows, "targets": targets}
+        placement = "one device" if count == "1" else f"{count} CPU devices: MoE expert-parallel (expert={count}), dense data={count}"
+        print(f"\n--malloc {mode}, {placement}\n" + header)
         for row in rows:
             print(f"{row['variant']:16s} {row['median_ms']:10.1f} {row['min_ms']:8.1f}..{row['max_ms']:<8.1f} "
                   f"{row['vs_dense']:8.2f} {row['vs_fewest_experts']:9.2f} {row['hlo_gflops']:10.1f} {row['fault_mib']:10.0f}")
@@ -266,17 +319,16 @@ def main(argv=None) -> int:
               f"{experts[-1]} vs {experts[0]} experts {targets['best_path_most_vs_fewest_experts']:.2f} (target 1.2; "
               f"fastest repetitions {targets['best_path_most_vs_fewest_experts_fastest']:.2f}; per repetition "
               + " ".join(f"{r:.2f}" for r in targets["best_path_most_vs_fewest_experts_per_rep"]) + ")")
-    if len(modes) > 1:
-        print("\nsame variant, " + " / ".join(modes[1:]) + f" over {modes[0]} (ratio of medians):")
-        for name in infos[modes[0]]:
-            first = statistics.median(infos[modes[0]][name]["times_ms"])
-            print(f"  {name:16s} " + "  ".join(f"{statistics.median(infos[m][name]['times_ms']) / first:.2f}" for m in modes[1:]))
+    if len(settings) > 1:
+        print("\nsame variant, " + " / ".join(settings[1:]) + f" over {settings[0]} (ratio of medians):")
+        for name in infos[settings[0]]:
+            first = statistics.median(infos[settings[0]][name]["times_ms"])
+            print(f"  {name:16s} " + "  ".join(f"{statistics.median(infos[m][name]['times_ms']) / first:.2f}" for m in settings[1:]))
 
     result = {
         "benchmark": "moe_layer", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "cpu_count": os.cpu_count(), "jax": jax.__version__, "backend": jax.default_backend(),
-                    "devices": [str(d) for d in jax.devices()]},
+                    "cpu_count": os.cpu_count(), "jax": jax.__version__, "backend": jax.default_backend()},
         "command": " ".join([os.path.relpath(sys.argv[0])] + (argv if argv is not None else sys.argv[1:])),
         "config": {**{k: v for k, v in vars(args).items() if k != "worker"}, "tokens_per_step": args.batch * args.length},
         "load_average_1min": loads, "runs": runs,
