@@ -158,9 +158,9 @@ def logical_to_mesh_spec(names: Sequence[str | None], mesh=None) -> PartitionSpe
     if mesh is None:
         return PartitionSpec(*spec)
 
-    def split_only(axes):
-        names = tuple(a for a in ((axes,) if isinstance(axes, str) else axes or ()) if mesh.shape[a] > 1)
-        return None if not names else names[0] if len(names) == 1 else names
+    def split_only(axes):  # None, a name or a tuple of names -> the same, keeping axes of size > 1
+        kept = tuple(a for a in ((axes,) if isinstance(axes, str) else axes or ()) if mesh.shape[a] > 1)
+        return None if not kept else kept[0] if len(kept) == 1 else kept
 
     return PartitionSpec(*(split_only(axes) for axes in spec))
 

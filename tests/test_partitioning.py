@@ -194,3 +194,22 @@ def test_expert_parallel_applies_only_when_groups_and_experts_split_evenly():
         assert not expert_parallel_applies(active, groups=2, num_experts=8)  # 2 groups over 8 batch shards
         assert not expert_parallel_applies(active, groups=8, num_experts=6)
     assert partitioning.active_mesh() is None and not expert_parallel_applies(None, groups=8, num_experts=8)
+
+
+def test_expert_parallel_expert_dropout_follows_the_rng():
+    """Inside shard_map every device draws its own expert-dropout mask from the layer's key."""
+    from mtmoe.moe import MoeLayer
+
+    layer = MoeLayer(num_experts=8, d_ff=12, max_group_size=6, expert_dropout_rate=0.5, min_expert_capacity=1)
+    x = jax.random.normal(jax.random.PRNGKey(0), (8, 6, 10))
+    params = nn.unbox(layer.init({"params": jax.random.PRNGKey(2), "dropout": jax.random.PRNGKey(3)}, x)["params"])
+    mesh = partitioning.make_mesh(data=2, expert=4)
+    with partitioning.mesh_context(mesh):
+        apply = jax.jit(lambda p, x, key, train: layer.apply({"params": p}, x, enable_dropout=train, rngs={"dropout": key},
+                                                             mutable=["intermediates"])[0], static_argnums=3)
+        first, again, other, evaluated = (apply(params, x, jax.random.PRNGKey(k), train)
+                                          for k, train in ((5, True), (5, True), (6, True), (5, False)))
+        hlo = jax.jit(apply, static_argnums=3).lower(params, x, jax.random.PRNGKey(5), True).as_text()
+    assert "all_to_all" in hlo or "all-to-all" in hlo  # the expert-parallel path ran
+    np.testing.assert_array_equal(first, again)
+    assert not np.allclose(first, other) and not np.allclose(first, evaluated)
