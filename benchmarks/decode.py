@@ -2,6 +2,8 @@
 
     .venv/bin/python benchmarks/decode.py --reps 15       # ~7 minutes on 2 shared CPU cores
     .venv/bin/python benchmarks/decode.py --reps 7 --tasks beam4_b32,greedy_b32
+    .venv/bin/python benchmarks/decode.py --before 3c58873 --modules layers,network,models,decoding,moe,routing \
+        --out benchmarks/results/decode_drop_free.json      # the drop-free capacity ladder (moe.drop_free_capacities)
 
 "before" is mtmoe's layers/network/models/decoding as of commit `--before`
 (the last whose decoder projected the encoder output to cross-attention
@@ -69,33 +71,34 @@ TASKS = {  # name: (decoding, beam size, sentences per call, calls)
 }
 
 
-def _rewrite_imports(source: str) -> str:
-    """Points imports of the old modules at mtmoe_before; everything else stays on mtmoe."""
+def _rewrite_imports(source: str, modules=OLD_MODULES) -> str:
+    """Points imports of the old `modules` at mtmoe_before; everything else stays on mtmoe."""
 
     def split_names(match):
         names = [name.strip() for name in match.group(1).split(",")]
-        old = [name for name in names if name.split(" as ")[0] in OLD_MODULES]
+        old = [name for name in names if name.split(" as ")[0] in modules]
         new = [name for name in names if name not in old]
         lines = [f"from mtmoe_before import {', '.join(old)}"] if old else []
         lines += [f"from mtmoe import {', '.join(new)}"] if new else []
         return "\n".join(lines)
 
     source = re.sub(r"^from mtmoe import (.+)$", split_names, source, flags=re.M)
-    return re.sub(rf"^from mtmoe\.({'|'.join(OLD_MODULES)}) import", r"from mtmoe_before.\1 import", source, flags=re.M)
+    return re.sub(rf"^from mtmoe\.({'|'.join(modules)}) import", r"from mtmoe_before.\1 import", source, flags=re.M)
 
 
-def import_before(commit: str):
-    """The `models` module of mtmoe as of `commit` (package mtmoe_before, in a temporary directory)."""
+def import_before(commit: str, modules=OLD_MODULES):
+    """The `models` module of mtmoe as of `commit`, with `modules` from that commit too
+    (package mtmoe_before, in a temporary directory)."""
     root = tempfile.mkdtemp(prefix="mtmoe_before_")
     package = os.path.join(root, "mtmoe_before")
     os.mkdir(package)
     open(os.path.join(package, "__init__.py"), "w").close()
-    for name in OLD_MODULES:
+    for name in modules:
         shown = subprocess.run(["git", "show", f"{commit}:mtmoe/{name}.py"], cwd=REPO, capture_output=True, text=True)
         if shown.returncode != 0:
             raise SystemExit(f"git show {commit}:mtmoe/{name}.py failed ({shown.stderr.strip()}); pass --before COMMIT")
         with open(os.path.join(package, f"{name}.py"), "w") as f:
-            f.write(_rewrite_imports(shown.stdout))
+            f.write(_rewrite_imports(shown.stdout, modules))
     sys.path.insert(0, root)
     return importlib.import_module("mtmoe_before.models")
 
@@ -135,6 +138,8 @@ def main(argv=None):
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated subset of {list(TASKS)}")
     parser.add_argument("--before", default=BEFORE_COMMIT, help="commit whose decoder recomputes cross-attention K/V")
+    parser.add_argument("--modules", default=",".join(OLD_MODULES),
+                        help="mtmoe modules taken from --before (add moe,routing to time changes to the MoE layer)")
     parser.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results", "decode.json"))
     args = parser.parse_args(argv)
     tasks = args.tasks.split(",")
@@ -146,7 +151,7 @@ def main(argv=None):
 
     translator = Translator.from_checkpoint(RELEASE_DIR)
     after_model = translator.model
-    before_models = import_before(args.before)
+    before_models = import_before(args.before, tuple(args.modules.split(",")))
     before_network = sys.modules["mtmoe_before.network"]
     before_model = before_models.EncoderDecoderModel(
         config=before_network.TransformerConfig(**dataclasses.asdict(after_model.config)),
@@ -218,6 +223,7 @@ def main(argv=None):
     result = {
         "command": " ".join([os.path.relpath(sys.argv[0], REPO)] + (argv if argv is not None else sys.argv[1:])),
         "before_commit": args.before,
+        "before_modules": args.modules,
         "uptime_start": load_start,
         "uptime_end": load_end,
         "devices": str(jax.devices()),

@@ -38,6 +38,7 @@ layer from the logical axis constraints.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable
 
@@ -270,6 +271,22 @@ def dispatch_dropless(
     return constrain(out, GROUP_AXES), route.valid
 
 
+def drop_free_capacities(
+    *, tokens_per_group: int, num_experts: int, capacity_factor: float, min_expert_capacity: int,
+    num_selected_experts: int,
+) -> list[int]:
+    """Increasing expert capacities for routing that must drop no token: the capped capacity
+    at `capacity_factor`, twice that, and `tokens_per_group` (which always suffices).
+
+    8 experts, 128 tokens, factor 2.0 -> [32, 64, 128]; 1 token -> [1].
+    """
+    first = routing.expert_capacity(
+        tokens_per_group=tokens_per_group, num_experts=num_experts, capacity_factor=capacity_factor,
+        min_expert_capacity=min_expert_capacity, num_selected_experts=num_selected_experts,
+    )
+    return sorted({first, min(2 * first, tokens_per_group), tokens_per_group})
+
+
 def expert_parallel_applies(mesh, *, groups: int, num_experts: int) -> bool:
     """Whether `dispatch_expert_parallel` runs the layer: a mesh of several devices whose
     batch axes split the G groups evenly and whose expert axis splits the experts."""
@@ -429,8 +446,10 @@ class MoeLayer(nn.Module):
         """inputs: <dtype>[B, L, D]; padding_mask: <bool>[B, L] True for real tokens (None = all real).
 
         enable_dropout=True means training: jitter noise, expert dropout, the train
-        capacity factor, rng stream "dropout". no_token_drop=True: capacity = tokens
-        per group, so a sentence's output never depends on its batch neighbours.
+        capacity factor, rng stream "dropout". no_token_drop=True: no token is ever
+        dropped (a capacity of every token of the group would always do), so a
+        sentence's output never depends on its batch neighbours; the capped paths
+        run the smallest of `drop_free_capacities` that holds the busiest expert.
         Returns <dtype>[B, L, D]; overflowing tokens and padding get zeros.
         """
         batch, length, d_model = inputs.shape
@@ -481,14 +500,32 @@ class MoeLayer(nn.Module):
             else:
                 path = dispatch_einsum if self.dispatch == "einsum" else dispatch_sort
                 mesh = partitioning.active_mesh()
-                if expert_parallel_applies(mesh, groups=groups, num_experts=self.num_experts):
-                    out, kept = dispatch_expert_parallel(
-                        path, x, route, mesh=mesh, num_experts=self.num_experts, capacity=capacity, wi=wi, wo=wo,
-                        activations=self.activations, dtype=self.dtype, dropout_rate=self.expert_dropout_rate,
-                        dropout_key=dropout_key,
+                expert_parallel = expert_parallel_applies(mesh, groups=groups, num_experts=self.num_experts)
+
+                def dispatch(slots: int) -> tuple[Array, Array]:
+                    if expert_parallel:
+                        return dispatch_expert_parallel(
+                            path, x, route, mesh=mesh, num_experts=self.num_experts, capacity=slots, wi=wi, wo=wo,
+                            activations=self.activations, dtype=self.dtype, dropout_rate=self.expert_dropout_rate,
+                            dropout_key=dropout_key,
+                        )
+                    return path(x, route, num_experts=self.num_experts, capacity=slots, expert_fn=expert_fn)
+
+                if no_token_drop:
+                    # Every expert could get every token: S slots each, E x S rows for S tokens. Run the
+                    # smallest of a few capacities that holds the busiest expert's tokens instead: the
+                    # same output (no token is dropped in any of them) for a fraction of the rows.
+                    ladder = drop_free_capacities(
+                        tokens_per_group=tokens_per_group, num_experts=self.num_experts,
+                        capacity_factor=self.eval_capacity_factor, min_expert_capacity=self.min_expert_capacity,
+                        num_selected_experts=self._num_selected,
                     )
+                    load = jnp.sum(jax.nn.one_hot(route.expert_index, self.num_experts, dtype=jnp.int32)
+                                   * route.valid[..., None], axis=(1, 2))  # [G, E]  tokens per expert and group
+                    rung = jnp.sum(jnp.max(load) > jnp.asarray(ladder[:-1]))  # first capacity that holds it
+                    out, kept = jax.lax.switch(rung, [functools.partial(dispatch, slots) for slots in ladder])
                 else:
-                    out, kept = path(x, route, num_experts=self.num_experts, capacity=capacity, expert_fn=expert_fn)
+                    out, kept = dispatch(capacity)
             aux_loss = routing.load_balancing_loss(probs, route.expert_index, num_experts=self.num_experts, padding_mask=mask)
             picked = jnp.any(kept, axis=-1)  # [G, S]
             num_dispatched = jnp.sum(kept, dtype=jnp.float32)

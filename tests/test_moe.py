@@ -212,6 +212,40 @@ def test_no_token_drop_keeps_every_token(collapsed_params, inputs):
     assert np.all(np.abs(out).sum(-1) > 0.0)
 
 
+def test_drop_free_capacities():
+    # ceil(2.0 * 128 / 8) = 32, then 64, then every token.
+    assert moe.drop_free_capacities(tokens_per_group=128, num_experts=8, capacity_factor=2.0, min_expert_capacity=4,
+                                    num_selected_experts=1) == [32, 64, 128]
+    assert moe.drop_free_capacities(tokens_per_group=6, num_experts=3, capacity_factor=1.0, min_expert_capacity=1,
+                                    num_selected_experts=1) == [2, 4, 6]
+    # min capacity 4 already holds all 4 tokens of a one-sentence beam-4 decode step: one rung.
+    assert moe.drop_free_capacities(tokens_per_group=4, num_experts=8, capacity_factor=2.0, min_expert_capacity=4,
+                                    num_selected_experts=1) == [4]
+
+
+def _busiest_expert_load(params, x):
+    """Most tokens any expert gets in any group under top-1 routing (numpy, from the router kernel)."""
+    kernel = np.asarray(unbox(params)["router"]["kernel"])
+    choice = np.argmax(np.asarray(x).reshape(-1, GROUP, D_MODEL) @ kernel, axis=-1)  # [G, S]
+    return max(np.bincount(group, minlength=EXPERTS).max() for group in choice)
+
+
+@pytest.mark.parametrize("eval_factor, collapse, rung", [(2.0, False, 0), (1.0, False, 1), (1.0, True, 2)])
+def test_no_token_drop_equals_every_token_kept_on_each_capacity_rung(params, collapsed_params, inputs, eval_factor,
+                                                                     collapse, rung):
+    """no_token_drop runs the smallest capacity that holds the busiest expert; the output is
+    the no-drop reference's whichever rung that is."""
+    layer_params, x = (collapsed_params, collapsible(inputs)) if collapse else (params, inputs)
+    ladder = moe.drop_free_capacities(tokens_per_group=GROUP, num_experts=EXPERTS, capacity_factor=eval_factor,
+                                      min_expert_capacity=1, num_selected_experts=1)
+    busiest = _busiest_expert_load(layer_params, x)
+    assert next(i for i, slots in enumerate(ladder) if busiest <= slots) == rung  # the case hits the rung it names
+    out, metrics = apply(make_layer(dispatch="sort", eval_capacity_factor=eval_factor), layer_params, x, no_token_drop=True)
+    expected = reference_loop(layer_params, x, None, num_selected=1, capacity=GROUP)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+    assert metrics["fraction_tokens_dropped"] == 0.0
+
+
 # ---------------------------------------------------------------------------
 # Precision, training mode, params, errors
 # ---------------------------------------------------------------------------
