@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import statistics
@@ -64,7 +63,7 @@ def main(argv=None) -> int:
     from flax import linen as nn
     from jax.sharding import NamedSharding, PartitionSpec
 
-    from moe_layer import make_step
+    from moe_layer import make_step, write_result
     from mtmoe import moe, partitioning
 
     if len(jax.devices()) != args.devices:
@@ -135,10 +134,7 @@ def main(argv=None) -> int:
         "command": " ".join([os.path.relpath(sys.argv[0])] + (argv if argv is not None else sys.argv[1:])),
         "config": vars(args), "rows": rows,
     }
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=1)
-    print(f"wrote {args.out}")
+    write_result(result, args.out)
     return 0
 
 

@@ -333,11 +333,16 @@ def main(argv=None) -> int:
         "config": {**{k: v for k, v in vars(args).items() if k != "worker"}, "tokens_per_step": args.batch * args.length},
         "load_average_1min": loads, "runs": runs,
     }
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=1)
-    print(f"wrote {args.out}")
+    write_result(result, args.out)
     return 0
+
+
+def write_result(result: dict, out: str) -> None:
+    """The run's JSON (with the command that made it) at `out`, creating its folder."""
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(result, f, indent=1)
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":
