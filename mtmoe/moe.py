@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from typing import Any, Callable
 
 import jax
@@ -501,6 +502,14 @@ class MoeLayer(nn.Module):
                 path = dispatch_einsum if self.dispatch == "einsum" else dispatch_sort
                 mesh = partitioning.active_mesh()
                 expert_parallel = expert_parallel_applies(mesh, groups=groups, num_experts=self.num_experts)
+                if mesh is not None and mesh.size > 1 and not expert_parallel and jax.default_backend() == "cpu":
+                    warnings.warn(
+                        f"MoE layer: {groups} routing group(s) of {tokens_per_group} tokens do not split evenly over "
+                        f"the mesh's batch shards (or {self.num_experts} experts over its expert axis), so GSPMD "
+                        f"partitions it, which on CPU gathers every expert's weights onto every device (1.6-1.8x "
+                        f"slower in BENCHMARKS.md); pick max_group_size (GROUP_SIZE) so that batch x length / "
+                        f"max_group_size is a multiple of the data x expert devices", stacklevel=2,
+                    )
 
                 def dispatch(slots: int) -> tuple[Array, Array]:
                     if expert_parallel:

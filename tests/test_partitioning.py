@@ -99,6 +99,7 @@ def _batch():
     }
 
 
+@pytest.mark.filterwarnings("ignore:MoE layer.*GSPMD:UserWarning")  # the 24 case falls back on purpose
 @pytest.mark.parametrize(
     "max_group_size",
     [24, 6],  # 2 groups: GSPMD partitions the MoE layers; 8 groups, one per batch shard: explicit expert parallelism
@@ -194,6 +195,16 @@ def test_expert_parallel_applies_only_when_groups_and_experts_split_evenly():
         assert not expert_parallel_applies(active, groups=2, num_experts=8)  # 2 groups over 8 batch shards
         assert not expert_parallel_applies(active, groups=8, num_experts=6)
     assert partitioning.active_mesh() is None and not expert_parallel_applies(None, groups=8, num_experts=8)
+
+
+def test_moe_layer_warns_when_it_falls_back_to_gspmd_on_cpu():
+    from mtmoe.moe import MoeLayer
+
+    layer = MoeLayer(num_experts=8, d_ff=12, max_group_size=24, min_expert_capacity=1)  # 48 tokens: 2 groups
+    x = jnp.ones((8, 6, 10))
+    with partitioning.mesh_context(partitioning.make_mesh(data=2, expert=4)):
+        with pytest.warns(UserWarning, match="2 routing group.*multiple of the data x expert devices"):
+            jax.eval_shape(lambda x: layer.init(jax.random.PRNGKey(0), x), x)
 
 
 def test_expert_parallel_expert_dropout_follows_the_rng():
