@@ -224,3 +224,24 @@ def test_expert_parallel_expert_dropout_follows_the_rng():
     assert "all_to_all" in hlo or "all-to-all" in hlo  # the expert-parallel path ran
     np.testing.assert_array_equal(first, again)
     assert not np.allclose(first, other) and not np.allclose(first, evaluated)
+
+
+def test_expert_parallel_drop_free_routing_equals_single_device():
+    """no_token_drop picks its capacity rung with lax.switch around the shard_map'd dispatch."""
+    from mtmoe.moe import MoeLayer
+
+    layer = MoeLayer(num_experts=8, d_ff=12, max_group_size=6, min_expert_capacity=1, eval_capacity_factor=1.0)
+    x = jax.random.normal(jax.random.PRNGKey(0), (8, 6, 10))
+    boxed = layer.init(jax.random.PRNGKey(2), x)["params"]
+    params = nn.unbox(boxed)
+    forward = lambda p, x: layer.apply({"params": p}, x, no_token_drop=True, mutable=["intermediates"])  # noqa: E731
+    single, single_metrics = jax.jit(forward)(params, x)
+    mesh = partitioning.make_mesh(data=2, expert=4)
+    with partitioning.mesh_context(mesh):
+        shardings = partitioning.logical_shardings(boxed, mesh)
+        batch_sharding = jax.sharding.NamedSharding(mesh, P(partitioning.BATCH_AXES))
+        sharded_forward = jax.jit(forward, in_shardings=(shardings, batch_sharding))
+        assert "all-to-all" in sharded_forward.lower(params, x).compile().as_text()
+        sharded, sharded_metrics = sharded_forward(jax.device_put(params, shardings), jax.device_put(x, batch_sharding))
+    np.testing.assert_allclose(sharded, single, rtol=1e-5, atol=1e-6)
+    assert float(sharded_metrics["intermediates"]["fraction_tokens_dropped"][0]) == pytest.approx(0.0, abs=1e-6)
