@@ -499,42 +499,10 @@ class MoeLayer(nn.Module):
                     dtype=self.dtype, dropout=dropout,
                 )
             else:
-                path = dispatch_einsum if self.dispatch == "einsum" else dispatch_sort
-                mesh = partitioning.active_mesh()
-                expert_parallel = expert_parallel_applies(mesh, groups=groups, num_experts=self.num_experts)
-                if mesh is not None and mesh.size > 1 and not expert_parallel and jax.default_backend() == "cpu":
-                    warnings.warn(
-                        f"MoE layer: {groups} routing group(s) of {tokens_per_group} tokens do not split evenly over "
-                        f"the mesh's batch shards (or {self.num_experts} experts over its expert axis), so GSPMD "
-                        f"partitions it, which on CPU gathers every expert's weights onto every device (1.6-1.8x "
-                        f"slower in BENCHMARKS.md); pick max_group_size (GROUP_SIZE) so that batch x length / "
-                        f"max_group_size is a multiple of the data x expert devices", stacklevel=2,
-                    )
-
-                def dispatch(slots: int) -> tuple[Array, Array]:
-                    if expert_parallel:
-                        return dispatch_expert_parallel(
-                            path, x, route, mesh=mesh, num_experts=self.num_experts, capacity=slots, wi=wi, wo=wo,
-                            activations=self.activations, dtype=self.dtype, dropout_rate=self.expert_dropout_rate,
-                            dropout_key=dropout_key,
-                        )
-                    return path(x, route, num_experts=self.num_experts, capacity=slots, expert_fn=expert_fn)
-
-                if no_token_drop:
-                    # Every expert could get every token: S slots each, E x S rows for S tokens. Run the
-                    # smallest of a few capacities that holds the busiest expert's tokens instead: the
-                    # same output (no token is dropped in any of them) for a fraction of the rows.
-                    ladder = drop_free_capacities(
-                        tokens_per_group=tokens_per_group, num_experts=self.num_experts,
-                        capacity_factor=self.eval_capacity_factor, min_expert_capacity=self.min_expert_capacity,
-                        num_selected_experts=self._num_selected,
-                    )
-                    load = jnp.sum(jax.nn.one_hot(route.expert_index, self.num_experts, dtype=jnp.int32)
-                                   * route.valid[..., None], axis=(1, 2))  # [G, E]  tokens per expert and group
-                    rung = jnp.sum(jnp.max(load) > jnp.asarray(ladder[:-1]))  # first capacity that holds it
-                    out, kept = jax.lax.switch(rung, [functools.partial(dispatch, slots) for slots in ladder])
-                else:
-                    out, kept = dispatch(capacity)
+                out, kept = self._capped_dispatch(
+                    x, route, capacity=capacity, no_token_drop=no_token_drop, wi=wi, wo=wo, expert_fn=expert_fn,
+                    dropout_key=dropout_key,
+                )
             aux_loss = routing.load_balancing_loss(probs, route.expert_index, num_experts=self.num_experts, padding_mask=mask)
             picked = jnp.any(kept, axis=-1)  # [G, S]
             num_dispatched = jnp.sum(kept, dtype=jnp.float32)
@@ -554,6 +522,49 @@ class MoeLayer(nn.Module):
             self.sow("intermediates", name, metrics[name])
         out = out.reshape(batch, length, d_model).astype(self.dtype)  # [B, L, D]
         return constrain(out, ("batch", "length", "embed"))
+
+    def _capped_dispatch(
+        self, x: Array, route: routing.TokensChooseRouting, *, capacity: int, no_token_drop: bool, wi, wo,
+        expert_fn: ExpertFn, dropout_key: Array | None,
+    ) -> tuple[Array, Array]:
+        """The einsum or sort path for tokens-choose routing: expert-parallel on a mesh that
+        splits the groups evenly, and on the smallest drop-free capacity under `no_token_drop`.
+        x: <dtype>[G, S, D]; returns (output <dtype>[G, S, D], kept <bool>[G, S, K])."""
+        groups, tokens_per_group, _ = x.shape
+        path = dispatch_einsum if self.dispatch == "einsum" else dispatch_sort
+        mesh = partitioning.active_mesh()
+        expert_parallel = expert_parallel_applies(mesh, groups=groups, num_experts=self.num_experts)
+        if mesh is not None and mesh.size > 1 and not expert_parallel and jax.default_backend() == "cpu":
+            warnings.warn(
+                f"MoE layer: {groups} routing group(s) of {tokens_per_group} tokens do not split evenly over the "
+                f"mesh's batch shards (or {self.num_experts} experts over its expert axis), so GSPMD partitions it, "
+                f"which on CPU gathers every expert's weights onto every device (1.6-1.8x slower in BENCHMARKS.md); "
+                f"pick max_group_size (GROUP_SIZE) so that batch x length / max_group_size is a multiple of the "
+                f"data x expert devices", stacklevel=3,
+            )
+
+        def dispatch(slots: int) -> tuple[Array, Array]:
+            if expert_parallel:
+                return dispatch_expert_parallel(
+                    path, x, route, mesh=mesh, num_experts=self.num_experts, capacity=slots, wi=wi, wo=wo,
+                    activations=self.activations, dtype=self.dtype, dropout_rate=self.expert_dropout_rate,
+                    dropout_key=dropout_key,
+                )
+            return path(x, route, num_experts=self.num_experts, capacity=slots, expert_fn=expert_fn)
+
+        if not no_token_drop:
+            return dispatch(capacity)
+        # Every expert could get every token: S slots each, E x S rows for S tokens. Run the smallest
+        # of a few capacities that holds the busiest expert's tokens instead: the same output (no
+        # token is dropped in any of them) for a fraction of the rows.
+        ladder = drop_free_capacities(
+            tokens_per_group=tokens_per_group, num_experts=self.num_experts, capacity_factor=self.eval_capacity_factor,
+            min_expert_capacity=self.min_expert_capacity, num_selected_experts=self._num_selected,
+        )
+        load = jnp.sum(jax.nn.one_hot(route.expert_index, self.num_experts, dtype=jnp.int32) * route.valid[..., None],
+                       axis=(1, 2))  # [G, E]  tokens per expert and group
+        rung = jnp.sum(jnp.max(load) > jnp.asarray(ladder[:-1], jnp.int32))  # the first capacity that holds them
+        return jax.lax.switch(rung, [functools.partial(dispatch, slots) for slots in ladder])
 
     def _expert_params(self, d_model: int) -> tuple[list[Array], Array]:
         """float32 wi_* [E, D, F] and wo [E, F, D], Switch init (variance scale / fan_in)."""
