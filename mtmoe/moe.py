@@ -272,6 +272,15 @@ def dispatch_dropless(
     return constrain(out, GROUP_AXES), route.valid
 
 
+# Drop-free routing compiles the capacities of `drop_free_capacities` only for calls with at
+# least this many tokens per group: below it the padded rows cost less than compiling the extra
+# capacities. A cached decoding step runs once per generated token (a batch-32 greedy step has
+# 32 tokens, beam 4 128; the web UI's one-sentence beam-4 step 4); the encoder and scoring run
+# once per batch (32 sentences of 32 tokens: 1024; the web UI's requests: at most 4 x 64 = 256).
+DROP_FREE_LADDER_MIN_TOKENS_DECODE = 32
+DROP_FREE_LADDER_MIN_TOKENS = 512
+
+
 def drop_free_capacities(
     *, tokens_per_group: int, num_experts: int, capacity_factor: float, min_expert_capacity: int,
     num_selected_experts: int,
@@ -443,14 +452,17 @@ class MoeLayer(nn.Module):
         padding_mask: Array | None = None,
         enable_dropout: bool = False,
         no_token_drop: bool = False,
+        decode: bool = False,
     ) -> Array:
         """inputs: <dtype>[B, L, D]; padding_mask: <bool>[B, L] True for real tokens (None = all real).
 
         enable_dropout=True means training: jitter noise, expert dropout, the train
         capacity factor, rng stream "dropout". no_token_drop=True: no token is ever
         dropped (a capacity of every token of the group would always do), so a
-        sentence's output never depends on its batch neighbours; the capped paths
-        run the smallest of `drop_free_capacities` that holds the busiest expert.
+        sentence's output never depends on its batch neighbours; with enough tokens
+        per group (DROP_FREE_LADDER_MIN_TOKENS, or ..._DECODE when decode=True marks
+        a cached decoding step) the capped paths run the smallest of
+        `drop_free_capacities` that holds the busiest expert.
         Returns <dtype>[B, L, D]; overflowing tokens and padding get zeros.
         """
         batch, length, d_model = inputs.shape
@@ -499,9 +511,10 @@ class MoeLayer(nn.Module):
                     dtype=self.dtype, dropout=dropout,
                 )
             else:
+                min_tokens = DROP_FREE_LADDER_MIN_TOKENS_DECODE if decode else DROP_FREE_LADDER_MIN_TOKENS
                 out, kept = self._capped_dispatch(
-                    x, route, capacity=capacity, no_token_drop=no_token_drop, wi=wi, wo=wo, expert_fn=expert_fn,
-                    dropout_key=dropout_key,
+                    x, route, capacity=capacity, capacity_ladder=no_token_drop and tokens_per_group >= min_tokens,
+                    wi=wi, wo=wo, expert_fn=expert_fn, dropout_key=dropout_key,
                 )
             aux_loss = routing.load_balancing_loss(probs, route.expert_index, num_experts=self.num_experts, padding_mask=mask)
             picked = jnp.any(kept, axis=-1)  # [G, S]
@@ -524,11 +537,12 @@ class MoeLayer(nn.Module):
         return constrain(out, ("batch", "length", "embed"))
 
     def _capped_dispatch(
-        self, x: Array, route: routing.TokensChooseRouting, *, capacity: int, no_token_drop: bool, wi, wo,
+        self, x: Array, route: routing.TokensChooseRouting, *, capacity: int, capacity_ladder: bool, wi, wo,
         expert_fn: ExpertFn, dropout_key: Array | None,
     ) -> tuple[Array, Array]:
         """The einsum or sort path for tokens-choose routing: expert-parallel on a mesh that
-        splits the groups evenly, and on the smallest drop-free capacity under `no_token_drop`.
+        splits the groups evenly; with `capacity_ladder` (capacity = every token of the group),
+        on the smallest of `drop_free_capacities` that holds the busiest expert.
         x: <dtype>[G, S, D]; returns (output <dtype>[G, S, D], kept <bool>[G, S, K])."""
         groups, tokens_per_group, _ = x.shape
         path = dispatch_einsum if self.dispatch == "einsum" else dispatch_sort
@@ -552,7 +566,7 @@ class MoeLayer(nn.Module):
                 )
             return path(x, route, num_experts=self.num_experts, capacity=slots, expert_fn=expert_fn)
 
-        if not no_token_drop:
+        if not capacity_ladder:
             return dispatch(capacity)
         # Every expert could get every token: S slots each, E x S rows for S tokens. Run the smallest
         # of a few capacities that holds the busiest expert's tokens instead: the same output (no

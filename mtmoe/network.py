@@ -138,10 +138,12 @@ def make_ffn(config: TransformerConfig, *, layer: int, decoder: bool) -> nn.Modu
     )
 
 
-def apply_ffn(ffn: nn.Module, x: Array, *, padding_mask, enable_dropout: bool, no_token_drop: bool) -> Array:
+def apply_ffn(
+    ffn: nn.Module, x: Array, *, padding_mask, enable_dropout: bool, no_token_drop: bool, decode: bool = False
+) -> Array:
     if isinstance(ffn, layers.MlpBlock):
         return ffn(x, enable_dropout=enable_dropout)
-    return ffn(x, padding_mask=padding_mask, enable_dropout=enable_dropout, no_token_drop=no_token_drop)
+    return ffn(x, padding_mask=padding_mask, enable_dropout=enable_dropout, no_token_drop=no_token_drop, decode=decode)
 
 
 class EncoderLayer(nn.Module):
@@ -204,7 +206,8 @@ class DecoderLayer(nn.Module):
 
         h = layers.RMSNorm(epsilon=eps, dtype=dtype, name="pre_mlp_layer_norm")(x)
         ffn = make_ffn(config, layer=self.layer, decoder=True)
-        h = apply_ffn(ffn, h, padding_mask=padding_mask, enable_dropout=enable_dropout, no_token_drop=no_token_drop)
+        h = apply_ffn(ffn, h, padding_mask=padding_mask, enable_dropout=enable_dropout, no_token_drop=no_token_drop,
+                      decode=decode)
         x = x + layers.Dropout(config.dropout_rate)(h, enable_dropout=enable_dropout)
         return layers.constrain(x, ("batch", "length", "embed"))
 

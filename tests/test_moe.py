@@ -223,6 +223,23 @@ def test_drop_free_capacities():
                                     num_selected_experts=1) == [4]
 
 
+def test_capacity_ladder_only_with_enough_tokens_per_group(params, inputs, monkeypatch):
+    """The rungs are compiled (a lax.switch: a `cond` in the jaxpr) only for no_token_drop calls
+    with enough tokens per group; cached decoding steps need fewer than other calls."""
+    layer = make_layer(dispatch="sort")
+
+    def has_switch(**kwargs):
+        jaxpr = jax.make_jaxpr(lambda x: layer.apply({"params": params}, x, mutable=["intermediates"], **kwargs))(inputs)
+        return "cond[" in str(jaxpr)
+
+    assert not has_switch(no_token_drop=True) and not has_switch(no_token_drop=True, decode=True)  # 6 tokens a group
+    monkeypatch.setattr(moe, "DROP_FREE_LADDER_MIN_TOKENS_DECODE", GROUP)
+    assert has_switch(no_token_drop=True, decode=True) and not has_switch(no_token_drop=True)
+    monkeypatch.setattr(moe, "DROP_FREE_LADDER_MIN_TOKENS", GROUP)
+    assert has_switch(no_token_drop=True)
+    assert not has_switch(decode=True)  # capped routing never needs it
+
+
 def _busiest_expert_load(params, x):
     """Most tokens any expert gets in any group under top-1 routing (numpy, from the router kernel)."""
     kernel = np.asarray(unbox(params)["router"]["kernel"])
@@ -232,9 +249,10 @@ def _busiest_expert_load(params, x):
 
 @pytest.mark.parametrize("eval_factor, collapse, rung", [(2.0, False, 0), (1.0, False, 1), (1.0, True, 2)])
 def test_no_token_drop_equals_every_token_kept_on_each_capacity_rung(params, collapsed_params, inputs, eval_factor,
-                                                                     collapse, rung):
-    """no_token_drop runs the smallest capacity that holds the busiest expert; the output is
-    the no-drop reference's whichever rung that is."""
+                                                                     collapse, rung, monkeypatch):
+    """A no_token_drop call runs the smallest capacity that holds the busiest expert; the
+    output is the no-drop reference's whichever rung that is."""
+    monkeypatch.setattr(moe, "DROP_FREE_LADDER_MIN_TOKENS", GROUP)  # groups of 6 tokens here
     layer_params, x = (collapsed_params, collapsible(inputs)) if collapse else (params, inputs)
     ladder = moe.drop_free_capacities(tokens_per_group=GROUP, num_experts=EXPERTS, capacity_factor=eval_factor,
                                       min_expert_capacity=1, num_selected_experts=1)

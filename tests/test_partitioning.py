@@ -226,9 +226,12 @@ def test_expert_parallel_expert_dropout_follows_the_rng():
     assert not np.allclose(first, other) and not np.allclose(first, evaluated)
 
 
-def test_expert_parallel_drop_free_routing_equals_single_device():
+def test_expert_parallel_drop_free_routing_equals_single_device(monkeypatch):
     """no_token_drop picks its capacity rung with lax.switch around the shard_map'd dispatch."""
+    from mtmoe import moe
     from mtmoe.moe import MoeLayer
+
+    monkeypatch.setattr(moe, "DROP_FREE_LADDER_MIN_TOKENS", 6)  # groups of 6 tokens here
 
     layer = MoeLayer(num_experts=8, d_ff=12, max_group_size=6, min_expert_capacity=1, eval_capacity_factor=1.0)
     x = jax.random.normal(jax.random.PRNGKey(0), (8, 6, 10))
