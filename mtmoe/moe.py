@@ -276,7 +276,8 @@ def dispatch_dropless(
 # least this many tokens per group: below it the padded rows cost less than compiling the extra
 # capacities. A cached decoding step runs once per generated token (a batch-32 greedy step has
 # 32 tokens, beam 4 128; the web UI's one-sentence beam-4 step 4); the encoder and scoring run
-# once per batch (32 sentences of 32 tokens: 1024; the web UI's requests: at most 4 x 64 = 256).
+# once per batch (32 sentences of 32 tokens: 1024; the web UI's warmed shapes, up to 4 sentences of
+# 32-64 tokens: at most 256).
 DROP_FREE_LADDER_MIN_TOKENS_DECODE = 32
 DROP_FREE_LADDER_MIN_TOKENS = 512
 
