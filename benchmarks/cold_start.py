@@ -17,7 +17,9 @@ first German translation of one sentence in hand:
 - `app, repeat start`: the same command again on the cache the first-ever
   start of the same repetition filled (every start after the first);
 - `app @REF` (with --baseline_ref): `python -m app` from a git worktree of
-  commit REF, for a before/after comparison in the same run.
+  commit REF, for a before/after comparison in the same run; on an empty
+  compilation cache when that commit's app has `--compilation-cache` (the row
+  says "its default cache" otherwise).
 
 The app runs with its default flags (--warm-batch 4); --app_args adds more.
 Repetitions alternate the ways, so load from other processes on the shared
@@ -215,8 +217,20 @@ def main() -> None:
     wanted = [way for way in args.ways.split(",") if way]
     ways = []
     if worktree:
-        ways.append((f"app @{args.baseline_ref}", lambda rep: time_app(checkpoint, root=worktree, args=app_args,
-                                                                        linger=args.linger)))
+        # An app that knows --compilation-cache starts on an empty one, like "first-ever start" below;
+        # otherwise it would load what earlier runs left in its default cache folder.
+        with open(os.path.join(worktree, "app", "server.py")) as f:
+            baseline_has_cache_flag = "--compilation-cache" in f.read()
+
+        def baseline(rep: int):
+            extra = []
+            if baseline_has_cache_flag:
+                cache = os.path.join(cache_root, f"baseline-rep{rep}")
+                shutil.rmtree(cache, ignore_errors=True)
+                extra = ["--compilation-cache", cache]
+            return time_app(checkpoint, root=worktree, args=[*app_args, *extra], linger=args.linger)
+
+        ways.append((f"app @{args.baseline_ref}" + ("" if baseline_has_cache_flag else " (its default cache)"), baseline))
     if "library" in wanted:
         ways.append(("library", lambda rep: time_library(checkpoint)))
     if "app-first" in wanted:
