@@ -171,7 +171,7 @@ def worker(args: argparse.Namespace) -> int:
         step = make_step(module, moe=moe)
         if num_devices == 1:
             arguments = (params, x, cotangent, rng)
-            return step, step.lower(*arguments).compile(), arguments
+            return step.lower(*arguments).compile(), arguments
         # MoE: batch (groups) and experts both split N ways; dense: plain data parallelism.
         mesh = partitioning.make_mesh(data=1, expert=num_devices) if moe else partitioning.make_mesh(data=num_devices)
         with partitioning.mesh_context(mesh):
@@ -184,7 +184,7 @@ def worker(args: argparse.Namespace) -> int:
             batch = NamedSharding(mesh, PartitionSpec(partitioning.BATCH_AXES))
             arguments = (jax.device_put(params, shardings), jax.device_put(x, batch), jax.device_put(cotangent, batch), rng)
             step = jax.jit(step, in_shardings=(shardings, batch, batch, None), out_shardings=(None, (shardings, batch)))
-            return step, step.lower(*arguments).compile(), arguments
+            return step.lower(*arguments).compile(), arguments
 
     variants = {"dense": (MlpBlock(d_ff=args.d_ff, dtype=dtype), False, {"experts": 0, "path": "dense"})}
     for num_experts in [int(e) for e in args.experts.split(",")]:
@@ -200,7 +200,7 @@ def worker(args: argparse.Namespace) -> int:
     compiled_variants = {}  # name -> (compiled step, arguments, info)
     for name, (module, moe, info) in variants.items():
         start = time.perf_counter()
-        _, compiled, arguments = place(module, moe=moe, info=info)
+        compiled, arguments = place(module, moe=moe, info=info)
         jax.block_until_ready(compiled(*arguments))
         info["compile_s"] = time.perf_counter() - start
         cost = compiled.cost_analysis()

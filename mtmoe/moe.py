@@ -339,7 +339,7 @@ def dispatch_expert_parallel(
 
     def vary_along_all(value: Array, spec) -> Array:
         """`value`, split as `spec` says, marked as varying along the split axes it is replicated over."""
-        split_by_spec = {name for entry in spec if entry for name in ((entry,) if isinstance(entry, str) else entry)}
+        split_by_spec = {name for entry in spec for name in partitioning.axis_names(entry)}
         replicated = tuple(name for name in split_axes if name not in split_by_spec)
         return jax.lax.pcast(value, replicated, to="varying") if replicated else value
 

@@ -158,19 +158,21 @@ def logical_to_mesh_spec(names: Sequence[str | None], mesh=None) -> PartitionSpe
     if mesh is None:
         return PartitionSpec(*spec)
 
-    def split_only(axes):  # None, a name or a tuple of names -> the same, keeping axes of size > 1
-        kept = tuple(a for a in ((axes,) if isinstance(axes, str) else axes or ()) if mesh.shape[a] > 1)
+    def split_only(axes):  # the same entry, keeping only axes of size > 1
+        kept = tuple(a for a in axis_names(axes) if mesh.shape[a] > 1)
         return None if not kept else kept[0] if len(kept) == 1 else kept
 
     return PartitionSpec(*(split_only(axes) for axes in spec))
 
 
+def axis_names(axes) -> tuple[str, ...]:
+    """Mesh axis names of one PartitionSpec entry: None, an axis name or a tuple of names."""
+    return () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
+
+
 def mesh_axis_size(mesh, axes) -> int:
     """Devices along one PartitionSpec entry: None, an axis name or a tuple of names."""
-    if axes is None:
-        return 1
-    names = (axes,) if isinstance(axes, str) else tuple(axes)
-    return int(np.prod([mesh.shape[name] for name in names]))
+    return int(np.prod([mesh.shape[name] for name in axis_names(axes)]))
 
 
 def initialize_distributed(
