@@ -28,7 +28,10 @@ demo: $(STAMP)
 	@echo
 	@echo "Open the web UI on this model:  $(PY) -m app --checkpoint $(DEMO_DIR)   (then browse http://127.0.0.1:7860)"
 
+# Lint (ruff: pyflakes, import order, bugbear) and the import contracts in pyproject.toml, then the tests.
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest
 
 clean-venv:

@@ -140,17 +140,6 @@ def is_gin_call_error(message: str) -> bool:
     return "Required bindings for" in message or "gin.REQUIRED" in message
 
 
-def import_task_registries() -> None:
-    """Register tasks/ (seqio tasks, mixtures and their gin configurables) before gin locks its config."""
-    try:
-        import tasks
-    except ImportError:  # reported with its reason when a task is looked up
-        return
-    register = getattr(tasks, "register", None)
-    if register is not None:
-        register()  # imports seqio and registers every task and mixture now
-
-
 def hide_accelerators_from_tensorflow() -> None:
     """seqio uses TensorFlow only on the CPU; keep it from grabbing accelerator memory."""
     try:

@@ -3,7 +3,8 @@
 - `Evaluator`: validation loss / token accuracy on a few fixed batches (every
   process runs the same number, padded with all-padding rows that weigh 0)
   and BLEU / chrF++ (mtmoe.scoring.score_pair) on a few language pairs,
-  translating the task's own tokenized sources with the Translator.
+  translating the task's own tokenized sources with the Translator. It reads
+  them from the run's data source: seqio, or the pre-tokenized cache.
 - `evaluate(...)`: the same for a checkpoint directory, on one device
   (`python -m mtmoe.train --mode=eval --gin_file=gin/runs/eval.gin`).
 - `infer(...)`: translate a text file (`--mode=infer --gin_file=gin/runs/infer.gin`).
@@ -13,26 +14,13 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Callable, Mapping
+from typing import Callable
 
 import numpy as np
 
 from mtmoe import input_pipeline
 from mtmoe.command_line import UsageError
-from mtmoe.input_pipeline import translation_pairs, vocabulary_of
-
-
-def _pair_examples(task_name: str, *, split: str, lengths: Mapping[str, int], limit: int):
-    """(source token ids as the task makes them, reference texts) of a task's first `limit` examples."""
-    import seqio
-
-    dataset = seqio.get_mixture_or_task(task_name).get_dataset(
-        sequence_length=dict(lengths), split=split, shuffle=False, num_epochs=1)
-    sources, references = [], []
-    for example in dataset.take(limit).as_numpy_iterator():
-        sources.append([int(t) for t in example["inputs"]])
-        references.append(example["targets_pretokenized"].decode("utf-8"))
-    return sources, references
+from mtmoe.train_config import DatasetConfig, EvalConfig
 
 
 def _pad_batches(rows: list[dict], *, batch_size: int, num_batches: int | None = None) -> list[dict[str, np.ndarray]]:
@@ -53,39 +41,35 @@ def _pad_batches(rows: list[dict], *, batch_size: int, num_batches: int | None =
 
 
 class Evaluator:
-    """Validation loss on a few fixed batches, and BLEU / chrF++ on a few language pairs."""
+    """Validation loss on a few fixed batches, and BLEU / chrF++ on a few language pairs.
 
-    def __init__(self, *, model, mixture_or_task_name, lengths, batch_size, eval_split, eval_batches, pack, pairs,
-                 bleu_pairs, bleu_examples, beam_size, vocabulary, mesh, eval_step, process_index, process_count,
+    source: an `input_pipeline.SeqioSource` or `token_cache.CacheSource`
+    (validation rows, BLEU sentences, vocabulary, pairs); config: an EvalConfig."""
+
+    def __init__(self, *, model, source, config, batch_size, mesh, eval_step, process_index, process_count,
                  print_fn):
-        self.model, self.mesh, self.eval_step, self.print_fn = model, mesh, eval_step, print_fn
+        self.model, self.source, self.config = model, source, config
+        self.mesh, self.eval_step, self.print_fn = mesh, eval_step, print_fn
         self.process_index, self.process_count = process_index, process_count
-        self.vocabulary = vocabulary
-        self.beam_size = beam_size
+        self.local_batch = batch_size // process_count
+        self.pairs = source.pairs[:config.bleu_pairs]
         self._batches = None
-        self._spec = dict(mixture_or_task_name=mixture_or_task_name, task_feature_lengths=lengths, split=eval_split,
-                          batch_size=batch_size // process_count, shuffle=False, seed=None, pack=pack, num_epochs=1,
-                          shard_index=process_index, num_shards=process_count)
-        self.eval_batches = eval_batches
-        self.pairs = pairs[:bleu_pairs]
-        self.bleu_examples = bleu_examples
-        self.lengths = lengths
         self._bleu_data = None
         self._translator = None
 
     def _load(self):
         if self._batches is None:
             try:
-                spec = dict(self._spec, batch_size=1)
-                dataset = input_pipeline.make_dataset(**spec).unbatch()
-                rows = list(dataset.take(self.eval_batches * self._spec["batch_size"]).as_numpy_iterator())
+                rows = self.source.eval_rows(split=self.config.split, limit=self.config.batches * self.local_batch,
+                                             process_index=self.process_index, process_count=self.process_count)
                 if not rows and self.process_count > 1:  # this host's shard is empty: it still joins every batch
-                    rows = [{k: np.zeros(v.shape, v.dtype.as_numpy_dtype) for k, v in dataset.element_spec.items()}]
+                    first = self.source.eval_rows(split=self.config.split, limit=1, process_index=0, process_count=1)
+                    rows = [{k: np.zeros_like(v) for k, v in first[0].items()}] if first else []
                 # Every process runs the same number of batches (the step is collective), padded if short.
-                self._batches = _pad_batches(rows, batch_size=self._spec["batch_size"],
-                                             num_batches=self.eval_batches if self.process_count > 1 else None)
+                self._batches = _pad_batches(rows, batch_size=self.local_batch,
+                                             num_batches=self.config.batches if self.process_count > 1 else None)
             except Exception as err:  # a task without this split: say so once, skip validation loss
-                self.print_fn(f"validation loss skipped: split {self._spec['split']!r} unavailable ({err})")
+                self.print_fn(f"validation loss skipped: split {self.config.split!r} unavailable ({err})")
                 self._batches = []
         return self._batches
 
@@ -110,7 +94,7 @@ class Evaluator:
             if total_tokens:
                 out.update({k: v / total_tokens for k, v in sums.items()})
                 out["num_target_tokens"] = total_tokens
-        if self.pairs and self.bleu_examples and self.process_count == 1:
+        if self.pairs and self.config.bleu_examples and self.process_count == 1:
             out.update(self._bleu(params))
         if out and self.process_index == 0:
             shown = " ".join(f"{k} {v:.3f}" for k, v in out.items()
@@ -123,30 +107,27 @@ class Evaluator:
         import jax
 
         from mtmoe import translate
+        from mtmoe.scoring import score_pair
 
-        try:
-            from mtmoe.scoring import score_pair
-        except ImportError:
-            return {}
         if self._bleu_data is None:
             self._bleu_data = {}
             for task_name, (source, target) in self.pairs:
                 try:
-                    self._bleu_data[(source, target)] = _pair_examples(
-                        task_name, split=self._spec["split"], lengths=self.lengths, limit=self.bleu_examples)
+                    self._bleu_data[(source, target)] = self.source.pair_examples(
+                        task_name, split=self.config.split, limit=self.config.bleu_examples)
                 except Exception as err:  # a task without this split: say so once, score the others
                     self.print_fn(f"BLEU for {source}-{target} skipped: {str(err).splitlines()[0][:200]}")
         if not self._bleu_data:
             return {}
         if self._translator is None:  # one Translator: its jitted decoder compiles once per shape bucket
             self._translator = translate.Translator(
-                model=self.model, params=None, vocab_path=self.vocabulary.sentencepiece_model_file,
-                language_pairs=list(self._bleu_data), max_length=self.lengths["targets"])
+                model=self.model, params=None, vocab_path=self.source.vocabulary.sentencepiece_model_file,
+                language_pairs=list(self._bleu_data), max_length=self.source.lengths["targets"])
         translator = self._translator
         translator.params = jax.device_get(params)
         out: dict[str, float] = {}
         for (source, target), (sources, references) in self._bleu_data.items():
-            hypotheses = translator.translate_ids(sources, beam_size=self.beam_size)
+            hypotheses = translator.translate_ids(sources, beam_size=self.config.beam_size)
             scores = score_pair(hypotheses, references, target_lang=target)
             out[f"bleu/{source}-{target}"] = float(scores["bleu"])
             out[f"chrf/{source}-{target}"] = float(scores["chrf"])
@@ -154,13 +135,15 @@ class Evaluator:
 
 
 
-def evaluate(*, checkpoint_path: str, mixture_or_task_name: str, task_feature_lengths: Mapping[str, int] | None = None,
-             batch_size: int = 32, split: str = "validation", eval_batches: int = 16, bleu_pairs: int = 10,
-             bleu_examples: int = 100, beam_size: int = 4, output_dir: str | None = None,
-             print_fn: Callable[[str], None] = print) -> dict[str, float]:
+def evaluate(*, checkpoint_path: str, dataset_cfg: DatasetConfig, eval_cfg: EvalConfig = EvalConfig(),
+             output_dir: str | None = None, print_fn: Callable[[str], None] = print) -> dict[str, float]:
     """Validation loss / accuracy and BLEU / chrF++ of a checkpoint on one device.
 
+    dataset_cfg: the task (or its pre-tokenized cache) to evaluate on;
+    task_feature_lengths None = the lengths the checkpoint was trained with.
     Writes <output_dir or checkpoint_path>/eval-<split>-<step>.json; returns the metrics."""
+    import dataclasses
+
     import jax
 
     from mtmoe import checkpoints, partitioning, translate
@@ -170,25 +153,21 @@ def evaluate(*, checkpoint_path: str, mixture_or_task_name: str, task_feature_le
     except checkpoints.CheckpointError as err:
         raise UsageError(str(err)) from None
     step, meta = checkpoints.read_json_meta(checkpoint_path, step=translator.step)
-    lengths = dict(task_feature_lengths or meta["task_feature_lengths"])
-    vocabulary = vocabulary_of(mixture_or_task_name)
-    pairs = translation_pairs(mixture_or_task_name)
+    if not dataset_cfg.task_feature_lengths:
+        dataset_cfg = dataclasses.replace(dataset_cfg, task_feature_lengths=meta["task_feature_lengths"])
+    source = input_pipeline.make_source(dataset_cfg)
     mesh = partitioning.make_mesh(data=1, devices=jax.local_devices()[:1])
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     params = jax.device_put(translator.params, replicated)
     eval_step = jax.jit(lambda p, b: translator.model.loss_fn(p, b, None)[1])
-    evaluator = Evaluator(
-        model=translator.model, mixture_or_task_name=mixture_or_task_name, lengths=lengths, batch_size=batch_size,
-        eval_split=split, eval_batches=eval_batches, pack=True, pairs=pairs, bleu_pairs=bleu_pairs,
-        bleu_examples=bleu_examples, beam_size=beam_size, vocabulary=vocabulary, mesh=mesh, eval_step=eval_step,
-        process_index=0, process_count=1, print_fn=print_fn)
+    evaluator = Evaluator(model=translator.model, source=source, config=eval_cfg, batch_size=dataset_cfg.batch_size,
+                          mesh=mesh, eval_step=eval_step, process_index=0, process_count=1, print_fn=print_fn)
     metrics = evaluator(params)
     out_dir = output_dir or checkpoint_path
     os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, f"eval-{split}-{step}.json")
-    from mtmoe.checkpoints import write_atomic
-
-    write_atomic(path, json.dumps({"step": step, "mixture_or_task_name": mixture_or_task_name, **metrics}, indent=1))
+    path = os.path.join(out_dir, f"eval-{eval_cfg.split}-{step}.json")
+    checkpoints.write_atomic(path, json.dumps(
+        {"step": step, "mixture_or_task_name": dataset_cfg.mixture_or_task_name, **metrics}, indent=1))
     print_fn(f"wrote {path}")
     return metrics
 

@@ -1,8 +1,14 @@
 """The training input pipeline: a seqio task or mixture -> numpy batches for this process.
 
+- `SeqioSource`: what the trainer and its evaluator read from a seqio task or
+  mixture (training batches, validation rows, the sentences BLEU is scored
+  on, the vocabulary and language pairs). `mtmoe.token_cache.CacheSource`
+  offers the same methods over a pre-tokenized cache, without TensorFlow;
+  `make_source` picks one from a `DatasetConfig`.
 - `get_mixture_or_task`, `vocabulary_of`, `translation_pairs`: look a task or
-  mixture up in seqio's registries (registering this project's tasks), with a
-  one-line `UsageError` for an unknown name.
+  mixture up in seqio's registries (importing the registry module first, as
+  T5X's MIXTURE_OR_TASK_MODULE does), with a one-line `UsageError` for an
+  unknown name.
 - `make_dataset`: batched, deterministic tf.data of EncDecFeatureConverter
   features ([B, L] int32 per feature; B = this process's share of the global
   batch), sharded over processes; `_sampled_tasks` is the small-buffer
@@ -18,22 +24,32 @@ web UI import mtmoe without them. Sharding a host batch over the mesh is
 from __future__ import annotations
 
 import difflib
+import importlib
 import os
 from typing import Mapping
 
 import numpy as np
 
 from mtmoe.command_line import UsageError
+from mtmoe.data import languages
 
 
-def get_mixture_or_task(name: str):
-    """seqio Mixture/Task by name (registering this project's tasks); one-line error if unknown."""
+def import_registry_module(module: str | None) -> None:
+    """Import the module that registers the tasks (MIXTURE_OR_TASK_MODULE); one-line error if it cannot be."""
+    if not module:
+        return
+    try:
+        importlib.import_module(module)
+    except ImportError as err:
+        raise UsageError(f"cannot import the task registry module {module!r} (MIXTURE_OR_TASK_MODULE): {err}; "
+                         f"run from the repository root or set --gin.MIXTURE_OR_TASK_MODULE") from None
+
+
+def get_mixture_or_task(name: str, *, module: str | None = "tasks"):
+    """seqio Mixture/Task by name, after importing its registry `module`; one-line error if unknown."""
     import seqio
 
-    try:
-        import tasks  # noqa: F401  registers the project's tasks and mixtures
-    except ImportError as err:  # the registries are part of the project: say what is missing
-        raise UsageError(f"cannot import the task registries (tasks/): {err}; run from the repository root") from None
+    import_registry_module(module)
     try:
         return seqio.get_mixture_or_task(name)
     except ValueError:
@@ -43,9 +59,9 @@ def get_mixture_or_task(name: str):
         raise UsageError(f"unknown task or mixture {name!r} (MIXTURE_OR_TASK_NAME); {hint}") from None
 
 
-def translation_pairs(name: str) -> list[tuple[str, tuple[str, str]]]:
+def translation_pairs(name: str, *, module: str | None = "tasks") -> list[tuple[str, tuple[str, str]]]:
     """(task name, (source, target)) of the translation tasks in a mixture or task."""
-    provider = get_mixture_or_task(name)
+    provider = get_mixture_or_task(name, module=module)
     task_names = [t.name for t in getattr(provider, "tasks", [provider])]
     return [(n, pair) for n, pair in ((n, pair_from_task_name(n)) for n in task_names) if pair is not None]
 
@@ -55,27 +71,17 @@ def pair_from_task_name(task_name: str) -> tuple[str, str] | None:
     if "_translate_" not in f"_{task_name}":
         return None
     parts = task_name.split("translate_", 1)[1].split("_")
-    try:
-        from tasks import languages
-    except ImportError:
-        languages = None
     for cut in range(1, len(parts)):
         source, target = "-".join(parts[:cut]), "-".join(parts[cut:])
-        if languages is None:
+        if languages.find_language(source) and languages.find_language(target):
             return source, target
-        try:
-            languages.get_language(source)
-            languages.get_language(target)
-            return source, target
-        except (ValueError, KeyError):
-            continue
     return None
 
 
 def make_dataset(*, mixture_or_task_name: str, task_feature_lengths: Mapping[str, int], split: str,
                  batch_size: int, shuffle: bool, seed: int | None, pack: bool, num_epochs: int | None,
                  use_cached: bool = False, shard_index: int = 0, num_shards: int = 1,
-                 shuffle_buffer_size: int | None = None):
+                 shuffle_buffer_size: int | None = None, module: str | None = "tasks"):
     """Batched tf.data.Dataset of EncDecFeatureConverter features for this process.
 
     shuffle_buffer_size None: seqio.get_dataset as is. A number: the same
@@ -88,7 +94,7 @@ def make_dataset(*, mixture_or_task_name: str, task_feature_lengths: Mapping[str
     import seqio
     import tensorflow as tf
 
-    provider = get_mixture_or_task(mixture_or_task_name)
+    provider = get_mixture_or_task(mixture_or_task_name, module=module)
     shard_info = seqio.ShardInfo(index=shard_index, num_shards=num_shards) if num_shards > 1 else None
     if shuffle_buffer_size and not use_cached:
         dataset = _sampled_tasks(provider, lengths=dict(task_feature_lengths), split=split, shuffle=shuffle,
@@ -164,7 +170,68 @@ class BatchIterator:
         return batch
 
 
-def vocabulary_of(mixture_or_task_name: str):
+def vocabulary_of(mixture_or_task_name: str, *, module: str | None = "tasks"):
     """The targets vocabulary (a seqio.SentencePieceVocabulary) of a task or mixture."""
-    provider = get_mixture_or_task(mixture_or_task_name)
+    provider = get_mixture_or_task(mixture_or_task_name, module=module)
     return provider.output_features["targets"].vocabulary
+
+
+class SeqioSource:
+    """A `DatasetConfig`'s seqio task or mixture, as the trainer and its evaluator read it.
+
+    Training rows: the task's examples, shuffled (seeded), packed by
+    EncDecFeatureConverter into [L] int32 features; batch k of a process is
+    rows k*b .. (k+1)*b - 1 of its shard (b = its share of the batch)."""
+
+    def __init__(self, config):
+        from mtmoe import command_line
+
+        command_line.hide_accelerators_from_tensorflow()  # before tf.data first runs
+        self.config = config
+        self.lengths = {"inputs": int(config.task_feature_lengths["inputs"]),
+                        "targets": int(config.task_feature_lengths["targets"])}
+        self.vocabulary = vocabulary_of(config.mixture_or_task_name, module=config.module)  # checks the name
+        self.pairs = translation_pairs(config.mixture_or_task_name, module=config.module)
+
+    def describe(self) -> str:
+        return f"seqio {self.config.mixture_or_task_name}"
+
+    def train_batches(self, *, batch_size: int, seed: int, skip_batches: int, process_index: int,
+                      process_count: int) -> "BatchIterator":
+        """Endless numpy batches of `batch_size` rows for this process, after skipping `skip_batches`."""
+        config = self.config
+        dataset = make_dataset(
+            mixture_or_task_name=config.mixture_or_task_name, task_feature_lengths=self.lengths, split=config.split,
+            batch_size=batch_size, shuffle=config.shuffle, seed=seed, pack=config.pack, num_epochs=None,
+            use_cached=config.use_cached, shard_index=process_index, num_shards=process_count,
+            shuffle_buffer_size=config.shuffle_buffer_size, module=config.module)
+        return BatchIterator(dataset, skip_batches=skip_batches)
+
+    def eval_rows(self, *, split: str, limit: int, process_index: int, process_count: int) -> list[dict]:
+        """Up to `limit` packed rows of `split` (unshuffled) from this process's shard."""
+        dataset = make_dataset(
+            mixture_or_task_name=self.config.mixture_or_task_name, task_feature_lengths=self.lengths, split=split,
+            batch_size=1, shuffle=False, seed=None, pack=self.config.pack, num_epochs=1,
+            shard_index=process_index, num_shards=process_count, module=self.config.module).unbatch()
+        return list(dataset.take(limit).as_numpy_iterator())
+
+    def pair_examples(self, task_name: str, *, split: str, limit: int) -> tuple[list[list[int]], list[str]]:
+        """(source token ids as the task makes them, reference texts) of a task's first `limit` examples."""
+        import seqio
+
+        dataset = seqio.get_mixture_or_task(task_name).get_dataset(
+            sequence_length=dict(self.lengths), split=split, shuffle=False, num_epochs=1)
+        sources, references = [], []
+        for example in dataset.take(limit).as_numpy_iterator():
+            sources.append([int(t) for t in example["inputs"]])
+            references.append(example["targets_pretokenized"].decode("utf-8"))
+        return sources, references
+
+
+def make_source(config):
+    """The source a `DatasetConfig` names: the pre-tokenized cache when `cache_dir` is set, else seqio."""
+    if config.cache_dir:
+        from mtmoe import token_cache
+
+        return token_cache.CacheSource(config)
+    return SeqioSource(config)

@@ -20,12 +20,16 @@ bits for its shard and the same bits on any mesh, so losses match across
 meshes. A step whose loss, gradient or new parameters are not finite keeps the
 previous state, and the run stops with the last good checkpoint intact.
 
-Resuming is exact: the checkpoint holds params, optimizer state, step and the
-number of batches the deterministic (seeded) input pipeline has delivered; a
-restart rebuilds the pipeline and skips that many batches.
+The data comes from the source `DatasetConfig` names: a seqio task or mixture
+through tf.data, or its pre-tokenized cache (`python -m mtmoe.token_cache`,
+`--gin.TRAIN_CACHE_DIR`), which holds the same rows in the same order and
+reads without TensorFlow. Resuming is exact: the checkpoint holds params,
+optimizer state, step and the number of batches the deterministic (seeded)
+source has delivered; a restart skips that many batches.
 
 This module holds `train` (gin: `train.train`) and `main`; the parts it uses:
-command_line.py (flags, gin, UsageError), input_pipeline.py (seqio -> batches),
+train_config.py (the configuration objects), command_line.py (flags, gin,
+UsageError), input_pipeline.py and token_cache.py (the data sources),
 trainer.py (state layout, initialization, the jitted step), monitoring.py
 (progress, summaries, SIGTERM and NaN stops), checkpoints.py, evaluation.py.
 """
@@ -37,46 +41,33 @@ import logging
 import os
 import sys
 import time
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from mtmoe import command_line, host_memory, input_pipeline, monitoring, trainer
 from mtmoe.command_line import UsageError
 from mtmoe.monitoring import NonFiniteLossError, Preempted, format_duration
+from mtmoe.train_config import CheckpointConfig, DatasetConfig, DistillationConfig, EvalConfig, MeshConfig
 
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM: the run stopped early (checkpoint saved); rerun to resume
 NONFINITE_EXIT_CODE = 3
 
 
-def train(*, model_dir: str, model, mixture_or_task_name: str, task_feature_lengths: Mapping[str, int],
-          batch_size: int, train_steps: int, optimizer: Callable[..., Any], learning_rate: Callable,
-          num_microbatches: int = 1, data_parallelism: int | None = None, expert_parallelism: int = 1,
-          model_parallelism: int = 1, seed: int = 0, data_seed: int | None = None, pack: bool = True,
-          use_cached: bool = False, shuffle_buffer_size: int | None = None, train_split: str = "train",
-          log_every: int = 100,
-          save_every: int = 1000, keep_checkpoints: int = 3, eval_every: int = 0,
-          eval_split: str = "validation", eval_batches: int = 4, bleu_pairs: int = 3,
-          bleu_examples: int = 32, bleu_beam_size: int = 1, max_train_seconds: float | None = None,
-          init_checkpoint: str | None = None, init_mode: str = "params",
-          distill_teacher: str | None = None, distill_teacher_weight: float = 0.25,
-          config_text: str = "", print_fn: Callable[[str], None] = print) -> dict:
+def train(*, model, model_dir: str, train_dataset_cfg: DatasetConfig, train_steps: int,
+          optimizer: Callable[..., Any], learning_rate: Callable, mesh_cfg: MeshConfig = MeshConfig(),
+          checkpoint_cfg: CheckpointConfig = CheckpointConfig(), eval_cfg: EvalConfig = EvalConfig(),
+          distillation_cfg: DistillationConfig = DistillationConfig(), seed: int = 0, log_every: int = 100,
+          max_train_seconds: float | None = None, config_text: str = "",
+          print_fn: Callable[[str], None] = print) -> dict:
     """Train (or resume) a model in `model_dir`; returns the final logged metrics.
 
-    model: an `mtmoe.models.EncoderDecoderModel`. batch_size: global examples
-    per step. optimizer: `optimizer(learning_rate=schedule)` ->
-    optax.GradientTransformation. Saves every `save_every` steps and at the
-    end, keeping the last `keep_checkpoints`; logs every `log_every`; runs
-    validation loss and BLEU / chrF++ on `bleu_pairs` pairs every `eval_every`
-    steps (0 = only at the end). `max_train_seconds` stops early (saving).
-    `init_checkpoint` starts a fresh run from another model's checkpoint:
-    init_mode "params" (same architecture), "upcycle" (dense -> MoE: MLP weights
-    copied into every expert, fresh router) or "student" (non-expert weights
-    from an MoE teacher, see mtmoe.upcycling). `distill_teacher` (a
-    checkpoint dir) adds the teacher's probabilities to the loss with weight
-    `distill_teacher_weight` (Switch section 4: 0.25).
-    Raises UsageError (one line) on bad input before writing anything,
-    NonFiniteLossError and Preempted as their names say.
+    model: an `mtmoe.models.EncoderDecoderModel`. train_dataset_cfg: the task
+    (or its pre-tokenized cache) and the global batch. optimizer:
+    `optimizer(learning_rate=schedule)` -> optax.GradientTransformation. The
+    other configs are described in mtmoe.train_config. `max_train_seconds`
+    stops early (saving). Raises UsageError (one line) on bad input before
+    writing anything, NonFiniteLossError and Preempted as their names say.
     """
     import jax
     import jax.numpy as jnp
@@ -84,26 +75,20 @@ def train(*, model_dir: str, model, mixture_or_task_name: str, task_feature_leng
     from mtmoe import checkpoints, partitioning
 
     setup_started = time.time()
+    dataset_cfg, batch_size, num_microbatches = train_dataset_cfg, train_dataset_cfg.batch_size, mesh_cfg.num_microbatches
     # ---- check everything before touching MODEL_DIR --------------------------------------
     if not model_dir:
         raise UsageError("MODEL_DIR is empty; pass --gin.MODEL_DIR=<directory for checkpoints and logs>")
     model_dir = os.path.abspath(os.path.expanduser(str(model_dir)))
     for key in ("inputs", "targets"):
-        if key not in task_feature_lengths:
+        if key not in dataset_cfg.task_feature_lengths:
             raise UsageError(f"TASK_FEATURE_LENGTHS lacks {key!r}; pass e.g. "
                              f"--gin.TASK_FEATURE_LENGTHS=\"{{'inputs': 64, 'targets': 64}}\"")
     if train_steps < 1 or batch_size < 1:
         raise UsageError(f"TRAIN_STEPS={train_steps} and BATCH_SIZE={batch_size} must be positive")
-    if init_mode not in ("params", "upcycle", "student"):
-        raise UsageError(f"init_mode={init_mode!r} is unknown; use 'params', 'upcycle' or 'student'")
-    try:
-        devices = None
-        if data_parallelism is not None:  # an explicit mesh may use fewer devices than there are
-            devices = jax.devices()[:data_parallelism * expert_parallelism * model_parallelism]
-        mesh = partitioning.make_mesh(data=data_parallelism, expert=expert_parallelism, model=model_parallelism,
-                                      devices=devices)
-    except ValueError as err:
-        raise UsageError(str(err)) from None
+    if checkpoint_cfg.init_mode not in CheckpointConfig.INIT_MODES:
+        raise UsageError(f"init_mode={checkpoint_cfg.init_mode!r} is unknown; use one of {CheckpointConfig.INIT_MODES}")
+    mesh = _make_mesh(mesh_cfg)
     data_shards = mesh.shape["data"] * mesh.shape["expert"]
     process_count, process_index = jax.process_count(), jax.process_index()
     if batch_size % (data_shards * num_microbatches):
@@ -117,99 +102,77 @@ def train(*, model_dir: str, model, mixture_or_task_name: str, task_feature_leng
         partitioning.check_divisible(config=model.config, mesh=mesh, global_batch_size=batch_size // num_microbatches)
     except ValueError as err:
         raise UsageError(str(err)) from None
-    vocabulary = input_pipeline.vocabulary_of(mixture_or_task_name)  # also checks the task name
-    pairs = input_pipeline.translation_pairs(mixture_or_task_name)
+    source = input_pipeline.make_source(dataset_cfg)  # also checks the task name (or the cache)
+    vocabulary, pairs, lengths = source.vocabulary, source.pairs, source.lengths
+    data_seed = dataset_cfg.seed if dataset_cfg.seed is not None else seed
     checkpoints.check_writable(model_dir)
 
     # ---- state: restored, or initialized (possibly from another checkpoint) ------------------------
-    lengths = {"inputs": int(task_feature_lengths["inputs"]), "targets": int(task_feature_lengths["targets"])}
     micro_batch = batch_size // num_microbatches
     input_shapes = {"encoder_input_tokens": (micro_batch, lengths["inputs"]),
                     "decoder_input_tokens": (micro_batch, lengths["targets"])}
     tx = optimizer(learning_rate=learning_rate)
-    rng = jax.random.PRNGKey(seed)
-    init_rng, dropout_rng = jax.random.split(rng)
+    init_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(seed))
     layout = trainer.state_layout(model=model, optimizer=tx, mesh=mesh, input_shapes=input_shapes, init_rng=init_rng)
-
-    ckpt = checkpoints.Checkpointer(model_dir=model_dir, keep=keep_checkpoints)
+    ckpt = checkpoints.Checkpointer(model_dir=model_dir, keep=checkpoint_cfg.keep)
     try:
         restored = ckpt.restore_latest(abstract_params=layout.target_params, abstract_opt_state=layout.target_opt_state)
-    except checkpoints.CheckpointError as err:
-        raise UsageError(str(err)) from None
-
-    teacher = None
-    if distill_teacher:
-        from mtmoe import upcycling
-
-        teacher = upcycling.load_teacher(distill_teacher)
-
-    if restored is not None:
-        params, opt_state, start_step = restored.params, restored.opt_state, restored.step
-        batches_consumed = int(restored.meta.get("data", {}).get("batches_consumed", start_step))
-        print_fn(f"resuming from {ckpt.directory}/{start_step} (data position: {batches_consumed} batches)")
-    else:
-        try:
+        if restored is not None:
+            params, opt_state, start_step = restored.params, restored.opt_state, restored.step
+            batches_consumed = int(restored.meta.get("data", {}).get("batches_consumed", start_step))
+            print_fn(f"resuming from {ckpt.directory}/{start_step} (data position: {batches_consumed} batches)")
+        else:
             params, opt_state = trainer.initialize_state(
                 model=model, optimizer=tx, layout=layout, mesh=mesh, input_shapes=input_shapes, init_rng=init_rng,
-                init_checkpoint=init_checkpoint, init_mode=init_mode, print_fn=print_fn)
-        except checkpoints.CheckpointError as err:
-            raise UsageError(str(err)) from None
-        start_step, batches_consumed = 0, 0
+                init_checkpoint=checkpoint_cfg.init_checkpoint, init_mode=checkpoint_cfg.init_mode, print_fn=print_fn)
+            start_step, batches_consumed = 0, 0
+    except checkpoints.CheckpointError as err:
+        raise UsageError(str(err)) from None
+    loss_fn = None
+    if distillation_cfg.teacher:
+        from mtmoe import upcycling
+
+        loss_fn = upcycling.distillation_loss_fn(student=model, teacher=upcycling.load_teacher(distillation_cfg.teacher),
+                                                 teacher_weight=distillation_cfg.teacher_weight)
+    train_data = source.train_batches(batch_size=batch_size // process_count, seed=data_seed,
+                                      skip_batches=batches_consumed, process_index=process_index,
+                                      process_count=process_count)
 
     # ---- from here on MODEL_DIR is written ------------------------------------------------------
     if process_index == 0:
         checkpoints.write_atomic(os.path.join(model_dir, "config.gin"), config_text)
     meta_static = trainer.checkpoint_meta(model=model, config_text=config_text,
-                                          mixture_or_task_name=mixture_or_task_name, lengths=lengths, pairs=pairs,
-                                          vocabulary=vocabulary)
+                                          mixture_or_task_name=dataset_cfg.mixture_or_task_name, lengths=lengths,
+                                          pairs=pairs, vocabulary=vocabulary)
     summaries = monitoring.Summaries(model_dir, enabled=process_index == 0)
 
     def save(step: int, consumed: int):
-        meta = dict(meta_static, data={"batches_consumed": consumed, "batch_size": batch_size,
-                                       "seed": data_seed if data_seed is not None else seed})
+        meta = dict(meta_static, data={"batches_consumed": consumed, "batch_size": batch_size, "seed": data_seed})
         ckpt.save(step=step, params=params, opt_state=opt_state, meta=meta)
 
-    # ---- data -------------------------------------------------------------------------------------
-    local_batch = batch_size // process_count
-    pipeline_seed = data_seed if data_seed is not None else seed
-    train_data = input_pipeline.BatchIterator(
-        input_pipeline.make_dataset(
-            mixture_or_task_name=mixture_or_task_name, task_feature_lengths=lengths, split=train_split,
-            batch_size=local_batch, shuffle=True, seed=pipeline_seed, pack=pack, num_epochs=None,
-            use_cached=use_cached, shard_index=process_index, num_shards=process_count,
-            shuffle_buffer_size=shuffle_buffer_size),
-        skip_batches=batches_consumed)
-
     # ---- compiled functions ------------------------------------------------------------------------
-    loss_fn = None
-    if teacher is not None:
-        from mtmoe import upcycling
-
-        loss_fn = upcycling.distillation_loss_fn(student=model, teacher=teacher,
-                                                 teacher_weight=distill_teacher_weight)
     train_step, eval_step = trainer.compile_steps(model=model, optimizer=tx, learning_rate=learning_rate,
                                                   num_microbatches=num_microbatches, mesh=mesh, layout=layout,
                                                   loss_fn=loss_fn)
 
     from mtmoe.evaluation import Evaluator
 
-    evaluator = Evaluator(
-        model=model, mixture_or_task_name=mixture_or_task_name, lengths=lengths, batch_size=batch_size,
-        eval_split=eval_split, eval_batches=eval_batches, pack=pack, pairs=pairs, bleu_pairs=bleu_pairs,
-        bleu_examples=bleu_examples, beam_size=bleu_beam_size, vocabulary=vocabulary, mesh=mesh,
-        eval_step=eval_step, process_index=process_index, process_count=process_count, print_fn=print_fn)
+    evaluator = Evaluator(model=model, source=source, config=eval_cfg, batch_size=batch_size, mesh=mesh,
+                          eval_step=eval_step, process_index=process_index, process_count=process_count,
+                          print_fn=print_fn)
 
     # ---- the loop -----------------------------------------------------------------------------------
     stop = monitoring.StopSignal()
     healthy = jnp.asarray(True)
     step = start_step
     last_saved = start_step if restored is not None else None
-    pending: list[tuple[int, Any, float]] = []  # (step, device metrics, non-padding tokens) since last log
-    last_metrics: dict[str, float] = {}
     started = time.time()
-    window_start, window_steps, window_tokens = time.time(), 0, 0.0
+    progress = _Progress(train_steps=train_steps, max_train_seconds=max_train_seconds, started=started,
+                         summaries=summaries, checkpointer=ckpt, log_every=log_every,
+                         print_fn=print_fn if process_index == 0 else None)
     print_fn(f"set up in {format_duration(time.time() - setup_started)} (model, checkpoint, input pipeline); "
              f"the first step also compiles and fills the input pipeline's shuffle buffers")
+    print_fn(f"data: {source.describe()}")
     print_fn(f"training {model_dir}: steps {start_step}..{train_steps}, batch {batch_size} "
              f"({num_microbatches} microbatches), mesh {dict(mesh.shape)}, {process_count} process(es), "
              f"{trainer.count_params(layout.abstract_params) / 1e6:.2f}M params")
@@ -226,40 +189,20 @@ def train(*, model_dir: str, model, mixture_or_task_name: str, task_feature_leng
             if step == start_step + 1 and process_index == 0:
                 jax.block_until_ready(metrics)
                 print_fn(f"first step done after {format_duration(time.time() - started)} (compilation and first batch)")
-            pending.append((step, metrics, tokens))
-            window_steps += 1
-            window_tokens += tokens
+            progress.add(step, metrics, tokens)
             out_of_time = max_train_seconds is not None and time.time() - started > max_train_seconds
             stopping = monitoring.stop_requested(stop, process_count=process_count)
             due_log = step % log_every == 0 or step == train_steps or out_of_time or stopping
-            due_save = step % save_every == 0 or step == train_steps or out_of_time or stopping
+            due_save = step % checkpoint_cfg.save_every == 0 or step == train_steps or out_of_time or stopping
             if due_log or due_save:
-                fetched = jax.device_get([m for _, m, _ in pending])
-                for (logged_step, _, _), values in zip(pending, fetched):
-                    values = {k: float(v) for k, v in values.items()}
-                    monitoring.check_finite(values, step=logged_step, checkpointer=ckpt)
-                    last_metrics = values
-                    if log_every == 1 or logged_step == step:
-                        summaries.write("train", logged_step, values)
-                pending.clear()
-                now = time.time()
-                steps_per_sec = window_steps / max(now - window_start, 1e-9)
-                tokens_per_sec = window_tokens / max(now - window_start, 1e-9)
-                last_metrics.update({"timing/steps_per_second": steps_per_sec, "timing/tokens_per_second": tokens_per_sec})
-                summaries.write("train", step, {"timing/steps_per_second": steps_per_sec,
-                                                "timing/tokens_per_second": tokens_per_sec})
-                if due_log and process_index == 0:
-                    print_fn(monitoring.progress_line(
-                        step=step, train_steps=train_steps, metrics=last_metrics, steps_per_sec=steps_per_sec,
-                        tokens_per_sec=tokens_per_sec, eta_seconds=(train_steps - step) / max(steps_per_sec, 1e-9)))
-                window_start, window_steps, window_tokens = time.time(), 0, 0.0
+                progress.flush(step, print_line=due_log)
             if due_save:
                 save(step, train_data.batches_consumed)
                 last_saved = step
-            if eval_every and step % eval_every == 0 and step < train_steps:
+            if eval_cfg.every and step % eval_cfg.every == 0 and step < train_steps:
                 summaries.write("eval", step, evaluator(params))
             if due_save or due_log:
-                window_start = time.time()  # saving and evaluating do not count against steps/s
+                progress.restart_window()  # saving and evaluating do not count against steps/s
             if stopping:
                 raise Preempted(f"received {stop.received or 'a stop request'}: saved checkpoint "
                                 f"{ckpt.directory}/{step}; rerun the same command to resume")
@@ -272,14 +215,76 @@ def train(*, model_dir: str, model, mixture_or_task_name: str, task_feature_leng
         stop.restore()  # the final checkpoint is on disk: a SIGTERM now may end the final evaluation at once
         eval_metrics = evaluator(params)
         summaries.write("eval", step, eval_metrics)
-        last_metrics.update({f"eval/{k}": v for k, v in eval_metrics.items()})
-        last_metrics["step"] = step
-        last_metrics["train_seconds"] = time.time() - started
-        return last_metrics
+        return {**progress.last_metrics, **{f"eval/{k}": v for k, v in eval_metrics.items()},
+                "step": step, "train_seconds": time.time() - started}
     finally:
         stop.restore()
         summaries.close()
         ckpt.close()
+
+
+class _Progress:
+    """The metrics of the steps since the last log: fetched together (one device sync), checked for
+    non-finite values, written to the summaries, and summed up in a progress line with steps/s and ETA."""
+
+    def __init__(self, *, train_steps: int, max_train_seconds: float | None, started: float, summaries, checkpointer,
+                 log_every: int, print_fn: Callable[[str], None] | None):
+        self.train_steps, self.max_train_seconds, self.started = train_steps, max_train_seconds, started
+        self.summaries, self.checkpointer, self.log_every, self.print_fn = summaries, checkpointer, log_every, print_fn
+        self.pending: list[tuple[int, Any]] = []   # (step, device metrics) since the last flush
+        self.last_metrics: dict[str, float] = {}
+        self.restart_window()
+
+    def restart_window(self) -> None:
+        self.window_start, self.window_steps, self.window_tokens = time.time(), 0, 0.0
+
+    def add(self, step: int, metrics, tokens: float) -> None:
+        self.pending.append((step, metrics))
+        self.window_steps += 1
+        self.window_tokens += tokens
+
+    def flush(self, step: int, *, print_line: bool) -> None:
+        """Raises NonFiniteLossError (keeping the last good checkpoint) if a step's loss was not finite."""
+        import jax
+
+        fetched = jax.device_get([m for _, m in self.pending])
+        for (logged_step, _), values in zip(self.pending, fetched):
+            values = {k: float(v) for k, v in values.items()}
+            monitoring.check_finite(values, step=logged_step, checkpointer=self.checkpointer)
+            self.last_metrics = values
+            if self.log_every == 1 or logged_step == step:
+                self.summaries.write("train", logged_step, values)
+        self.pending.clear()
+        elapsed = max(time.time() - self.window_start, 1e-9)
+        timing = {"timing/steps_per_second": self.window_steps / elapsed,
+                  "timing/tokens_per_second": self.window_tokens / elapsed}
+        self.last_metrics.update(timing)
+        self.summaries.write("train", step, timing)
+        if print_line and self.print_fn is not None:
+            steps_per_sec = timing["timing/steps_per_second"]
+            eta = (self.train_steps - step) / max(steps_per_sec, 1e-9)
+            if self.max_train_seconds is not None:  # the run stops at its time limit, whichever comes first
+                eta = min(eta, max(self.max_train_seconds - (time.time() - self.started), 0.0))
+            self.print_fn(monitoring.progress_line(
+                step=step, train_steps=self.train_steps, metrics=self.last_metrics, steps_per_sec=steps_per_sec,
+                tokens_per_sec=timing["timing/tokens_per_second"], eta_seconds=eta))
+        self.restart_window()
+
+
+def _make_mesh(mesh_cfg: MeshConfig):
+    """The ('data', 'expert', 'model') mesh a MeshConfig asks for; UsageError (one line) if it cannot be built."""
+    import jax
+
+    from mtmoe import partitioning
+
+    devices = None
+    if mesh_cfg.data_parallelism is not None:  # an explicit mesh may use fewer devices than there are
+        devices = jax.devices()[:mesh_cfg.data_parallelism * mesh_cfg.expert_parallelism * mesh_cfg.model_parallelism]
+    try:
+        return partitioning.make_mesh(data=mesh_cfg.data_parallelism, expert=mesh_cfg.expert_parallelism,
+                                      model=mesh_cfg.model_parallelism, devices=devices)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -296,12 +301,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             partitioning.initialize_distributed(coordinator_address=flags.coordinator_address,
                                                 num_processes=flags.process_count, process_id=flags.process_index)
-        command_line.hide_accelerators_from_tensorflow()
         import gin
 
         import mtmoe.train as this_module  # the same module object whether run as __main__ or imported
 
-        command_line.import_task_registries()  # before gin locks its config: tasks/ registers gin configurables
         command_line.parse_gin(gin_files=flags.gin_file, bindings=bindings,
                                search_paths=flags.gin_search_paths.split(","))
         with gin.unlock_config():
