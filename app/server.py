@@ -21,7 +21,7 @@ start after the first loads them instead of compiling them;
 --no-compilation-cache turns that off.
 
 This path never imports TensorFlow or seqio: Translator reads the vocabulary
-with sentencepiece, and language names come from tasks/languages.py.
+with sentencepiece, and language names come from mtmoe/data/languages.py.
 """
 
 import argparse

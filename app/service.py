@@ -75,7 +75,7 @@ class Limits:
 
 def language_label(code: str) -> str:
     """'German (de)'; the bare code for a code the language table lacks."""
-    from tasks.languages import language_name  # standard library only (no seqio)
+    from mtmoe.data.languages import language_name
 
     try:
         return f"{language_name(code)} ({code})"

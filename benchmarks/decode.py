@@ -52,7 +52,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from mtmoe import pretokenized  # noqa: E402
+from mtmoe.data import layouts, readers  # noqa: E402
 from mtmoe.translate import Translator  # noqa: E402
 
 RELEASE_DIR = os.path.join(REPO, "data", "models", "mswitch-release")
@@ -108,7 +108,7 @@ def load_sources(translator: Translator) -> list[list[int]]:
     sources = []
     for source_lang, target_lang in DIRECTIONS:
         other = target_lang if source_lang == "en" else source_lang
-        english, foreign = pretokenized.read_pairs(os.path.join(REPO, "data", "embedded", "test", f"en-{other}.tsv.gz"))
+        english, foreign = zip(*readers.read_tsv(layouts.embedded_file(layouts.DEFAULT_EMBEDDED_DIR, "test", other)))
         texts = english if source_lang == "en" else foreign
         encoded = [translator.encode_source(text, target_lang) for text in texts]
         picked = [ids for ids in encoded if len(ids) <= MAX_SOURCE_TOKENS][:PER_DIRECTION]

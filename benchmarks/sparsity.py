@@ -65,10 +65,9 @@ def trainer_main(argv: list[str]) -> int:
     """`python -m mtmoe.train` with a small mixture registered first (see --languages)."""
     sys.path.insert(0, ROOT)
     languages = os.environ["SPARSITY_LANGUAGES"].split(",")
-    import tasks
-
-    tasks.register()
     import seqio
+
+    import tasks  # noqa: F401  registers the embedded translation tasks
 
     names = []
     for lang in languages:
@@ -87,10 +86,10 @@ def missing_prerequisites() -> list[str]:
     """What the benchmark needs from the trainer and the data pipeline and does not find."""
     missing = []
     for path, what in [
-        ("mtmoe/train.py", "the trainer (issue 5)"),
-        ("tasks/__init__.py", "the SeqIO tasks (issue 4)"),
-        ("data/vocab/mtmoe.model", "the SentencePiece vocabulary (issue 2: tasks/train_vocab.py)"),
-        ("data/embedded/stats.json", "the embedded corpus (issue 2)"),
+        ("mtmoe/train.py", "the trainer"),
+        ("tasks/__init__.py", "the SeqIO tasks"),
+        ("data/vocab/mtmoe.model", "the SentencePiece vocabulary (python -m mtmoe.data.build.train_vocab)"),
+        ("data/embedded/stats.json", "the embedded corpus (python -m mtmoe.data.build.build_corpus)"),
         (EXPERIMENT, "the demo experiment gin file"),
     ]:
         if not os.path.exists(os.path.join(ROOT, path)):

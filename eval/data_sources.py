@@ -2,28 +2,26 @@
 
 Each `--data` value opens one `Source`, which offers the pairs it holds for the
 languages a model knows (`default_pairs`) and loads one direction's sentences
-(`load`). Layouts read:
+(`load`). The folder layouts, split names and line reader are `mtmoe.data`'s
+(`layouts`, `readers`), the ones the seqio tasks train on:
 
-- `embedded`: `data/embedded/<split>/en-<lang>.tsv.gz`, two columns
-  `English<TAB>other`, no header; both directions come from one file. Pairs
-  without English come from the multi-way test set
-  `data/embedded/multiway/test.tsv.gz` (header `en<TAB><lang1>...`).
-- `flores200:DIR`: the FLORES-200 release, `DIR/devtest/deu_Latn.devtest` and
-  `DIR/dev/deu_Latn.dev` (DIR may also be the folder holding
-  `flores200_dataset/`); `--split test` reads `devtest`. Model codes map to
-  FLORES codes through `tasks.languages` (`de` -> `deu_Latn`); a FLORES code
-  may also be given as is.
-- `opus100:DIR`: OPUS-100 v1.0, `DIR/supervised/de-en/opus.de-en-test.de`
-  (DIR may be `opus-100-corpus`, its `v1.0` or the `supervised` folder).
-  Model codes map to OPUS codes through `tasks.languages` (`zh-Hans` -> `zh`);
-  a code with a script or region falls back to its bare language.
+- `embedded`: data/embedded (or $MTMOE_EMBEDDED_DIR); both directions come from
+  one `en-<lang>` file, pairs without English from the multi-way test set.
+- `flores200:DIR`: the FLORES-200 release (DIR holds `flores200_dataset/` or is
+  it); `--split test` reads `devtest`. Model codes map to FLORES codes through
+  `mtmoe.data.languages` (`de` -> `deu_Latn`); a FLORES code may also be given as is.
+- `opus100:DIR`: OPUS-100 v1.0 (DIR may be `opus-100-corpus`, its `v1.0` or the
+  `supervised` folder). Model codes map to OPUS codes through
+  `mtmoe.data.languages` (`zh-Hans` -> `zh`); a code with a script or region
+  falls back to its bare language.
 - `tsv:FILE`: a header line naming the columns `src_lang`, `tgt_lang`, `src`,
   `tgt` (any order, more columns allowed), then one sentence pair a line;
   `.gz` files are read too.
 
-Problems with the data are one-line `DataError`s naming the file and line and
-what to fix; `Source.problems` collects the ones found while opening a source
-(a TSV line without a tab) so that the other pairs can still be scored.
+Test sets are read strictly, never shortened in silence: problems with the data
+are one-line `DataError`s naming the file and line and what to fix;
+`Source.problems` collects the ones found while opening a source (a TSV line
+without a tab) so that the other pairs can still be scored.
 """
 
 from __future__ import annotations
@@ -31,21 +29,18 @@ from __future__ import annotations
 import abc
 import collections
 import dataclasses
-import gzip
-from collections.abc import Collection, Iterator
+from collections.abc import Collection
 from pathlib import Path
 
-from eval import languages as language_table
+from mtmoe.data import languages as language_table
+from mtmoe.data import layouts
+from mtmoe.data.readers import DataError, aligned_lines, numbered_lines
 
-ENGLISH = "en"
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_EMBEDDED_DIR = REPO_ROOT / "data" / "embedded"
-SPLITS = ("test", "dev")
+ENGLISH = layouts.ENGLISH
+REPO_ROOT = layouts.REPO_ROOT
+DEFAULT_EMBEDDED_DIR = layouts.EMBEDDED_DIR
+SPLITS = ("test", "dev")  # --split values, as the embedded and OPUS-100 files name them
 TSV_COLUMNS = ("src_lang", "tgt_lang", "src", "tgt")
-
-
-class DataError(ValueError):
-    """A test set that cannot be read or used; the message says what to fix."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,25 +60,6 @@ class TestSet:
 
     def __len__(self) -> int:
         return len(self.sources)
-
-
-def _open_text(path: Path):
-    # newline="\n": a stray \r inside a sentence must not split it into two lines.
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8", newline="\n")
-    return open(path, "rt", encoding="utf-8", newline="\n")
-
-
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(line number from 1, line without its newline); a decoding error is a DataError."""
-    try:
-        with _open_text(path) as handle:
-            for number, line in enumerate(handle, 1):
-                yield number, line.rstrip("\n")
-    except UnicodeDecodeError as error:
-        raise DataError(f"{path}: not UTF-8 ({error.reason} at byte {error.start}); re-encode it as UTF-8") from None
-    except (OSError, EOFError) as error:
-        raise DataError(f"{path}: cannot read it ({error}); check the file") from None
 
 
 def _make_test_set(src: str, tgt: str, sources: list[str], references: list[str], where: str) -> TestSet:
@@ -126,17 +102,11 @@ class EmbeddedSource(Source):
     def __init__(self, directory: Path, *, split: str, spec: str = "embedded"):
         super().__init__()
         self.directory, self.split, self.spec = Path(directory), split, spec
-        self.split_dir = self.directory / split
-        if not self.split_dir.is_dir():
-            raise DataError(f"{self.split_dir} is missing: build the embedded corpus with "
-                            "`python -m tasks.build_corpus` or pass --data flores200:DIR, opus100:DIR or tsv:FILE")
-        self.files = {}
-        for path in sorted(self.split_dir.glob("en-*.tsv*")):
-            if path.name.endswith((".tsv", ".tsv.gz")):
-                self.files[path.name.split(".tsv")[0][len("en-"):]] = path
-        if not self.files:
-            raise DataError(f"{self.split_dir} holds no en-<lang>.tsv.gz files: rebuild the embedded corpus "
-                            "with `python -m tasks.build_corpus`")
+        self.split_dir = layouts.embedded_split_dir(self.directory, split)
+        try:
+            self.files = layouts.embedded_files(self.directory, split)
+        except FileNotFoundError as error:
+            raise DataError(f"{error}, or pass --data flores200:DIR, opus100:DIR or tsv:FILE") from None
 
     def default_pairs(self, languages):
         return _english_pairs(set(languages) & set(self.files))
@@ -150,7 +120,7 @@ class EmbeddedSource(Source):
                             f"(no {self.split_dir}/en-{other}.tsv.gz); leave the pair out")
         path = self.files[other]
         english, foreign = [], []
-        for number, line in _lines(path):
+        for number, line in numbered_lines(path):
             fields = line.split("\t")
             if len(fields) != 2:
                 found = "no tab" if len(fields) == 1 else f"{len(fields)} columns"
@@ -161,11 +131,11 @@ class EmbeddedSource(Source):
         return _make_test_set(src, tgt, sources, references, str(path))
 
     def _load_multiway(self, src, tgt):
-        path = self.directory / "multiway" / "test.tsv.gz"
-        if self.split != "test" or not path.is_file():
+        path = layouts.multiway_file(self.directory)
+        if layouts.split_name(self.split) != layouts.MULTIWAY_SPLIT or not path.is_file():
             raise DataError(f"no embedded {self.split} data for {src}-{tgt}: pairs without English come from "
                             f"the multi-way test set ({path}), test split only")
-        lines = _lines(path)
+        lines = numbered_lines(path)
         header = next(lines, (1, ""))[1].split("\t")
         missing = [lang for lang in (src, tgt) if lang not in header]
         if missing:
@@ -187,31 +157,21 @@ class Flores200Source(Source):
     """FLORES-200 `dev` / `devtest` files (see the module docstring)."""
 
     name = "flores200"
-    _SPLIT_DIRS = {"test": "devtest", "dev": "dev"}
 
     def __init__(self, directory: Path, *, split: str, spec: str):
         super().__init__()
         self.split, self.spec = split, spec
-        split_dir = self._SPLIT_DIRS[split]
-        for candidate in (Path(directory), Path(directory) / "flores200_dataset"):
-            if (candidate / split_dir).is_dir():
-                self.split_dir = candidate / split_dir
-                break
-        else:
-            raise DataError(f"{directory} is no FLORES-200 folder: it needs {split_dir}/eng_Latn.{split_dir} "
-                            "(unpack flores200_dataset.tar.gz and pass its folder)")
-        self.files = {}
-        for path in self.split_dir.iterdir():
-            # FLORES-200 names files deu_Latn.devtest; some copies name them devtest.deu_Latn.
-            stem, _, suffix = path.name.partition(".")
-            code = stem if suffix == split_dir else suffix if stem == split_dir else None
-            if code:
-                self.files[code] = path
-        if "eng_Latn" not in self.files:
-            raise DataError(f"{self.split_dir} has no eng_Latn.{split_dir}: pass the FLORES-200 folder")
+        try:
+            self.split_dir = layouts.flores200_split_dir(directory, split)
+        except FileNotFoundError as error:
+            raise DataError(f"{error}; pass its folder") from None
+        self.files = layouts.flores200_files(self.split_dir)
+        if layouts.FLORES200_ENGLISH not in self.files:
+            raise DataError(f"{self.split_dir} has no {layouts.FLORES200_ENGLISH}.{self.split_dir.name}: "
+                            "pass the FLORES-200 folder")
 
     def _file(self, lang: str) -> Path | None:
-        code = "eng_Latn" if lang == ENGLISH else language_table.flores200_code(lang) or lang
+        code = layouts.FLORES200_ENGLISH if lang == ENGLISH else _flores200_code(lang) or lang
         return self.files.get(code)
 
     def default_pairs(self, languages):
@@ -222,11 +182,8 @@ class Flores200Source(Source):
         for lang, path in zip((src, tgt), paths):
             if path is None:
                 raise DataError(f"{self.split_dir} has no file for {lang!r} (FLORES code "
-                                f"{language_table.flores200_code(lang) or 'unknown'}); leave {src}-{tgt} out")
-        sources, references = ([line for _, line in _lines(path)] for path in paths)
-        if len(sources) != len(references):
-            raise DataError(f"{paths[0]} has {len(sources)} lines but {paths[1]} has {len(references)}: "
-                            "FLORES files must be line-aligned; re-extract them")
+                                f"{_flores200_code(lang) or 'unknown'}); leave {src}-{tgt} out")
+        sources, references = aligned_lines(paths)
         return _make_test_set(src, tgt, sources, references, str(self.split_dir))
 
 
@@ -238,23 +195,16 @@ class Opus100Source(Source):
     def __init__(self, directory: Path, *, split: str, spec: str):
         super().__init__()
         self.split, self.spec = split, spec
-        directory = Path(directory)
-        for candidate in (directory, directory / "supervised", directory / "v1.0" / "supervised"):
-            if candidate.is_dir() and any(candidate.glob(f"*-*/opus.*-{split}.*")):
-                self.supervised = candidate
-                break
-        else:
-            raise DataError(f"{directory} is no OPUS-100 folder: it needs supervised/<xx>-en/opus.<xx>-en-{split}.<xx> "
-                            "(pass the unpacked opus-100-corpus folder)")
-        self.pair_dirs = {}
-        for pair_dir in self.supervised.iterdir():
-            langs = pair_dir.name.split("-")
-            if pair_dir.is_dir() and len(langs) == 2 and ENGLISH in langs:
-                self.pair_dirs[langs[0] if langs[1] == ENGLISH else langs[1]] = pair_dir
+        try:
+            self.supervised = layouts.opus100_supervised_dir(directory)
+        except FileNotFoundError as error:
+            raise DataError(f"{error}; pass the unpacked opus-100-corpus folder") from None
+        self.pair_dirs = layouts.opus100_pair_dirs(self.supervised)
 
     def _code(self, lang: str) -> str | None:
-        """The OPUS code for a model code: from tasks.languages, itself, or its bare language (`zh-Hans` -> `zh`)."""
-        for code in (language_table.opus100_code(lang), lang, lang.split("-")[0]):
+        """The OPUS code for a model code: from the language table, itself, or its bare language (`zh-Hans` -> `zh`)."""
+        known = language_table.find_language(lang)
+        for code in (known and known.opus100, lang, lang.split("-")[0]):
             if code in self.pair_dirs:
                 return code
         return None
@@ -269,19 +219,11 @@ class Opus100Source(Source):
         code = self._code(other)
         if code is None:
             raise DataError(f"{self.supervised} has no {other}-en folder; leave {src}-{tgt} out")
-        pair_dir = self.pair_dirs[code]
-        name = pair_dir.name
-        paths = {lang: pair_dir / f"opus.{name}-{self.split}.{lang}" for lang in (code, ENGLISH)}
-        for path in paths.values():
-            if not path.is_file():
-                raise DataError(f"{path} is missing; re-extract OPUS-100")
-        lines = {lang: [line for _, line in _lines(path)] for lang, path in paths.items()}
-        if len(lines[code]) != len(lines[ENGLISH]):
-            raise DataError(f"{paths[code]} has {len(lines[code])} lines but {paths[ENGLISH]} has "
-                            f"{len(lines[ENGLISH])}: OPUS files must be line-aligned; re-extract them")
+        english_file, other_file = layouts.opus100_files(self.supervised, code, self.split)
+        lines = dict(zip((ENGLISH, code), aligned_lines([english_file, other_file])))
         src_code = ENGLISH if src == ENGLISH else code
         tgt_code = ENGLISH if tgt == ENGLISH else code
-        return _make_test_set(src, tgt, lines[src_code], lines[tgt_code], str(pair_dir))
+        return _make_test_set(src, tgt, lines[src_code], lines[tgt_code], str(english_file.parent))
 
 
 class TsvSource(Source):
@@ -295,7 +237,7 @@ class TsvSource(Source):
         self.name = f"tsv-{self.path.name.split('.')[0]}"
         if not self.path.is_file():
             raise DataError(f"{self.path} is not a file: pass --data tsv:FILE with a TSV file")
-        lines = _lines(self.path)
+        lines = numbered_lines(self.path)
         header = next(lines, (1, ""))[1].split("\t")
         missing = [column for column in TSV_COLUMNS if column not in header]
         if missing:
@@ -331,6 +273,11 @@ class TsvSource(Source):
             raise DataError(f"{self.path}: {src}-{tgt} has malformed lines ({numbers}); fix them to score the pair")
         rows = self.rows.get((src, tgt), [])
         return _make_test_set(src, tgt, [s for s, _ in rows], [t for _, t in rows], str(self.path))
+
+
+def _flores200_code(lang: str) -> str | None:
+    known = language_table.find_language(lang)
+    return known.flores if known else None
 
 
 def open_source(spec: str, *, split: str = "test", embedded_dir: Path = DEFAULT_EMBEDDED_DIR) -> Source:

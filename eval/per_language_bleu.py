@@ -35,22 +35,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-if __package__ in (None, ""):
-    # Run as `python eval/per_language_bleu.py`: import `eval.*` from the repository root, and
-    # keep eval/ itself off the path so its module names cannot shadow installed packages.
-    sys.path[0] = str(Path(__file__).resolve().parents[1])
-
-# pylint: disable=wrong-import-position
 from eval import buckets as bucket_lib
-from eval import data_sources, languages, plot, report
+from eval import data_sources, plot, report
 from eval.progress import Progress
 from mtmoe import host_memory, scoring
+from mtmoe.data import languages
 
 REPO_ROOT = data_sources.REPO_ROOT
 
 # The checkpoint scored when --checkpoint is left out: the model `make demo` trains
 # (Makefile DEMO_DIR). Set to None to make --checkpoint required.
-DEFAULT_CHECKPOINT: Path | None = REPO_ROOT / "data" / "models" / "mswitch-release"  # the shipped model (issue 9)
+DEFAULT_CHECKPOINT: Path | None = REPO_ROOT / "data" / "models" / "mswitch-release"  # the shipped model
 DEFAULT_RESOURCE_SIZES = data_sources.DEFAULT_EMBEDDED_DIR / "stats.json"
 RUN_KEYS = ("checkpoint", "step", "data", "split", "max_sentences", "beam_size")  # results in OUT must match these to resume
 
@@ -104,7 +99,7 @@ def _check_pair(pair: str, translator) -> tuple[str, str]:
     src, tgt = bucket_lib.split_pair(pair)
     for lang in (src, tgt):
         try:
-            languages.check_language(lang)
+            languages.get_language(lang)
         except ValueError as error:
             raise ValueError(f"pair {pair}: {error}") from None
     if src == tgt:
@@ -216,7 +211,7 @@ def _summarise(results: dict, *, sizes: dict[str, int], edges: bucket_lib.Bucket
     """Fills in the per-language sizes, the averages and the baseline deltas from results["pairs"]."""
     langs = sorted({lang for e in results["pairs"].values() for lang in (e["src"], e["tgt"])} - {"en"})
     results["languages"] = {
-        lang: {"name": languages.language_name(lang), **info}
+        lang: {"name": getattr(languages.find_language(lang), "name", lang), **info}
         for lang, info in bucket_lib.language_sizes(langs, sizes, edges).items()}
     buckets = {lang: info["bucket"] for lang, info in results["languages"].items()}
     results["averages"] = bucket_lib.averages(results["pairs"], buckets=buckets)

@@ -13,7 +13,7 @@ costs nothing they did not already need; the process just never hands it back
 to the kernel.
 
 `retain_freed_memory()` is called first thing by the entry points
-(`python -m mtmoe.train`, `mtmoe.train_pretokenized`, `eval/per_language_bleu.py`,
+(`python -m mtmoe.train`, `eval/per_language_bleu.py`,
 `python -m app`), before JAX starts its threads. Set MTMOE_MALLOC=system to
 keep glibc's defaults. Elsewhere than glibc (macOS, musl) it does nothing.
 """

@@ -1,8 +1,8 @@
 """The one scoring function: sacreBLEU BLEU, chrF++ and (optionally) spBLEU.
 
-Used by `eval/per_language_bleu.py` and by the seqio translation tasks' metric
-functions, so that a number logged during training and a number in a results
-table mean the same thing.
+Used by `eval/per_language_bleu.py` and by the trainer's evaluation
+(mtmoe.evaluation), so that a number logged during training and a number in a
+results table mean the same thing.
 
 - BLEU: sacreBLEU with the tokenizer that suits the target language
   (`bleu_tokenizer_for`): `zh` for Chinese, `ja-mecab` / `ko-mecab` when their

@@ -11,11 +11,13 @@ and the SentencePiece model, so nothing else is needed. Parameters are
 restored onto one device whatever mesh they were trained on.
 
 Sources are formatted exactly as the translation tasks do
-(tasks/preprocessors.add_target_tag): "<2de> " + text, SentencePiece, EOS.
+(tasks/preprocessors.add_target_tag): "<2de> " + text, SentencePiece, EOS
+(tags and special ids: mtmoe.data.vocabulary).
 Batches are bucketed to powers of two in batch size and source length (and
 the decode length follows from the source length bucket), so each shape
-compiles once. Decoding routes with `no_token_drop`: a sentence translates
-the same alone and in any batch. No TensorFlow or seqio import here.
+compiles once. Decoding runs the model's inference module, whose MoE routing
+drops no token: a sentence translates the same alone and in any batch. No
+TensorFlow or seqio import here.
 """
 
 from __future__ import annotations
@@ -27,11 +29,12 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
+
+from mtmoe.data.vocabulary import EOS_ID, language_tag, load_sentencepiece
 
 log = logging.getLogger(__name__)
 
-EOS_ID = 1
-PAD_ID = 0
 MIN_LENGTH_BUCKET = 8
 MAX_BATCH_BUCKET = 32  # bigger batches gain little on CPU and multiply the cache size with beams
 PARAM_DTYPE = jnp.float32  # the dtype every layer creates its params in (STYLE: params float32, cast at use)
@@ -41,15 +44,6 @@ def _bucket(n: int, *, minimum: int) -> int:
     """Smallest power of two >= max(n, minimum)."""
     n = max(n, minimum)
     return 1 << (n - 1).bit_length()
-
-
-def language_tag(lang: str) -> str:
-    """'<2de>': the target-language tag piece (tasks.vocab.language_tag when available)."""
-    try:
-        from tasks.vocab import language_tag as tag_of
-    except ImportError:
-        return f"<2{lang}>"
-    return tag_of(lang)
 
 
 class Translator:
@@ -72,10 +66,6 @@ class Translator:
         if vocab_bytes is not None:
             self.sp = sentencepiece.SentencePieceProcessor(model_proto=vocab_bytes)
         elif vocab_path is not None:
-            try:
-                from tasks.vocab import load_sentencepiece
-            except ImportError:
-                load_sentencepiece = lambda p: sentencepiece.SentencePieceProcessor(model_file=p)  # noqa: E731
             self.sp = load_sentencepiece(vocab_path)
         else:
             raise ValueError("Translator needs vocab_path or vocab_bytes (the SentencePiece model)")
@@ -89,7 +79,7 @@ class Translator:
         self.source_languages = sorted({s for s, _ in self.language_pairs})
         self._predict = jax.jit(model.predict_batch,
                                 static_argnames=("decoding", "beam_size", "alpha", "max_decode_length"))
-        self._trace = jax.jit(model.routing_trace)
+        self._encoder_intermediates = jax.jit(functools.partial(_encoder_intermediates, model.inference_module))
 
     # -- loading ----------------------------------------------------------------------------------
 
@@ -98,16 +88,14 @@ class Translator:
         """Load the newest (or the given) readable checkpoint of `model_dir` onto one device."""
         import base64
 
-        from mtmoe import checkpoints, models, network
+        from mtmoe import checkpoints, models
 
         ckpt = checkpoints.Checkpointer(model_dir=model_dir, read_only=True)
         steps = ckpt.all_steps()
         if not steps:
             raise checkpoints.CheckpointError(f"no checkpoints in {model_dir}; train one with python -m mtmoe.train")
         meta = ckpt.read_meta(step if step is not None else steps[-1])
-        config_fields = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["model_config"].items()}
-        config = network.TransformerConfig(**config_fields)
-        model = models.EncoderDecoderModel(config=config, **meta.get("model_kwargs", {}))
+        model = models.model_from_meta(meta["model_config"], meta.get("model_kwargs", {}))
         device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         if not meta.get("param_shapes"):  # restore() refuses such a checkpoint anyway, less clearly
             raise checkpoints.CheckpointError(f"checkpoint {model_dir} lists no parameter shapes in its meta; it was "
@@ -201,21 +189,29 @@ class Translator:
 
         Returns {"tokens": [piece, ...] (tag, pieces, "</s>"), "layers": {layer name:
         [expert index per token]}, "fraction_dropped": {layer name: float}}; empty
-        "layers" for a dense model."""
+        "layers" for a dense model. The experts are what each MoE layer sows
+        (`expert_index`) while the inference module encodes the sentence."""
         self._check_target(target_lang)
         ids = self.encode_source(text, target_lang)
         length = _bucket(len(ids), minimum=MIN_LENGTH_BUCKET)
         tokens = np.zeros((1, length), np.int32)
         tokens[0, :len(ids)] = ids
-        trace = jax.device_get(self._trace(self.params, {"encoder_input_tokens": jnp.asarray(tokens)}))
+        intermediates = jax.device_get(self._encoder_intermediates(self.params, jnp.asarray(tokens)))
         pieces = [self.sp.id_to_piece(i) if i != EOS_ID else "</s>" for i in ids]
         layers, dropped = {}, {}
-        for name, value in trace.items():
-            if name.startswith("fraction_tokens_dropped/"):
-                dropped[name.split("/", 1)[1]] = float(value)
-            else:
+        for path, sown in traverse_util.flatten_dict(intermediates).items():
+            name, value = "/".join(path[:-1]), sown[0]  # sow() keeps a tuple; each layer runs once here
+            if path[-1] == "expert_index":
                 layers[name] = [int(e) for e in np.asarray(value)[0, :len(ids)]]
+            elif path[-1] == "fraction_tokens_dropped":
+                dropped[name] = float(value)
         return {"tokens": pieces, "layers": layers, "fraction_dropped": dropped}
+
+
+def _encoder_intermediates(module, params, encoder_tokens):
+    """What the encoder's layers sow ("intermediates") while `module` encodes <int32>[B, S] tokens."""
+    _, state = module.apply({"params": params}, encoder_tokens, method=module.encode, mutable=["intermediates"])
+    return state.get("intermediates", {})
 
 
 @functools.lru_cache(maxsize=4)

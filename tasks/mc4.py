@@ -26,10 +26,8 @@ import os
 import gin
 import seqio
 
-from tasks import languages
-from tasks import preprocessors
-from tasks import sources
-from tasks import translation
+from mtmoe.data import languages, layouts, readers
+from tasks import preprocessors, sources, translation
 
 MC4_TFDS_NAME = "c4/multilingual:3.1.0"
 MC4_BUILD_STEP = (
@@ -151,23 +149,23 @@ def embedded_text_source(*, root, lang: str, langs_in_corpus, num_examples: int)
     English is read from every en-<xx> file (the English side of each pair).
     """
     if lang == "en":
-        files, column = [translation.embedded_file(root, "train", xx) for xx in langs_in_corpus], 0
+        files, column = [layouts.embedded_file(root, "train", xx) for xx in langs_in_corpus], 0
     else:
-        files, column = [translation.embedded_file(root, "train", lang)], 1
+        files, column = [layouts.embedded_file(root, "train", lang)], 1
     return sources.TextSource(
         split_files={"train": files},
         read=lambda paths: itertools.chain.from_iterable(
-            sources.read_tsv(p, columns=(column,)) for p in paths
+            readers.read_tsv(p, columns=(column,)) for p in paths
         ),
         features=("text",),
-        missing_message=translation.missing_embedded_message,
+        missing_message=layouts.missing_embedded_message,
         num_examples={"train": num_examples},
     )
 
 
 def register_embedded_span_corruption(
     *,
-    root=translation.EMBEDDED_DIR,
+    root=layouts.EMBEDDED_DIR,
     corpus: str = "embedded",
     vocabulary: seqio.Vocabulary | None = None,
     temperature: float = translation.DEFAULT_TEMPERATURE,
@@ -177,7 +175,7 @@ def register_embedded_span_corruption(
 
     English's example count is the sum of all languages' train pairs (its side of each).
     """
-    stats = translation.load_stats(root)
+    stats = layouts.load_stats(root)
     others = sorted(lang for lang in stats if lang != "en" and stats[lang]["train"] > 0)
     counts = {lang: stats[lang]["train"] for lang in others}
     counts["en"] = sum(counts.values())
@@ -217,7 +215,3 @@ def register_all(*, temperature: float = translation.DEFAULT_TEMPERATURE) -> Non
             [("embedded_span_corruption", PRETRAIN_SHARE), ("translate_all", 1.0 - PRETRAIN_SHARE)],
         )
 
-
-import tasks as _tasks  # noqa: E402  (see tasks/__init__.py: registration waits for this module)
-
-_tasks._register_when_ready(__name__)

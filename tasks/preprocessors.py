@@ -254,7 +254,3 @@ SPAN_CORRUPTION_PREPROCESSORS = (
     seqio.preprocessors.append_eos_after_trim,
 )
 
-
-import tasks as _tasks  # noqa: E402  (see tasks/__init__.py: registration waits for this module)
-
-_tasks._register_when_ready(__name__)

@@ -9,13 +9,13 @@ prefixes the source with the target-language tag and tokenizes both:
 Corpora:
 - `embedded`: the corpus that ships in data/embedded (both directions for every
   language in data/embedded/stats.json); splits train / validation / test.
-- `opus100`: OPUS-100 v1.0 in its published layout
-  (<root>/opus-100-corpus/v1.0/supervised/<xx-yy>/opus.<xx-yy>-<split>.<lang>),
-  root from gin `tasks.corpus_roots.opus100` or $OPUS100_DIR.
-- `flores200`: FLORES-200 (<root>/flores200_dataset/{dev,devtest}/<code>.<split>),
-  evaluation only (validation = dev, test = devtest), root from gin
+- `opus100`: OPUS-100 v1.0, root from gin `tasks.corpus_roots.opus100` or $OPUS100_DIR.
+- `flores200`: FLORES-200, evaluation only (validation, test), root from gin
   `tasks.corpus_roots.flores200` or $FLORES200_DIR.
 - any TSV: `register_tsv_task`.
+
+File layouts, split names and readers are `mtmoe.data.layouts` and
+`mtmoe.data.readers`; this module turns them into seqio tasks.
 
 Mixtures (rates: train pairs ** (1 / temperature), mT5's temperature 1/0.3):
 translate_101 (English + the 100 non-English languages with most training
@@ -33,18 +33,16 @@ from __future__ import annotations
 
 import functools
 import itertools
-import json
 import logging
 import os
-from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import gin
 import seqio
 
-from tasks import languages
-from tasks import preprocessors
-from tasks import sources
+from mtmoe.data import languages, layouts, readers
+from mtmoe.data.vocabulary import language_tag
+from tasks import preprocessors, sources, vocab
 
 MT5_TEMPERATURE = 1.0 / 0.3  # mT5: sampling rate ~ n ** 0.3
 DEFAULT_TEMPERATURE = MT5_TEMPERATURE
@@ -54,12 +52,6 @@ TRANSLATE_101_LANGUAGES = 100  # non-English languages in translate_101 (plus En
 # language enough updates to learn something visible.
 DEMO_LANGUAGES = ("de", "fr", "es", "ja")
 
-EMBEDDED_DIR = Path(
-    os.environ.get("MTMOE_EMBEDDED_DIR", Path(__file__).resolve().parents[1] / "data" / "embedded")
-)
-_EMBEDDED_SPLITS = {"train": "train", "validation": "dev", "test": "test"}
-OPUS100_URL = "https://object.pouta.csc.fi/OPUS-100/v1.0/opus-100-corpus-v1.0.tar.gz"
-FLORES200_URL = "https://dl.fbaipublicfiles.com/nllb/flores200_dataset.tar.gz"
 
 
 def corpus_roots(*, opus100: str | None = None, flores200: str | None = None) -> dict:
@@ -86,54 +78,13 @@ def task_name(corpus: str, source_lang: str, target_lang: str) -> str:
     return f"{corpus}_translate_{languages.task_code(source_lang)}_{languages.task_code(target_lang)}"
 
 
-def _vocab_module():
-    from tasks import vocab  # owned by the corpus builder; imports seqio lazily itself
-
-    return vocab
-
-
-class _DeferredVocabulary(seqio.SentencePieceVocabulary):
-    """The project vocabulary before its model file exists: registration works, use fails.
-
-    At first use it asks tasks.vocab again, which raises its one-line message
-    (how to build data/vocab/mtmoe.model) if the file is still missing.
-    """
-
-    def _model_context(self):
-        if not self._model:
-            _vocab_module().get_vocabulary(self.sentencepiece_model_file)
-        return super()._model_context()
-
-
-@functools.lru_cache(maxsize=1)
-def default_vocabulary() -> seqio.Vocabulary:
-    """The project vocabulary (data/vocab/mtmoe.model, loaded at first use), one shared object."""
-    vocab = _vocab_module()
-    if os.path.isfile(vocab.DEFAULT_SPM_PATH):
-        return vocab.get_vocabulary()
-    return _DeferredVocabulary(vocab.DEFAULT_SPM_PATH, extra_ids=vocab.EXTRA_IDS)
-
-
 def output_features(vocabulary: seqio.Vocabulary | None = None) -> dict[str, seqio.Feature]:
     """ "inputs" and "targets", both with EOS, over `vocabulary` (default: the project's)."""
-    vocabulary = vocabulary or default_vocabulary()
+    vocabulary = vocabulary or vocab.default_vocabulary()
     return {
         "inputs": seqio.Feature(vocabulary=vocabulary, add_eos=True, required=False),
         "targets": seqio.Feature(vocabulary=vocabulary, add_eos=True),
     }
-
-
-def translation_metrics(
-    targets: Sequence[str], predictions: Sequence[str], *, target_lang: str
-) -> dict[str, float]:
-    """SeqIO metric: sacreBLEU BLEU and chrF++ as eval/ computes them (mtmoe.scoring).
-
-    Returns {"bleu": 0..100, "chrf++": 0..100}.
-    """
-    from mtmoe import scoring  # scoring imports sacreBLEU: only when evaluating
-
-    scores = scoring.score_pair(list(predictions), list(targets), target_lang=target_lang)
-    return {"bleu": scores["bleu"], "chrf++": scores["chrf"]}
 
 
 def register_translation_task(
@@ -148,10 +99,10 @@ def register_translation_task(
     """Registers (replacing any earlier one) a task translating source_lang -> target_lang.
 
     `source` yields {"inputs": source text, "targets": target text}.
-    `tag_fn(lang) -> "<2xx>"` defaults to tasks.vocab.language_tag.
+    `tag_fn(lang) -> "<2xx>"` defaults to mtmoe.data.vocabulary.language_tag.
     """
     languages.get_language(source_lang), languages.get_language(target_lang)  # validate codes
-    tag = (tag_fn or _vocab_module().language_tag)(target_lang)
+    tag = (tag_fn or language_tag)(target_lang)
     seqio.TaskRegistry.remove(name)
     return seqio.TaskRegistry.add(
         name,
@@ -162,39 +113,11 @@ def register_translation_task(
             seqio.preprocessors.append_eos_after_trim,
         ],
         output_features=output_features(vocabulary),
-        metric_fns=[functools.partial(translation_metrics, target_lang=target_lang)],
+        metric_fns=[],  # scored by eval/per_language_bleu.py and mtmoe.evaluation, not by seqio
     )
 
 
 # --- The embedded corpus ---------------------------------------------------------
-
-
-def load_stats(root: str | os.PathLike = EMBEDDED_DIR) -> dict[str, dict]:
-    """language -> {"train": n, "dev": n, "test": n, ...} from <root>/stats.json.
-
-    Raises:
-      FileNotFoundError: no stats.json (the corpus was not built).
-    """
-    path = Path(root) / "stats.json"
-    if not path.exists():
-        raise FileNotFoundError(
-            f"{path} is missing: build the embedded corpus with "
-            "`python -m tasks.build_corpus` or set MTMOE_EMBEDDED_DIR"
-        )
-    return json.loads(path.read_text(encoding="utf-8"))["languages"]
-
-
-def embedded_file(root: str | os.PathLike, split: str, lang: str) -> str:
-    """<root>/<dev|train|test>/en-<lang>.tsv.gz for seqio split `split`."""
-    return os.fspath(Path(root) / _EMBEDDED_SPLITS[split] / f"en-{lang}.tsv.gz")
-
-
-def missing_embedded_message(path: str) -> str:
-    """What to do when a file of the embedded corpus is missing."""
-    return (
-        f"{path} is missing: rebuild the embedded corpus (`python -m tasks.build_corpus`) "
-        "or point MTMOE_EMBEDDED_DIR at a built one"
-    )
 
 
 def embedded_source(
@@ -203,17 +126,19 @@ def embedded_source(
     """Pairs of en-<lang>.tsv.gz as {"inputs", "targets"} (English is the inputs if english_first)."""
     columns = (0, 1) if english_first else (1, 0)
     return sources.TextSource(
-        split_files={split: [embedded_file(root, split, lang)] for split in _EMBEDDED_SPLITS},
-        read=lambda files: itertools.chain.from_iterable(sources.read_tsv(f, columns=columns) for f in files),
+        split_files={split: [layouts.embedded_file(root, split, lang)] for split in layouts.EMBEDDED_SPLIT_DIRS},
+        read=lambda files: itertools.chain.from_iterable(readers.read_tsv(f, columns=columns) for f in files),
         features=("inputs", "targets"),
-        missing_message=missing_embedded_message,
-        num_examples={split: stats[key] for split, key in _EMBEDDED_SPLITS.items() if stats and key in stats},
+        missing_message=layouts.missing_embedded_message,
+        num_examples={
+            split: stats[key] for split, key in layouts.EMBEDDED_SPLIT_DIRS.items() if stats and key in stats
+        },
     )
 
 
 def register_embedded_tasks(
     *,
-    root: str | os.PathLike = EMBEDDED_DIR,
+    root: str | os.PathLike = layouts.EMBEDDED_DIR,
     corpus: str = "embedded",
     vocabulary: seqio.Vocabulary | None = None,
     tag_fn=None,
@@ -222,7 +147,7 @@ def register_embedded_tasks(
 
     Returns {lang: (en->lang task name, lang->en task name)}.
     """
-    stats = load_stats(root)
+    stats = layouts.load_stats(root)
     return _register_english_centric(
         corpus=corpus,
         langs=sorted(lang for lang in stats if lang != "en"),
@@ -237,94 +162,72 @@ def register_embedded_tasks(
 # --- OPUS-100 and FLORES-200 -------------------------------------------------------
 
 
-def _opus100_supervised(root: str | None) -> Path:
+# corpus -> (its name in messages, where to download it, the environment variable of its root)
+_ROOTS = {
+    "opus100": ("OPUS-100", layouts.OPUS100_URL, "OPUS100_DIR"),
+    "flores200": ("FLORES-200", layouts.FLORES200_URL, "FLORES200_DIR"),
+}
+
+
+def _find_in_root(corpus: str, find):
+    """find(root of `corpus`); its FileNotFoundError also says how to point at another copy."""
+    label, url, variable = _ROOTS[corpus]
+    root = corpus_roots()[corpus]
     if not root:
         raise FileNotFoundError(
-            f"OPUS-100 root not set: download {OPUS100_URL}, unpack it and set OPUS100_DIR "
-            "(or gin tasks.corpus_roots.opus100) to the directory holding opus-100-corpus"
+            f"{label} root not set: download {url}, unpack it and set {variable} "
+            f"(or gin tasks.corpus_roots.{corpus}) to the directory it unpacked into"
         )
-    for candidate in ("opus-100-corpus/v1.0/supervised", "v1.0/supervised", "supervised", "."):
-        path = Path(root) / candidate
-        if path.is_dir() and (any(path.glob("*-en")) or any(path.glob("en-*"))):
-            return path
-    raise FileNotFoundError(
-        f"OPUS-100 root {root} does not hold opus-100-corpus/v1.0/supervised: download "
-        f"{OPUS100_URL}, unpack it there, or fix OPUS100_DIR / tasks.corpus_roots.opus100"
-    )
+    try:
+        return find(root)
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"{error}, or fix {variable} / tasks.corpus_roots.{corpus}") from None
 
 
 def opus100_files(lang: str, split: str) -> tuple[str, str]:
     """(English file, <lang> file) of OPUS-100 split "train" / "validation" / "test"."""
-    supervised = _opus100_supervised(corpus_roots()["opus100"])
-    pair = "-".join(sorted(["en", lang]))
-    opus_split = {"train": "train", "validation": "dev", "test": "test"}[split]
-    return tuple(os.fspath(supervised / pair / f"opus.{pair}-{opus_split}.{code}") for code in ("en", lang))
-
-
-class _LazyFilesSource(sources.TextSource):
-    """A TextSource whose files are found when used (roots come from gin/env then)."""
-
-    def __init__(self, *, files_fn, splits, **kwargs):
-        self._files_fn = files_fn
-        super().__init__(split_files={split: [] for split in splits}, **kwargs)
-
-    def files(self, split: str) -> list[str]:
-        if split not in self._split_files:
-            raise ValueError(f"no split {split!r}; this source has {', '.join(self._split_files)}")
-        files = list(self._files_fn(split))
-        for path in files:
-            if not os.path.exists(path):
-                raise FileNotFoundError(self._missing_message(path))
-        return files
-
-    def list_shards(self, split: str) -> Sequence[str]:
-        return self.files(split)
-
-
-def opus100_source(*, lang: str, english_first: bool) -> sources.TextSource:
-    order = (0, 1) if english_first else (1, 0)
-    return _LazyFilesSource(
-        files_fn=lambda split: opus100_files(lang, split),
-        splits=("train", "validation", "test"),
-        read=lambda files: sources.read_aligned([files[i] for i in order]),
-        features=("inputs", "targets"),
-        missing_message=lambda path: (
-            f"{path} is missing: OPUS-100 v1.0 has no such split for "
-            f"{lang} or the download ({OPUS100_URL}) is incomplete"
-        ),
-    )
+    supervised = _find_in_root("opus100", layouts.opus100_supervised_dir)
+    return tuple(os.fspath(path) for path in layouts.opus100_files(supervised, lang, split))
 
 
 def flores200_files(lang: str, split: str) -> tuple[str, str]:
     """(English file, <lang> file) of FLORES-200 split "validation" (dev) / "test" (devtest)."""
-    root = corpus_roots()["flores200"]
-    if not root:
-        raise FileNotFoundError(
-            f"FLORES-200 root not set: download {FLORES200_URL}, unpack it and "
-            "set FLORES200_DIR (or gin tasks.corpus_roots.flores200)"
-        )
-    flores_split = {"validation": "dev", "test": "devtest"}[split]
-    base = Path(root) / "flores200_dataset"
-    base = base if base.is_dir() else Path(root)
-    if not (base / flores_split).is_dir():
-        raise FileNotFoundError(
-            f"FLORES-200 root {root} has no flores200_dataset/{flores_split}: "
-            f"download {FLORES200_URL} or fix FLORES200_DIR"
-        )
-    return tuple(
-        os.fspath(base / flores_split / f"{code}.{flores_split}")
-        for code in ("eng_Latn", languages.flores_code(lang))
+    split_dir = _find_in_root("flores200", lambda root: layouts.flores200_split_dir(root, split))
+    files = layouts.flores200_files(split_dir)
+    codes = (layouts.FLORES200_ENGLISH, languages.flores_code(lang))
+    return tuple(os.fspath(files.get(code, split_dir / f"{code}.{split_dir.name}")) for code in codes)
+
+
+def _aligned_source(*, files_fn, splits, english_first: bool, missing_message) -> sources.TextSource:
+    """{"inputs", "targets"} from an English file and a line-aligned file of the other language."""
+    order = (0, 1) if english_first else (1, 0)
+    return sources.LazyFilesSource(
+        files_fn=files_fn,
+        splits=splits,
+        read=lambda files: readers.read_aligned([files[i] for i in order]),
+        features=("inputs", "targets"),
+        missing_message=missing_message,
+    )
+
+
+def opus100_source(*, lang: str, english_first: bool) -> sources.TextSource:
+    return _aligned_source(
+        files_fn=lambda split: opus100_files(lang, split),
+        splits=layouts.SPLITS,
+        english_first=english_first,
+        missing_message=lambda path: (
+            f"{path} is missing: OPUS-100 v1.0 has no such split for "
+            f"{lang} or the download ({layouts.OPUS100_URL}) is incomplete"
+        ),
     )
 
 
 def flores200_source(*, lang: str, english_first: bool) -> sources.TextSource:
-    order = (0, 1) if english_first else (1, 0)
-    return _LazyFilesSource(
+    return _aligned_source(
         files_fn=lambda split: flores200_files(lang, split),
-        splits=("validation", "test"),
-        read=lambda files: sources.read_aligned([files[i] for i in order]),
-        features=("inputs", "targets"),
-        missing_message=lambda path: f"{path} is missing from the FLORES-200 download ({FLORES200_URL})",
+        splits=tuple(layouts.FLORES200_SPLIT_DIRS),
+        english_first=english_first,
+        missing_message=lambda path: f"{path} is missing from the FLORES-200 download ({layouts.FLORES200_URL})",
     )
 
 
@@ -409,7 +312,7 @@ def register_tsv_task(
         source=sources.TextSource(
             split_files={split: [os.fspath(path)] for split, path in files.items()},
             read=lambda paths: itertools.chain.from_iterable(
-                sources.read_tsv(p, columns=columns) for p in paths
+                readers.read_tsv(p, columns=columns) for p in paths
             ),
             features=("inputs", "targets"),
             missing_message=lambda path: f"{path} is missing: fix the files given to {name}",
@@ -513,16 +416,12 @@ def register_all(*, temperature: float = DEFAULT_TEMPERATURE) -> None:
         pairs=opus_pairs, counts=None, prefix="opus100_", temperature=temperature, top=None
     )
     try:
-        stats = load_stats(EMBEDDED_DIR)
+        stats = layouts.load_stats(layouts.EMBEDDED_DIR)
     except FileNotFoundError as error:
         logging.warning("embedded translation tasks not registered: %s", error)
         return
-    pairs = register_embedded_tasks(root=EMBEDDED_DIR)
+    pairs = register_embedded_tasks(root=layouts.EMBEDDED_DIR)
     register_translation_mixtures(
         pairs=pairs, counts={lang: stats[lang]["train"] for lang in pairs}, temperature=temperature
     )
 
-
-import tasks as _tasks  # noqa: E402  (see tasks/__init__.py: registration waits for this module)
-
-_tasks._register_when_ready(__name__)

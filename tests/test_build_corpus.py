@@ -14,7 +14,7 @@ import zipfile
 
 import pytest
 
-from tasks import build_corpus, corpus_clean, corpus_firefox, corpus_gettext, corpus_help, corpus_packages
+from mtmoe.data.build import build_corpus, corpus_clean, corpus_firefox, corpus_gettext, corpus_help, corpus_packages
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "corpus")
 

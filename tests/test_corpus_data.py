@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from tasks import corpus_clean, corpus_write
+from mtmoe.data.build import corpus_clean, corpus_write
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(REPO, "data")

@@ -1,4 +1,4 @@
-"""tasks/languages.py: every code the project meets is known, with consistent codes elsewhere."""
+"""mtmoe/data/languages.py: every code the project meets is known, with consistent codes elsewhere."""
 
 import ast
 import importlib.util
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks import languages
+from mtmoe.data import languages
 
 # What each Debian localisation package of the embedded corpus' sources is called
 # (`apt-cache pkgnames libreoffice-l10n- libreoffice-help- firefox-esr-l10n-`,
@@ -176,7 +176,7 @@ def test_every_language_of_the_built_corpus_is_known():
         pytest.skip("data/embedded/stats.json not built yet")
     corpus_codes = json.loads(stats.read_text())["languages"]
     unknown = [code for code in corpus_codes if code not in languages.LANGUAGES]
-    assert not unknown, f"add these corpus languages to tasks/languages.py: {unknown}"
+    assert not unknown, f"add these corpus languages to mtmoe/data/languages.py: {unknown}"
 
 
 def test_mc4_languages_are_tfds_splits():

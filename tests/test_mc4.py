@@ -7,11 +7,9 @@ import pytest
 import seqio
 import tensorflow as tf
 
-import tasks
-from tasks import languages
-from tasks import mc4
-from tasks import preprocessors
-from tasks import translation
+import tasks  # noqa: F401  registers every task and mixture
+from mtmoe.data import languages
+from tasks import mc4, preprocessors, translation
 
 FIXTURES = Path(__file__).parent / "fixtures" / "tasks"
 SEEDS = tf.constant([[1, 2], [3, 4]])
@@ -123,7 +121,6 @@ def test_span_corruption_task_literal(vocabulary):
 
 
 def test_mc4_registry_is_exact():
-    tasks.register()
     expected = sorted(f"mc4_span_corruption_{lang.replace('-', '_')}" for lang in languages.MC4_LANGUAGES)
     assert len(expected) == 107
     assert sorted(t.name for t in seqio.get_mixture_or_task("mc4_span_corruption").tasks) == expected
@@ -140,7 +137,6 @@ def test_mc4_rate_is_n_to_the_0_3():
 
 
 def test_missing_mc4_fails_at_use_naming_the_build_step(monkeypatch, tmp_path):
-    tasks.register()
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
     task = seqio.get_mixture_or_task("mc4_span_corruption_de")
     with pytest.raises(FileNotFoundError, match="not prepared in .*tfds build c4/multilingual"):

@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from mtmoe import pretokenized
+from mtmoe.data import layouts, readers
 
 RELEASE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "models",
                            "mswitch-release")
@@ -33,8 +33,7 @@ def translator():
 
 def _short_test_pairs(translator, source, target):
     lang = target if source == "en" else source
-    english, other = pretokenized.read_pairs(os.path.join(os.path.dirname(RELEASE_DIR), "..", "embedded", "test",
-                                                          f"en-{lang}.tsv.gz"))
+    english, other = zip(*readers.read_tsv(layouts.embedded_file(layouts.DEFAULT_EMBEDDED_DIR, "test", lang)))
     sources, references = (english, other) if source == "en" else (other, english)
     picked = [(s, r) for s, r in zip(sources, references)
               if len(translator.encode_source(s, target)) <= MAX_SOURCE_TOKENS + 2][:SENTENCES]
@@ -43,7 +42,7 @@ def _short_test_pairs(translator, source, target):
 
 
 def test_release_model_is_the_shipped_one(translator):
-    assert translator.model.config.num_experts == 8
+    assert translator.model.config.moe.num_experts == 8
     assert len(translator.languages) >= 100 and "en" in translator.languages
     assert os.path.isfile(os.path.join(RELEASE_DIR, "MODEL_CARD.md"))
 

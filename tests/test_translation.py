@@ -1,18 +1,15 @@
 """tasks/translation.py and tasks/sources.py: tags, sources, mixtures, bad input, packing."""
 
-import gzip
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import seqio
 import tensorflow as tf
 
-import tasks
-from tasks import preprocessors
-from tasks import sources
-from tasks import translation
+import tasks  # noqa: F401  registers every task and mixture
+from mtmoe.data import layouts
+from tasks import preprocessors, translation
 
 FIXTURES = Path(__file__).parent / "fixtures" / "tasks"
 EMBEDDED = FIXTURES / "embedded"
@@ -31,7 +28,7 @@ def fixture_pairs(vocabulary):
     pairs = translation.register_embedded_tasks(
         root=EMBEDDED, corpus="fixture", vocabulary=vocabulary, tag_fn=lambda l: f"<2{l}>"
     )
-    stats = translation.load_stats(EMBEDDED)
+    stats = layouts.load_stats(EMBEDDED)
     translation.register_translation_mixtures(
         pairs=pairs, counts={lang: stats[lang]["train"] for lang in pairs}, prefix="fixture_", top=2
     )
@@ -99,10 +96,9 @@ def test_top_languages_breaks_ties_by_code():
 
 def test_real_corpus_mixtures_are_exact():
     """translate_101: English + the 100 languages with most train pairs, both directions."""
-    stats_path = translation.EMBEDDED_DIR / "stats.json"
+    stats_path = layouts.EMBEDDED_DIR / "stats.json"
     if not stats_path.exists():
         pytest.skip("data/embedded/stats.json not built yet")
-    tasks.register()
     stats = json.loads(stats_path.read_text())["languages"]
     train = {lang: counts["train"] for lang, counts in stats.items() if lang != "en" and counts["train"] > 0}
     code = lambda lang: lang.replace("-", "_")  # noqa: E731
@@ -163,12 +159,11 @@ def test_every_real_corpus_task_yields_and_translate_all_packs():
     Every task's graph is built (and must build) by the one seqio.get_dataset call
     over translate_all; tasks differ only in their files and tag, checked for each.
     """
-    if not (translation.EMBEDDED_DIR / "stats.json").exists():
+    if not (layouts.EMBEDDED_DIR / "stats.json").exists():
         pytest.skip("data/embedded/stats.json not built yet")
-    tasks.register()
     mixture = seqio.get_mixture_or_task("translate_all")
     vocabulary = mixture.output_features["inputs"].vocabulary
-    langs = [lang for lang, counts in translation.load_stats().items() if counts["train"] > 0]
+    langs = [lang for lang, counts in layouts.load_stats().items() if counts["train"] > 0]
     assert len(mixture.tasks) == 2 * len(langs)
     for lang in langs:
         for source, target in (("en", lang), (lang, "en")):
@@ -209,7 +204,6 @@ def test_opus100_and_flores_layouts(monkeypatch):
 
 
 def test_missing_corpora_fail_at_use_with_what_to_do(monkeypatch, tmp_path):
-    tasks.register()
     task = seqio.get_mixture_or_task("opus100_translate_en_de")  # registered at import
     monkeypatch.delenv("OPUS100_DIR", raising=False)
     with pytest.raises(FileNotFoundError, match="OPUS-100 root not set: download https://.*OPUS100_DIR"):
@@ -223,22 +217,6 @@ def test_missing_corpora_fail_at_use_with_what_to_do(monkeypatch, tmp_path):
     missing = translation.embedded_source(root=tmp_path, lang="de", english_first=True)
     with pytest.raises(FileNotFoundError, match="en-de.tsv.gz is missing: rebuild the embedded corpus"):
         missing.get_dataset("train")
-
-
-def test_bad_lines_are_skipped_and_counted():
-    path = EMBEDDED / "train" / "en-de.tsv.gz"
-    pairs = list(sources.read_tsv(str(path)))
-    assert len(pairs) == 12 and pairs[0] == ("Save the file", "Datei speichern")
-    assert sources.bad_line_counts(path) == {"empty": 1, "no_tab": 1, "invalid_utf8": 1, "too_long": 1}
-    assert str(path) in sources.bad_line_counts()
-
-
-def test_unaligned_and_bad_parallel_lines(tmp_path):
-    english, german = tmp_path / "x.en", tmp_path / "x.de"
-    english.write_bytes(b"one\n\ntwo\nthree\nfour\n")
-    german.write_bytes(b"eins\nleer\n\xffzwei\ndrei\n")
-    assert list(sources.read_aligned([str(english), str(german)])) == [("one", "eins"), ("three", "drei")]
-    assert sources.bad_line_counts(english) == {"empty": 1, "invalid_utf8": 1, "unaligned": 1}
 
 
 def test_tsv_task_any_file(tmp_path, vocabulary):
@@ -263,14 +241,6 @@ def test_tsv_task_any_file(tmp_path, vocabulary):
         )
 
 
-def test_metrics_call_the_shared_scorer():
-    sentences = ["Die Datei wurde nicht gespeichert .", "Ein neues Fenster wird geöffnet ."]
-    scores = translation.translation_metrics(sentences, sentences, target_lang="de")
-    assert scores == {"bleu": pytest.approx(100.0), "chrf++": pytest.approx(100.0)}
-    worse = translation.translation_metrics(["Guten Morgen"], ["Guten Abend"], target_lang="de")
-    assert 0 < worse["chrf++"] < 100
-
-
 def test_corpus_roots_from_gin_then_environment(monkeypatch):
     import gin
 
@@ -284,18 +254,15 @@ def test_corpus_roots_from_gin_then_environment(monkeypatch):
         gin.clear_config()
 
 
-def test_import_is_tensorflow_free_until_seqio_and_survives_locked_gin():
-    """`import tasks` pulls no TensorFlow; seqio's import registers, even after gin.finalize()."""
+def test_import_registers_even_after_gin_is_locked():
+    """`import tasks` registers everything at once, also after gin.finalize() (as the trainer imports it)."""
     import subprocess
     import sys
 
     script = """
-import sys
-import tasks, tasks.languages, tasks.vocab
-assert "tensorflow" not in sys.modules, "tasks imported TensorFlow"
 import gin
-gin.parse_config(""); gin.finalize()   # as mtmoe.train does before it needs the tasks
-import seqio
+gin.parse_config(""); gin.finalize()
+import seqio, tasks
 print(len(seqio.TaskRegistry.names()), "opus100_translate_all" in seqio.MixtureRegistry.names())
 """
     out = subprocess.run(

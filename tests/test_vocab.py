@@ -1,4 +1,4 @@
-"""The committed SentencePiece vocabulary (data/vocab/mtmoe.model) and tasks/vocab.py."""
+"""The committed SentencePiece vocabulary (data/vocab/mtmoe.model) and mtmoe/data/vocabulary.py."""
 
 import ast
 import glob
@@ -8,7 +8,8 @@ import os
 
 import pytest
 
-from tasks import train_vocab, vocab
+from mtmoe.data import vocabulary as vocab
+from mtmoe.data.build import train_vocab
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EMBEDDED = os.path.join(REPO, "data", "embedded")
@@ -71,7 +72,7 @@ def test_model_vocab_size_and_bad_tags(sp):
     assert size % 128 == 0 and size - 128 < sp.vocab_size() + 100 <= size
     with pytest.raises(ValueError, match="bad language code"):
         vocab.language_tag("de de")
-    with pytest.raises(FileNotFoundError, match="tasks.train_vocab"):
+    with pytest.raises(FileNotFoundError, match="mtmoe.data.build.train_vocab"):
         vocab.load_sentencepiece("/nonexistent/mtmoe.model")
 
 

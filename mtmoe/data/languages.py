@@ -281,9 +281,17 @@ def get_language(code: str) -> Language:
     if canonical is None:
         raise ValueError(
             f"unknown language code {code!r}; nearest known codes: "
-            f"{', '.join(nearest_codes(code))} (tasks/languages.py lists all)"
+            f"{', '.join(nearest_codes(code))} (mtmoe/data/languages.py lists all)"
         )
     return LANGUAGES[canonical]
+
+
+def find_language(code: str) -> Language | None:
+    """The row of `code`, or None where the table lacks it (for callers that go on without)."""
+    try:
+        return get_language(code)
+    except ValueError:
+        return None
 
 
 def nearest_codes(code: str, *, count: int = 5) -> list[str]:

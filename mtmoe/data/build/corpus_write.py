@@ -25,7 +25,8 @@ import io
 import json
 import os
 
-from tasks import corpus_clean
+from mtmoe.data import layouts
+from mtmoe.data.build import corpus_clean
 
 EVAL_CAP = 500
 MULTIWAY_CAP = 500
@@ -141,14 +142,14 @@ def write_corpus(out_dir: str, *, corpus: dict[str, dict[tuple[str, str], set[st
             "test": cap_eval(lang_splits["test"], preferred=multiway_english),
         }
         for split, split_rows in rows.items():
-            _write(os.path.join(out_dir, split, f"en-{lang}.tsv.gz"), split_rows)
+            _write(layouts.embedded_file(out_dir, split, lang), split_rows)
         source_counts = collections.Counter(source for sources in corpus[lang].values() for source in sources)
         stats_languages[lang] = {
             "train": len(rows["train"]), "dev": len(rows["dev"]), "test": len(rows["test"]),
             "full_train": train_sizes[lang],
             "sources": {source: source_counts[source] for source in sorted(source_counts)},
         }
-    _write(os.path.join(out_dir, "multiway", "test.tsv.gz"), [("en", *multiway_langs), *multiway_rows])
+    _write(layouts.multiway_file(out_dir), [("en", *multiway_langs), *multiway_rows])
 
     stats = {
         "languages": stats_languages,
@@ -167,7 +168,7 @@ def write_corpus(out_dir: str, *, corpus: dict[str, dict[tuple[str, str], set[st
     return stats
 
 
-README_TABLE_START = "<!-- counts table: written by python -m tasks.build_corpus -->"
+README_TABLE_START = "<!-- counts table: written by python -m mtmoe.data.build.build_corpus -->"
 README_TABLE_END = "<!-- end of counts table -->"
 
 
