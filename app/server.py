@@ -37,7 +37,7 @@ from app.service import Limits, TranslationService
 from mtmoe import host_memory
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-RELEASE_MODEL = REPO_ROOT / "data" / "models" / "mswitch-release"  # issue 9: the model that ships (MODEL_CARD.md there)
+RELEASE_MODEL = REPO_ROOT / "data" / "models" / "mswitch-release"  # the model that ships (MODEL_CARD.md there)
 
 log = logging.getLogger(__name__)
 
@@ -75,12 +75,8 @@ def configure_compilation_cache(path: str | None) -> str | None:
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)  # -1: no size floor
-    try:
-        import filelock  # noqa: F401  (JAX needs it to bound the cache)
-    except ImportError:
-        pass
-    else:
-        jax.config.update("jax_compilation_cache_max_size", COMPILATION_CACHE_MAX_BYTES)
+    # The size bound needs filelock, which gradio's dependencies always bring.
+    jax.config.update("jax_compilation_cache_max_size", COMPILATION_CACHE_MAX_BYTES)
     return path
 
 

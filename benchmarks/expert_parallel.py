@@ -62,9 +62,10 @@ def main(argv=None) -> int:
     import numpy as np
     from flax import linen as nn
     from jax.sharding import NamedSharding, PartitionSpec
-
     from moe_layer import make_step, write_result
+
     from mtmoe import moe, partitioning
+    from mtmoe.moe_config import MoeConfig
 
     if len(jax.devices()) != args.devices:
         raise SystemExit(f"asked for {args.devices} CPU devices, JAX has {len(jax.devices())}: run this script in a fresh process")
@@ -77,7 +78,7 @@ def main(argv=None) -> int:
 
     variants = {}  # name -> (compiled step, its arguments)
     for num_experts in [int(e) for e in args.experts.split(",")]:
-        layer = moe.MoeLayer(num_experts=num_experts, d_ff=args.d_ff, dispatch="sort")
+        layer = moe.MoeLayer(config=MoeConfig(num_experts=num_experts, dispatch="sort"), d_ff=args.d_ff)
         boxed = layer.init({"params": rng, "dropout": rng}, x)["params"]
         params = nn.unbox(boxed)
         step = make_step(layer, moe=True)

@@ -15,9 +15,9 @@ experts, every-other-layer MoE, capacity factor 1.25):
   ("mtmoe-relu" below, d_ff = 1.5 x the tiny model's gated d_ff, so that
   2 * D * 1.5F = 3 * D * F); the tiny model itself ("mtmoe", gated GELU, d_ff F)
   has the same parameter count and the same FLOPs per token, and is what users run.
-  "mtmoe-relu+xent_autodiff" is mtmoe-relu with the cross-entropy as it was
-  before commit 0b6d88e (autodiff gradient; benchmarks/patches.py), to show
-  what the committed hand-written gradient gains.
+  "mtmoe-relu+xent_autodiff" is mtmoe-relu with an autodiff-gradient
+  cross-entropy (benchmarks/patches.py), to show what the committed
+  hand-written gradient gains.
 - Capacity: HF fixes `expert_capacity` tokens per expert per *sequence* (its
   router's cumulative sum runs over the sequence axis). mtmoe routes over groups
   of `max_group_size` tokens; we set max_group_size to the sequence length so
@@ -171,12 +171,13 @@ class MtmoeWorker:
         from flax import linen as nn
 
         from mtmoe import models, network, routing
+        from mtmoe.moe_config import MoeConfig
 
         self.jax, self.jnp = jax, jnp
         self.opts = opts
         relu = opts["variant"].startswith("mtmoe-relu")
         if opts["variant"].endswith("+xent_autodiff"):
-            import patches  # benchmarks/patches.py: the cross-entropy before 0b6d88e, monkeypatched back
+            import patches  # benchmarks/patches.py: the autodiff-gradient cross-entropy, monkeypatched in
 
             patches.apply("xent_autodiff")
         group = opts["tgt_len"]
@@ -187,9 +188,11 @@ class MtmoeWorker:
             head_dim=arch["head_dim"], d_ff=arch["d_ff_relu"] if relu else arch["d_ff_gated"],
             num_encoder_layers=arch["num_encoder_layers"], num_decoder_layers=arch["num_decoder_layers"],
             activations=("relu",) if relu else ("gelu", "linear"), dtype="float32",
-            num_experts=arch["num_experts"], encoder_sparse_every=2, decoder_sparse_every=2,
-            train_capacity_factor=arch["capacity_factor"], eval_capacity_factor=arch["capacity_factor"],
-            min_expert_capacity=arch["min_expert_capacity"], max_group_size=group, dispatch=opts["dispatch"],
+            moe=MoeConfig(
+                num_experts=arch["num_experts"], encoder_sparse_every=2, decoder_sparse_every=2,
+                train_capacity_factor=arch["capacity_factor"], eval_capacity_factor=arch["capacity_factor"],
+                min_expert_capacity=arch["min_expert_capacity"], max_group_size=group, dispatch=opts["dispatch"],
+            ),
         )
         self.capacity = routing.expert_capacity(
             tokens_per_group=group, num_experts=arch["num_experts"], capacity_factor=arch["capacity_factor"],
@@ -451,8 +454,8 @@ def main(argv=None):
     parser.add_argument("--gin_file", default="gin/models/mswitch_tiny.gin")
     parser.add_argument("--variants", default="mtmoe-relu,mtmoe,mtmoe-relu+xent_autodiff,hf",
                         help="mtmoe-relu: identical architecture to HF; mtmoe: the gated tiny model; "
-                             "+xent_autodiff: with the cross-entropy before commit 0b6d88e (autodiff "
-                             "gradient, benchmarks/patches.py)")
+                             "+xent_autodiff: with an autodiff-gradient cross-entropy "
+                             "(benchmarks/patches.py)")
     parser.add_argument("--tasks", default=",".join(TASKS))
     parser.add_argument("--decode_variants", default="mtmoe-relu,hf",
                         help="variants that also run the decoding tasks (the others train only)")

@@ -37,6 +37,7 @@ import jax.numpy as jnp  # noqa: E402
 
 from benchmarks.moe_layer import make_step  # noqa: E402
 from mtmoe.moe import MoeLayer  # noqa: E402
+from mtmoe.moe_config import MoeConfig  # noqa: E402
 
 SLOW_PROBE_MS = 40.0  # the probe took 28-37 ms inside slow periods and 44-51 ms outside (2026-11-28)
 
@@ -50,7 +51,7 @@ def main(argv=None) -> int:
     cotangent = jax.random.normal(jax.random.PRNGKey(1), x.shape, jnp.float32)
     steps = {}
     for experts in (8, 128):
-        layer = MoeLayer(num_experts=experts, d_ff=1024, dispatch="sort")
+        layer = MoeLayer(config=MoeConfig(num_experts=experts, dispatch="sort"), d_ff=1024)
         params = layer.init({"params": key, "dropout": key}, x)["params"]
         step = make_step(layer, moe=True)
         jax.block_until_ready(step(params, x, cotangent, key))

@@ -19,9 +19,9 @@ elementwise ops, the loss and the optimizer).
 The train step is the trainer's kind: jax.jit(value_and_grad(models.loss_fn) +
 optax.adafactor), parameters and optimizer state donated. Variants, each
 compiled once in one worker process per XLA flag set:
-  as_is          mtmoe as committed (cross-entropy with a hand-written VJP since 0b6d88e)
-  xent_autodiff  the cross-entropy as it was before 0b6d88e, autodiff gradient
-                 (benchmarks/patches.py), to show before / after
+  as_is          mtmoe as committed (cross-entropy with a hand-written VJP)
+  xent_autodiff  the cross-entropy with an autodiff gradient of take_along_axis
+                 (benchmarks/patches.py), to show what the hand-written VJP saves
 Flag sets: "default" and "no_ynn" (XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=,
 i.e. XLA:CPU's YNNPACK dot fusions off, Eigen/XNNPACK instead).
 Writes benchmarks/results/mfu.json.
@@ -72,14 +72,14 @@ def count_flops(config, *, batch: int, src_len: int, tgt_len: int, capacity_per_
         acts = config.activations
         if not config.is_sparse(layer, decoder=decoder):
             return 2 * d * d_ff * (len(acts) + 1) * tokens
-        d_ff = config.expert_d_ff or config.d_ff
-        acts = config.expert_activations or config.activations
+        d_ff = config.moe.expert_d_ff or config.d_ff
+        acts = config.moe.expert_activations or config.activations
         rows = tokens
         if executed:
             seq = tgt_len if decoder else src_len
             g = groups(batch * seq) if groups else 1
-            rows = g * config.num_experts * capacity_per_group(batch * seq // g)
-        return 2 * d * config.num_experts * tokens + 2 * d * d_ff * (len(acts) + 1) * rows
+            rows = g * config.moe.num_experts * capacity_per_group(batch * seq // g)
+        return 2 * d * config.moe.num_experts * tokens + 2 * d * d_ff * (len(acts) + 1) * rows
 
     out = {}
     for executed in (False, True):
@@ -168,16 +168,16 @@ class MfuWorker:
             self._step(variant)
 
         def groups(num_tokens):
-            return moe.num_groups(num_tokens=num_tokens, max_group_size=config.max_group_size)
+            return moe.num_groups(num_tokens=num_tokens, max_group_size=config.moe.max_group_size)
 
         def capacity(tokens_per_group):
             return routing.expert_capacity(
-                tokens_per_group=tokens_per_group, num_experts=config.num_experts,
-                capacity_factor=config.train_capacity_factor, min_expert_capacity=config.min_expert_capacity)
+                tokens_per_group=tokens_per_group, num_experts=config.moe.num_experts,
+                capacity_factor=config.moe.train_capacity_factor, min_expert_capacity=config.moe.min_expert_capacity)
 
         self.flops = count_flops(config, batch=batch, src_len=src_len, tgt_len=tgt_len,
-                                 capacity_per_group=capacity if config.num_experts else None,
-                                 groups=groups if config.num_experts else None)
+                                 capacity_per_group=capacity if config.moe.num_experts else None,
+                                 groups=groups if config.moe.num_experts else None)
         self.num_params = int(sum(x.size for x in jax.tree.leaves(params)))
 
     def _step(self, variant):
@@ -189,9 +189,10 @@ class MfuWorker:
     def info(self):
         return {"xla_flops": self.xla_flops, "counted_flops": self.flops, "num_params": self.num_params,
                 "compile_seconds": self.compile_seconds, "jax": self.jax.__version__,
-                "config": {k: getattr(self.config, k) for k in (
+                "config": {**{k: getattr(self.config, k) for k in (
                     "vocab_size", "d_model", "num_heads", "head_dim", "d_ff", "num_encoder_layers",
-                    "num_decoder_layers", "num_experts", "activations", "dispatch", "max_group_size", "dtype")}}
+                    "num_decoder_layers", "activations", "dtype")},
+                    **{k: getattr(self.config.moe, k) for k in ("num_experts", "dispatch", "max_group_size")}}}
 
     def run(self):
         n = self.opts["matmul_n"]

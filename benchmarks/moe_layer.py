@@ -72,9 +72,10 @@ from flax import linen as nn  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec  # noqa: E402
 
 from mtmoe import partitioning  # noqa: E402
-from mtmoe.layers import MlpBlock  # noqa: E402
 from mtmoe.host_memory import POLICIES, retain_freed_memory  # noqa: E402
+from mtmoe.layers import MlpBlock  # noqa: E402
 from mtmoe.moe import MoeLayer, expert_parallel_applies, num_groups  # noqa: E402
+from mtmoe.moe_config import MoeConfig  # noqa: E402
 
 
 def minor_faults() -> int:
@@ -176,7 +177,7 @@ def worker(args: argparse.Namespace) -> int:
         mesh = partitioning.make_mesh(data=1, expert=num_devices) if moe else partitioning.make_mesh(data=num_devices)
         with partitioning.mesh_context(mesh):
             if moe and info["path"] != "dropless" and not expert_parallel_applies(
-                    partitioning.active_mesh(), groups=num_groups(num_tokens=args.batch * args.length, max_group_size=module.max_group_size),
+                    partitioning.active_mesh(), groups=num_groups(num_tokens=args.batch * args.length, max_group_size=module.config.max_group_size),
                     num_experts=module.num_experts):
                 raise SystemExit(f"--devices {num_devices}: {info['path']}/{module.num_experts} does not split into "
                                  f"whole routing groups and experts per device; change --batch or --experts")
@@ -191,10 +192,9 @@ def worker(args: argparse.Namespace) -> int:
         for path in args.paths.split(","):
             if path == "dropless" and num_experts > args.dropless_max_experts:
                 continue
-            layer = MoeLayer(
-                num_experts=num_experts, d_ff=args.d_ff, dispatch=path, train_capacity_factor=args.capacity_factor,
-                max_group_size=args.max_group_size, dtype=dtype,
-            )
+            config = MoeConfig(num_experts=num_experts, dispatch=path, train_capacity_factor=args.capacity_factor,
+                               max_group_size=args.max_group_size)
+            layer = MoeLayer(config=config, d_ff=args.d_ff, dtype=dtype)
             variants[f"{path}/{num_experts}"] = (layer, True, {"experts": num_experts, "path": path})
 
     compiled_variants = {}  # name -> (compiled step, arguments, info)
@@ -214,7 +214,7 @@ def worker(args: argparse.Namespace) -> int:
     for line in sys.stdin:
         rep = int(line)
         timings = {}
-        for name, (compiled, (params, x_in, cotangent_in, _), info) in compiled_variants.items():
+        for name, (compiled, (params, x_in, cotangent_in, _), _info) in compiled_variants.items():
             faults = minor_faults()
             start = time.perf_counter()
             jax.block_until_ready(compiled(params, x_in, cotangent_in, jax.random.fold_in(rng, rep)))

@@ -8,8 +8,9 @@ Batches are seqio `EncDecFeatureConverter` features: `encoder_input_tokens`
 `encoder_positions`, `decoder_positions`.
 
 Loss = sum(weights * (cross-entropy + z_loss * logsumexp(logits)**2)) / sum(weights)
-     + aux_loss_factor * mean over MoE layers of the load-balancing loss
-     + router_z_loss_factor * mean over MoE layers of the router z-loss.
+     + moe.aux_loss_factor * mean over MoE layers of the load-balancing loss
+     + moe.router_z_loss_factor * mean over MoE layers of the router z-loss
+(`moe` = config.moe, a `MoeConfig`).
 The auxiliary losses are averaged over layers, not summed (as T5X's MoE models
 do): the 0.01 / 0.001 coefficients of the Switch and ST-MoE papers are per-layer
 magnitudes, and averaging keeps their weight against the cross-entropy the
@@ -18,7 +19,6 @@ same whether a model has 2 or 30 MoE layers.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from typing import Any, Mapping
 
@@ -28,7 +28,8 @@ import numpy as np
 from flax import traverse_util
 
 from mtmoe import decoding as decoding_lib
-from mtmoe import network
+from mtmoe import network, routing
+from mtmoe.moe_config import MoeConfig
 from mtmoe.network import Transformer, TransformerConfig
 
 Array = jax.Array
@@ -141,28 +142,26 @@ class EncoderDecoderModel:
         config: TransformerConfig,
         label_smoothing: float = 0.0,
         z_loss: float = 1e-4,
-        aux_loss_factor: float = 0.01,
-        router_z_loss_factor: float = 0.001,
         inference_dtype: str | None = "float32",
+        inference_capacity: str = "drop_free",
     ):
-        """inference_dtype: compute dtype of predict_batch, score_batch and routing_trace
-        (None = the training dtype `config.dtype`). float32 by default because
-        bfloat16 rounding depends on the batch's matmul shapes: measured on an
-        H200 and on CPU, 1-2 of 8 sentences of a bfloat16 model changed their
-        beam-search output between decoding alone and in a batch; 0 in float32.
-        The parameters are float32 either way."""
+        """The inference module (`inference_module`: predict_batch, score_batch) is
+        the same architecture with two inference settings:
+        inference_dtype: its compute dtype (None = the training dtype `config.dtype`).
+        float32 by default because bfloat16 rounding depends on the batch's matmul
+        shapes: measured on an H200 and on CPU, 1-2 of 8 sentences of a bfloat16
+        model changed their beam-search output between decoding alone and in a
+        batch; 0 in float32. The parameters are float32 either way.
+        inference_capacity: its MoE `eval_capacity` mode (see mtmoe.moe_config);
+        "drop_free" by default, so a sentence translates and scores the same alone
+        and in any batch."""
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing={label_smoothing} must be in [0, 1)")
         self.config = config
         self.label_smoothing = label_smoothing
         self.z_loss = z_loss
-        self.aux_loss_factor = aux_loss_factor
-        self.router_z_loss_factor = router_z_loss_factor
         self.module = Transformer(config)
-        if inference_dtype is None or inference_dtype == config.dtype:
-            self.inference_module = self.module
-        else:
-            self.inference_module = Transformer(dataclasses.replace(config, dtype=inference_dtype))
+        self.inference_module = Transformer(config.for_inference(dtype=inference_dtype, eval_capacity=inference_capacity))
 
     # -- initialisation ---------------------------------------------------------
 
@@ -177,9 +176,9 @@ class EncoderDecoderModel:
                 raise ValueError(f"input_shapes lacks {key!r}; pass the feature shapes of a batch, e.g. (batch, length)")
         encoder_tokens = jnp.ones(input_shapes["encoder_input_tokens"], jnp.int32)
         decoder_tokens = jnp.ones(input_shapes["decoder_input_tokens"], jnp.int32)
-        params_rng, dropout_rng, jitter_rng = jax.random.split(rng, 3)
+        params_rng, dropout_rng = jax.random.split(rng)
         return self.module.init(
-            {"params": params_rng, "dropout": dropout_rng, "jitter": jitter_rng},
+            {"params": params_rng, "dropout": dropout_rng},
             encoder_tokens,
             decoder_tokens,
             enable_dropout=False,
@@ -221,8 +220,8 @@ class EncoderDecoderModel:
         if expert_metrics:
             loss = (
                 loss
-                + self.aux_loss_factor * expert_metrics["experts/auxiliary_loss"]
-                + self.router_z_loss_factor * expert_metrics["experts/router_z_loss"]
+                + self.config.moe.aux_loss_factor * expert_metrics["experts/auxiliary_loss"]
+                + self.config.moe.router_z_loss_factor * expert_metrics["experts/router_z_loss"]
             )
         metrics = {
             "loss": loss,
@@ -239,15 +238,14 @@ class EncoderDecoderModel:
     def score_batch(self, params, batch: Mapping[str, Array]) -> Array:
         """<float32>[B] log-likelihood of each target sequence (sum over its tokens).
 
-        Routing runs with `no_token_drop`, so a sequence's score does not depend
-        on the rest of the batch.
+        Runs the inference module: with drop-free routing a sequence's score does
+        not depend on the rest of the batch.
         """
         logits = self.inference_module.apply(
             {"params": params},
             batch["encoder_input_tokens"],
             batch["decoder_input_tokens"],
             decoder_target_tokens=batch["decoder_target_tokens"],
-            no_token_drop=True,
             **self._model_kwargs(batch),
         )  # [B, T, V]
         targets = batch["decoder_target_tokens"]
@@ -266,9 +264,7 @@ class EncoderDecoderModel:
         """
         module = self.inference_module
         encoder_tokens = batch["encoder_input_tokens"]
-        encoded = module.apply(
-            {"params": params}, encoder_tokens, no_token_drop=True, method=module.encode
-        )  # [B, S, D]
+        encoded = module.apply({"params": params}, encoder_tokens, method=module.encode)  # [B, S, D]
         _, variables = module.apply(
             {"params": params},
             encoded,
@@ -291,7 +287,6 @@ class EncoderDecoderModel:
                 state.cur_token,  # [B*K, 1]
                 decode=True,
                 max_decode_length=max_decode_length,
-                no_token_drop=True,
                 mutable=["cache"],
                 method=module.decode,
             )  # [B*K, 1, V]
@@ -321,8 +316,8 @@ class EncoderDecoderModel:
         `beam_size` and length penalty `alpha`, argmax, or sampling with
         `temperature` / `top_k` / `top_p` from `rng`. max_decode_length defaults
         to the width of batch["decoder_input_tokens"] (seqio's target length).
-        Routing runs with `no_token_drop`, so a sentence translates the same
-        alone and in any batch.
+        Runs the inference module: with drop-free routing a sentence translates
+        the same alone and in any batch.
         Returns <int32>[B, L] tokens (EOS included, 0 after it) and, with
         return_scores, <float32>[B] scores (length-penalised log-prob for beam).
         """
@@ -359,36 +354,35 @@ class EncoderDecoderModel:
         best, best_score = sequences[:, 0, :], scores[:, 0]  # [B, L], [B]  best first
         return (best, best_score) if return_scores else best
 
-    def routing_trace(self, params, batch: Mapping[str, Array]) -> dict[str, Array]:
-        """Expert chosen for each source token by every encoder MoE layer (web UI).
 
-        Returns {"encoder/layers_<i>/moe": <int32>[B, S] top-1 expert (-1 at padding),
-        ..., "fraction_tokens_dropped/encoder/layers_<i>/moe": <float32>[]}.
-        The expert is the argmax of the layer's own float32 router probabilities
-        (captured, not recomputed), i.e. the top-1 router's choice at inference;
-        with no_token_drop no token is dropped.
-        """
-        encoder_tokens = batch["encoder_input_tokens"]
-        _, state = self.inference_module.apply(
-            {"params": params},
-            encoder_tokens,
-            no_token_drop=True,
-            method=self.inference_module.encode,
-            mutable=["intermediates"],
-            capture_intermediates=lambda module, method_name: module.name == "router",
-        )
-        trace: dict[str, Array] = {}
-        padding = encoder_tokens > 0  # [B, S]
-        for layer in range(self.config.num_encoder_layers):
-            if not self.config.is_sparse(layer, decoder=False):
-                continue
-            name = f"layers_{layer}"
-            moe_state = state["intermediates"]["encoder"][name]["moe"]
-            _, router_probs = moe_state["router"]["__call__"][0]  # [G, S_group, E]
-            # Groups are consecutive slices of the flattened [B * S] tokens.
-            expert = jnp.argmax(router_probs, axis=-1).reshape(encoder_tokens.shape)  # [B, S]
-            trace[f"encoder/{name}/moe"] = jnp.where(padding, expert, -1).astype(jnp.int32)
-            trace[f"fraction_tokens_dropped/encoder/{name}/moe"] = jnp.asarray(
-                moe_state["fraction_tokens_dropped"][0], jnp.float32
-            )
-        return trace
+# Fields of TransformerConfig that checkpoints written before `MoeConfig` stored flat,
+# and the loss weights they stored among the model's keyword arguments.
+_FLAT_MOE_FIELDS = (
+    "num_experts", "encoder_sparse_every", "decoder_sparse_every", "expert_d_ff", "expert_activations",
+    "train_capacity_factor", "eval_capacity_factor", "min_expert_capacity", "max_group_size", "dispatch",
+    "jitter_noise", "expert_dropout_rate",
+)
+_MOE_LOSS_KWARGS = ("aux_loss_factor", "router_z_loss_factor")
+
+
+def model_from_meta(model_config: Mapping[str, Any], model_kwargs: Mapping[str, Any] | None = None) -> EncoderDecoderModel:
+    """The model a checkpoint's meta describes ("model_config" = TransformerConfig.to_dict(), "model_kwargs").
+
+    Also reads the flat layout of checkpoints written before `MoeConfig`
+    (num_experts, router_type 'top1' | 'topk' | 'experts_choose', ... beside
+    the dense fields; the loss weights in model_kwargs).
+    """
+    model_config, model_kwargs = dict(model_config), dict(model_kwargs or {})
+    if "moe" not in model_config:
+        moe = {name: model_config.pop(name) for name in _FLAT_MOE_FIELDS if name in model_config}
+        if moe.get("expert_activations") is not None:
+            moe["expert_activations"] = tuple(moe["expert_activations"])
+        router_type = model_config.pop("router_type", "top1")
+        num_selected = model_config.pop("num_selected_experts", 1)
+        if router_type == "experts_choose":
+            router = routing.ExpertsChooseRouter()
+        else:
+            router = routing.TokensChooseRouter(num_selected_experts=1 if router_type == "top1" else num_selected)
+        losses = {name: model_kwargs.pop(name) for name in _MOE_LOSS_KWARGS if name in model_kwargs}
+        model_config["moe"] = MoeConfig(router=router, **moe, **losses).to_dict()
+    return EncoderDecoderModel(config=TransformerConfig.from_dict(model_config), **model_kwargs)

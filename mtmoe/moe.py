@@ -6,7 +6,10 @@ Axis letters used in shape comments:
   C expert capacity (`expert_capacity`), K experts chosen per token,
   A = K * S routing assignments per group, ordered choice-major (a = k * S + s).
 
-Tokens of the whole batch are cut into G equal groups of at most
+Every setting comes from one `MoeConfig` (mtmoe.moe_config), the router
+included: a `routing.Router` returns a routing decision and its own losses, and
+the type of the decision picks the dispatch below (tokens choose or experts
+choose). Tokens of the whole batch are cut into G equal groups of at most
 `max_group_size` tokens; capacity and load balancing are per group (Switch,
 GShard). Three dispatch paths give the same output (up to float rounding):
 
@@ -49,13 +52,12 @@ from flax import linen as nn
 
 from mtmoe import partitioning, routing
 from mtmoe.layers import ACTIVATIONS, constrain, param_with_axes, variance_scaling
+from mtmoe.moe_config import MoeConfig
 
 Array = jax.Array
 DType = Any
 ExpertFn = Callable[[Array], Array]  # <dtype>[E, G, C, D] -> <dtype>[E, G, C, D]
 
-ROUTER_TYPES = ("top1", "topk", "experts_choose")
-DISPATCH_TYPES = ("einsum", "sort", "dropless")
 METRIC_NAMES = ("aux_loss", "router_z_loss", "fraction_tokens_dropped", "expert_usage", "router_confidence")
 
 EXPERT_AXES = ("expert", "expert_group", "expert_capacity", "embed")
@@ -272,16 +274,6 @@ def dispatch_dropless(
     return constrain(out, GROUP_AXES), route.valid
 
 
-# Drop-free routing compiles the capacities of `drop_free_capacities` only for calls with at
-# least this many tokens per group: below it the padded rows cost less than compiling the extra
-# capacities. A cached decoding step runs once per generated token (a batch-32 greedy step has
-# 32 tokens, beam 4 128; the web UI's one-sentence beam-4 step 4); the encoder and scoring run
-# once per batch (32 sentences of 32 tokens: 1024; the web UI's warmed shapes, up to 4 sentences of
-# 32-64 tokens: at most 256).
-DROP_FREE_LADDER_MIN_TOKENS_DECODE = 32
-DROP_FREE_LADDER_MIN_TOKENS = 512
-
-
 def drop_free_capacities(
     *, tokens_per_group: int, num_experts: int, capacity_factor: float, min_expert_capacity: int,
     num_selected_experts: int,
@@ -414,126 +406,118 @@ def dispatch_experts_choose(
 class MoeLayer(nn.Module):
     """Switch MoE feed-forward layer (replaces a dense MLP inside a residual block).
 
+    `config` holds every MoE setting, the router included (`config.router`, a
+    `routing.Router`, adopted here under the name "router"); `d_ff` and
+    `activations` are the experts' (`network.make_ffn` resolves the dense defaults).
+
     Params: `router/kernel` float32 [D, E] ('embed', 'unmodeled'); `wi_0`, `wi_1`
     float32 [E, D, F] ('expert', 'embed', 'mlp'); `wo` float32 [E, F, D]
     ('expert', 'mlp', 'embed'). A single activation gives `wi` instead of wi_0/wi_1.
-    Sown into "intermediates", one float32 scalar each per call: aux_loss,
-    router_z_loss, fraction_tokens_dropped, expert_usage, router_confidence.
+    Sown into "intermediates" per call: one float32 scalar each of aux_loss,
+    router_z_loss, fraction_tokens_dropped, expert_usage, router_confidence, and
+    `expert_index` <int32>[B, L], the expert each token was routed to (its first
+    choice; -1 at padding and, for experts-choose, where no expert picked it).
     """
 
-    num_experts: int
+    config: MoeConfig
     d_ff: int
-    router_type: str = "top1"
-    num_selected_experts: int = 1
-    train_capacity_factor: float = 1.25
-    eval_capacity_factor: float = 2.0
-    min_expert_capacity: int = 4
-    max_group_size: int = 4096
-    dispatch: str = "sort"
-    jitter_noise: float = 0.01
-    expert_dropout_rate: float = 0.0
     activations: tuple[str, ...] = ("gelu", "linear")
     dtype: DType = jnp.float32
     is_decoder: bool = False
     kernel_init_scale: float = 0.1
 
     def __post_init__(self):
-        _check_config(self)
+        if self.config.num_experts < 1:
+            raise ValueError(f"an MoE layer needs num_experts >= 1, got {self.config.num_experts}")
+        self.config.check_layer(is_decoder=self.is_decoder)
+        if not self.activations or any(name not in ACTIVATIONS for name in self.activations):
+            raise ValueError(f"activations {self.activations!r} must be a non-empty tuple of {sorted(ACTIVATIONS)}")
         super().__post_init__()
 
     @property
-    def _num_selected(self) -> int:
-        return 1 if self.router_type == "top1" else self.num_selected_experts
+    def num_experts(self) -> int:
+        return self.config.num_experts
 
     @nn.compact
     def __call__(
-        self,
-        inputs: Array,
-        *,
-        padding_mask: Array | None = None,
-        enable_dropout: bool = False,
-        no_token_drop: bool = False,
-        decode: bool = False,
+        self, inputs: Array, *, padding_mask: Array | None = None, enable_dropout: bool = False, decode: bool = False
     ) -> Array:
         """inputs: <dtype>[B, L, D]; padding_mask: <bool>[B, L] True for real tokens (None = all real).
 
         enable_dropout=True means training: jitter noise, expert dropout, the train
-        capacity factor, rng stream "dropout". no_token_drop=True: no token is ever
-        dropped (a capacity of every token of the group would always do), so a
-        sentence's output never depends on its batch neighbours; with enough tokens
-        per group (DROP_FREE_LADDER_MIN_TOKENS, or ..._DECODE when decode=True marks
-        a cached decoding step) the capped paths run the smallest of
-        `drop_free_capacities` that holds the busiest expert.
+        capacity factor, rng stream "dropout". Otherwise `config.eval_capacity`
+        decides (see mtmoe.moe_config); decode=True marks a cached decoding step.
         Returns <dtype>[B, L, D]; overflowing tokens and padding get zeros.
         """
+        config = self.config
         batch, length, d_model = inputs.shape
         num_tokens = batch * length
-        groups = num_groups(num_tokens=num_tokens, max_group_size=self.max_group_size)
+        groups = num_groups(num_tokens=num_tokens, max_group_size=config.max_group_size)
         tokens_per_group = num_tokens // groups
         x = inputs.astype(self.dtype).reshape(groups, tokens_per_group, d_model)  # [G, S, D]
         x = constrain(x, GROUP_AXES)
         mask = None if padding_mask is None else padding_mask.astype(jnp.bool_).reshape(groups, tokens_per_group)  # [G, S]
 
         wi, wo = self._expert_params(d_model)
-        use_dropout = enable_dropout and self.expert_dropout_rate > 0.0
+        use_dropout = enable_dropout and config.expert_dropout_rate > 0.0
         dropout_key = self.make_rng("dropout") if use_dropout else None
-        dropout = _expert_dropout(self.expert_dropout_rate, dropout_key)
+        dropout = _expert_dropout(config.expert_dropout_rate, dropout_key)
 
         def expert_fn(expert_in: Array) -> Array:
             return _gated_mlp(expert_in, wi, wo, activations=self.activations, dtype=self.dtype, dropout=dropout)
 
-        router = routing.Router(
-            num_experts=self.num_experts, jitter_noise=self.jitter_noise, kernel_init_scale=self.kernel_init_scale,
-            name="router",
+        drop_free = not enable_dropout and config.eval_capacity == "drop_free"
+        capacity = tokens_per_group if drop_free else routing.expert_capacity(
+            tokens_per_group=tokens_per_group, num_experts=self.num_experts,
+            capacity_factor=config.train_capacity_factor if enable_dropout else config.eval_capacity_factor,
+            min_expert_capacity=config.min_expert_capacity, num_selected_experts=config.router.num_selected_experts,
         )
-        logits, probs = router(x, enable_jitter=enable_dropout)  # [G, S, E] float32 each
-        capacity_factor = self.train_capacity_factor if enable_dropout else self.eval_capacity_factor
-        capacity = tokens_per_group if no_token_drop else routing.expert_capacity(
-            tokens_per_group=tokens_per_group, num_experts=self.num_experts, capacity_factor=capacity_factor,
-            min_expert_capacity=self.min_expert_capacity, num_selected_experts=self._num_selected,
+        router = config.router.clone(parent=self, name="router")
+        route, aux_loss, z_loss = router(
+            x, num_experts=self.num_experts, expert_capacity=capacity, padding_mask=mask,
+            jitter_noise=config.jitter_noise if enable_dropout else 0.0,
         )
         num_real = jnp.float32(num_tokens) if mask is None else jnp.sum(mask, dtype=jnp.float32)
 
-        if self.router_type == "experts_choose":
-            route = routing.experts_choose(probs, expert_capacity=capacity, padding_mask=mask)
-            out = dispatch_experts_choose(x, route, dispatch=self.dispatch, expert_fn=expert_fn)
-            # Every expert fills its buffer by construction: nothing to balance (as Flaxformer).
-            aux_loss = jnp.float32(0.0)
+        if isinstance(route, routing.ExpertsChooseRouting):
+            out = dispatch_experts_choose(x, route, dispatch=config.dispatch, expert_fn=expert_fn)
             picked = jnp.zeros((groups, tokens_per_group), jnp.bool_).at[
                 jnp.arange(groups)[:, None], route.token_index.reshape(groups, -1)
             ].max(route.valid.reshape(groups, -1))  # [G, S]
             num_dispatched = jnp.sum(route.valid, dtype=jnp.float32)
             confidence_sum = jnp.sum(route.combine_weights, dtype=jnp.float32)
+            token_expert = route.token_expert(tokens_per_group)  # [G, S]
         else:
-            route = routing.tokens_choose(probs, num_selected_experts=self._num_selected, padding_mask=mask)
-            if self.dispatch == "dropless":
+            if config.dispatch == "dropless":
                 out, kept = dispatch_dropless(
                     x, route, num_experts=self.num_experts, expert_weights=(wi, wo), activations=self.activations,
                     dtype=self.dtype, dropout=dropout,
                 )
             else:
-                min_tokens = DROP_FREE_LADDER_MIN_TOKENS_DECODE if decode else DROP_FREE_LADDER_MIN_TOKENS
+                min_tokens = config.drop_free_min_tokens_decode if decode else config.drop_free_min_tokens
                 out, kept = self._capped_dispatch(
-                    x, route, capacity=capacity, capacity_ladder=no_token_drop and tokens_per_group >= min_tokens,
+                    x, route, capacity=capacity, capacity_ladder=drop_free and tokens_per_group >= min_tokens,
                     wi=wi, wo=wo, expert_fn=expert_fn, dropout_key=dropout_key,
                 )
-            aux_loss = routing.load_balancing_loss(probs, route.expert_index, num_experts=self.num_experts, padding_mask=mask)
             picked = jnp.any(kept, axis=-1)  # [G, S]
             num_dispatched = jnp.sum(kept, dtype=jnp.float32)
             confidence_sum = jnp.sum(jnp.where(kept, route.combine_weights, 0.0), dtype=jnp.float32)
+            token_expert = route.token_expert()  # [G, S]
 
         real_picked = picked if mask is None else picked & mask
         # expert_usage counts against the capacity the capped paths have, so that
         # dropless reports the same value whenever nothing overflows.
         metrics = {
             "aux_loss": aux_loss,
-            "router_z_loss": routing.router_z_loss(logits, padding_mask=mask),
+            "router_z_loss": z_loss,
             "fraction_tokens_dropped": 1.0 - jnp.sum(real_picked, dtype=jnp.float32) / jnp.maximum(num_real, 1.0),
             "expert_usage": num_dispatched / float(self.num_experts * capacity * groups),
             "router_confidence": confidence_sum / jnp.maximum(num_dispatched, 1.0),
         }
         for name in METRIC_NAMES:
             self.sow("intermediates", name, metrics[name])
+        # Groups are consecutive slices of the flattened [B * L] tokens.
+        self.sow("intermediates", "expert_index", token_expert.reshape(batch, length))
         out = out.reshape(batch, length, d_model).astype(self.dtype)  # [B, L, D]
         return constrain(out, ("batch", "length", "embed"))
 
@@ -546,7 +530,7 @@ class MoeLayer(nn.Module):
         on the smallest of `drop_free_capacities` that holds the busiest expert.
         x: <dtype>[G, S, D]; returns (output <dtype>[G, S, D], kept <bool>[G, S, K])."""
         groups, tokens_per_group, _ = x.shape
-        path = dispatch_einsum if self.dispatch == "einsum" else dispatch_sort
+        path = dispatch_einsum if self.config.dispatch == "einsum" else dispatch_sort
         mesh = partitioning.active_mesh()
         expert_parallel = expert_parallel_applies(mesh, groups=groups, num_experts=self.num_experts)
         if mesh is not None and mesh.size > 1 and not expert_parallel and jax.default_backend() == "cpu":
@@ -562,7 +546,7 @@ class MoeLayer(nn.Module):
             if expert_parallel:
                 return dispatch_expert_parallel(
                     path, x, route, mesh=mesh, num_experts=self.num_experts, capacity=slots, wi=wi, wo=wo,
-                    activations=self.activations, dtype=self.dtype, dropout_rate=self.expert_dropout_rate,
+                    activations=self.activations, dtype=self.dtype, dropout_rate=self.config.expert_dropout_rate,
                     dropout_key=dropout_key,
                 )
             return path(x, route, num_experts=self.num_experts, capacity=slots, expert_fn=expert_fn)
@@ -573,8 +557,9 @@ class MoeLayer(nn.Module):
         # of a few capacities that holds the busiest expert's tokens instead: the same output (no
         # token is dropped in any of them) for a fraction of the rows.
         ladder = drop_free_capacities(
-            tokens_per_group=tokens_per_group, num_experts=self.num_experts, capacity_factor=self.eval_capacity_factor,
-            min_expert_capacity=self.min_expert_capacity, num_selected_experts=self._num_selected,
+            tokens_per_group=tokens_per_group, num_experts=self.num_experts,
+            capacity_factor=self.config.eval_capacity_factor, min_expert_capacity=self.config.min_expert_capacity,
+            num_selected_experts=self.config.router.num_selected_experts,
         )
         load = jnp.sum(jax.nn.one_hot(route.expert_index, self.num_experts, dtype=jnp.int32) * route.valid[..., None],
                        axis=(1, 2))  # [G, E]  tokens per expert and group
@@ -608,47 +593,3 @@ def _expert_dropout(rate: float, key: Array | None) -> Callable[[Array], Array]:
         return jnp.where(keep, hidden / (1.0 - rate), 0.0).astype(hidden.dtype)
 
     return drop
-
-
-def _check_config(layer: MoeLayer) -> None:
-    """One-line ValueErrors for a configuration that cannot run, raised at construction."""
-    if layer.router_type not in ROUTER_TYPES:
-        raise ValueError(f"unknown router_type {layer.router_type!r}; use one of {ROUTER_TYPES}")
-    if layer.dispatch not in DISPATCH_TYPES:
-        raise ValueError(f"unknown dispatch {layer.dispatch!r}; use one of {DISPATCH_TYPES}")
-    if layer.num_experts < 1:
-        raise ValueError(f"num_experts must be >= 1, got {layer.num_experts}")
-    if layer.router_type == "top1" and layer.num_selected_experts != 1:
-        raise ValueError(
-            f"router_type='top1' with num_selected_experts={layer.num_selected_experts}; use router_type='topk' "
-            f"for more than one expert per token"
-        )
-    if not 1 <= layer.num_selected_experts <= layer.num_experts:
-        raise ValueError(
-            f"num_selected_experts={layer.num_selected_experts} must be between 1 and num_experts={layer.num_experts}"
-        )
-    if layer.router_type == "experts_choose" and layer.is_decoder:
-        raise ValueError(
-            "experts_choose routing reads future tokens, so it cannot be used in the decoder; "
-            "use router_type='top1' or 'topk' for decoder MoE layers"
-        )
-    if layer.router_type == "experts_choose" and layer.dispatch == "dropless":
-        raise ValueError("dispatch='dropless' needs tokens-choose routing; use dispatch='sort' with experts_choose")
-    if layer.max_group_size < 1:
-        raise ValueError(f"max_group_size must be >= 1, got {layer.max_group_size}")
-    for name in ("train_capacity_factor", "eval_capacity_factor"):
-        if getattr(layer, name) <= 0.0:
-            raise ValueError(f"{name} must be > 0, got {getattr(layer, name)}")
-    if layer.min_expert_capacity < 0:
-        raise ValueError(f"min_expert_capacity must be >= 0, got {layer.min_expert_capacity}")
-    if not 0.0 <= layer.expert_dropout_rate < 1.0:
-        raise ValueError(f"expert_dropout_rate must be in [0, 1), got {layer.expert_dropout_rate}")
-    if not layer.activations or any(name not in ACTIVATIONS for name in layer.activations):
-        raise ValueError(f"activations {layer.activations!r} must be a non-empty tuple of {sorted(ACTIVATIONS)}")
-    # A group of max_group_size tokens must leave every expert at least one slot.
-    routing.expert_capacity(
-        tokens_per_group=layer.max_group_size, num_experts=layer.num_experts,
-        capacity_factor=min(layer.train_capacity_factor, layer.eval_capacity_factor),
-        min_expert_capacity=layer.min_expert_capacity,
-        num_selected_experts=1 if layer.router_type == "top1" else layer.num_selected_experts,
-    )

@@ -38,6 +38,13 @@ def format_duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
+def eta_seconds(*, steps_left: int, steps_per_sec: float, seconds_left: float | None = None) -> float:
+    """Seconds until the run stops: at its last step or at its time limit (max_train_seconds),
+    whichever comes first. `seconds_left` is the limit minus the time already spent; None: no limit."""
+    eta = steps_left / max(steps_per_sec, 1e-9)
+    return eta if seconds_left is None else min(eta, max(seconds_left, 0.0))
+
+
 def progress_line(*, step: int, train_steps: int, metrics: Mapping[str, float], steps_per_sec: float,
                   tokens_per_sec: float, eta_seconds: float) -> str:
     """One line a person can follow, e.g.

@@ -9,8 +9,8 @@ Module names are the checkpoint format (renaming one needs a converter):
   decoder/relpos_bias, decoder/layers_<i>/{pre_self_attention_layer_norm,
       self_attention, pre_cross_attention_layer_norm, encoder_decoder_attention,
       pre_mlp_layer_norm, mlp | moe}, decoder/decoder_norm, decoder/logits_dense
-Layer i of a stack is MoE when `(i + 1) % sparse_every == 0` (Switch: every
-other FFN; 1 = every FFN as Switch-C; 0 = dense).
+Layer i of a stack is MoE when `(i + 1) % sparse_every == 0` (`MoeConfig`;
+Switch: every other FFN; 1 = every FFN as Switch-C; 0 = dense).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from flax import linen as nn
 from flax import traverse_util
 
 from mtmoe import layers, moe
+from mtmoe.moe_config import MoeConfig
 
 Array = jax.Array
 
@@ -39,7 +40,8 @@ class TransformerConfig:
     """Architecture of the encoder-decoder; gin files in gin/models/ fill it in.
 
     `activations` are the dense FFN's (("gelu", "linear") = gated GELU, T5 v1.1;
-    ("relu",) = original T5); `expert_activations` the experts' (None = same).
+    ("relu",) = original T5). `moe` holds the sparse layout and every MoE layer
+    setting (`moe.num_experts` 0 = a dense model).
     """
 
     vocab_size: int
@@ -55,57 +57,49 @@ class TransformerConfig:
     relative_attention_max_distance: int = 128
     activations: tuple[str, ...] = ("gelu", "linear")
     layer_norm_epsilon: float = 1e-6
-    # Sparse layout and MoE layer fields (see mtmoe.moe.MoeLayer).
-    num_experts: int = 0
-    encoder_sparse_every: int = 2
-    decoder_sparse_every: int = 2
-    expert_d_ff: int | None = None
-    expert_activations: tuple[str, ...] | None = None
-    router_type: str = "top1"
-    num_selected_experts: int = 1
-    train_capacity_factor: float = 1.25
-    eval_capacity_factor: float = 2.0
-    min_expert_capacity: int = 4
-    max_group_size: int = 4096
-    dispatch: str = "sort"
-    jitter_noise: float = 0.01
-    expert_dropout_rate: float = 0.0
+    moe: MoeConfig = dataclasses.field(default_factory=MoeConfig)
 
     def __post_init__(self):
         # gin hands lists; tuples keep the config hashable (it is a static jit argument).
         object.__setattr__(self, "activations", tuple(self.activations))
-        if self.expert_activations is not None:
-            object.__setattr__(self, "expert_activations", tuple(self.expert_activations))
         if self.dtype not in DTYPES:
             raise ValueError(f"TransformerConfig.dtype={self.dtype!r} is unknown; use one of {sorted(DTYPES)}")
-        layers.check_activations(self.activations + (self.expert_activations or ()))
+        layers.check_activations(self.activations + (self.moe.expert_activations or ()))
         for name in ("vocab_size", "d_model", "num_heads", "head_dim", "d_ff"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"TransformerConfig.{name}={getattr(self, name)} must be positive")
-        if self.num_experts < 0:
-            raise ValueError(f"TransformerConfig.num_experts={self.num_experts} must be >= 0 (0 = dense)")
-        for name in ("encoder_sparse_every", "decoder_sparse_every"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"TransformerConfig.{name}={getattr(self, name)} must be >= 0 (0 = no MoE layers)")
-        if self.router_type == "experts_choose" and self.num_sparse_layers(decoder=True) > 0:
-            raise ValueError(
-                "router_type='experts_choose' reads future tokens and cannot route the decoder; "
-                "set decoder_sparse_every=0 or use router_type='top1'/'topk'"
-            )
-        # Building the MoE layers (unbound) runs their own checks now, at construction,
-        # rather than at the first init (router/dispatch names, capacity, group size).
+        # The router's own checks for each stack it routes, now rather than at the first init.
         for decoder in (False, True):
             if self.num_sparse_layers(decoder=decoder) > 0:
-                make_ffn(self, layer=(self.decoder_sparse_every if decoder else self.encoder_sparse_every) - 1, decoder=decoder)
+                self.moe.check_layer(is_decoder=decoder)
 
     @property
     def compute_dtype(self):
         return DTYPES[self.dtype]
 
+    def replace(self, **changes) -> TransformerConfig:
+        return dataclasses.replace(self, **changes)
+
+    def for_inference(self, *, dtype: str | None = None, eval_capacity: str = "drop_free") -> TransformerConfig:
+        """This architecture computing in `dtype` (None = unchanged), its MoE layers routing in `eval_capacity` mode."""
+        return self.replace(dtype=dtype or self.dtype, moe=self.moe.replace(eval_capacity=eval_capacity))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready values (tuples become lists; `moe` as MoeConfig.to_dict); `from_dict` reads them."""
+        out = {field.name: getattr(self, field.name) for field in dataclasses.fields(self) if field.name != "moe"}
+        out = {name: list(value) if isinstance(value, tuple) else value for name, value in out.items()}
+        return {**out, "moe": self.moe.to_dict()}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TransformerConfig:
+        """Inverse of `to_dict`."""
+        values = {name: tuple(value) if isinstance(value, list) else value for name, value in values.items()}
+        return cls(**{**values, "moe": MoeConfig.from_dict(values["moe"])})
+
     def is_sparse(self, layer: int, *, decoder: bool) -> bool:
         """Whether FFN `layer` (0-based) of the encoder/decoder stack is an MoE layer."""
-        every = self.decoder_sparse_every if decoder else self.encoder_sparse_every
-        return self.num_experts > 0 and every > 0 and (layer + 1) % every == 0
+        every = self.moe.decoder_sparse_every if decoder else self.moe.encoder_sparse_every
+        return self.moe.num_experts > 0 and every > 0 and (layer + 1) % every == 0
 
     def num_sparse_layers(self, *, decoder: bool) -> int:
         num_layers = self.num_decoder_layers if decoder else self.num_encoder_layers
@@ -120,30 +114,19 @@ def make_ffn(config: TransformerConfig, *, layer: int, decoder: bool) -> nn.Modu
             d_ff=config.d_ff, activations=config.activations, dropout_rate=config.dropout_rate, dtype=dtype, name="mlp"
         )
     return moe.MoeLayer(
-        num_experts=config.num_experts,
-        d_ff=config.expert_d_ff or config.d_ff,
-        router_type=config.router_type,
-        num_selected_experts=config.num_selected_experts,
-        train_capacity_factor=config.train_capacity_factor,
-        eval_capacity_factor=config.eval_capacity_factor,
-        min_expert_capacity=config.min_expert_capacity,
-        max_group_size=config.max_group_size,
-        dispatch=config.dispatch,
-        jitter_noise=config.jitter_noise,
-        expert_dropout_rate=config.expert_dropout_rate,
-        activations=config.expert_activations or config.activations,
+        config=config.moe,
+        d_ff=config.moe.expert_d_ff or config.d_ff,
+        activations=config.moe.expert_activations or config.activations,
         dtype=dtype,
         is_decoder=decoder,
         name="moe",
     )
 
 
-def apply_ffn(
-    ffn: nn.Module, x: Array, *, padding_mask, enable_dropout: bool, no_token_drop: bool, decode: bool = False
-) -> Array:
+def apply_ffn(ffn: nn.Module, x: Array, *, padding_mask, enable_dropout: bool, decode: bool = False) -> Array:
     if isinstance(ffn, layers.MlpBlock):
         return ffn(x, enable_dropout=enable_dropout)
-    return ffn(x, padding_mask=padding_mask, enable_dropout=enable_dropout, no_token_drop=no_token_drop, decode=decode)
+    return ffn(x, padding_mask=padding_mask, enable_dropout=enable_dropout, decode=decode)
 
 
 class EncoderLayer(nn.Module):
@@ -151,7 +134,7 @@ class EncoderLayer(nn.Module):
     layer: int
 
     @nn.compact
-    def __call__(self, x, *, mask, bias, padding_mask, enable_dropout, no_token_drop):
+    def __call__(self, x, *, mask, bias, padding_mask, enable_dropout):
         """x: <dtype>[B, S, D] -> <dtype>[B, S, D]."""
         config, dtype = self.config, self.config.compute_dtype
         norm = layers.RMSNorm(epsilon=config.layer_norm_epsilon, dtype=dtype, name="pre_attention_layer_norm")
@@ -164,7 +147,7 @@ class EncoderLayer(nn.Module):
 
         h = layers.RMSNorm(epsilon=config.layer_norm_epsilon, dtype=dtype, name="pre_mlp_layer_norm")(x)
         ffn = make_ffn(config, layer=self.layer, decoder=False)
-        h = apply_ffn(ffn, h, padding_mask=padding_mask, enable_dropout=enable_dropout, no_token_drop=no_token_drop)
+        h = apply_ffn(ffn, h, padding_mask=padding_mask, enable_dropout=enable_dropout)
         x = x + layers.Dropout(config.dropout_rate)(h, enable_dropout=enable_dropout)
         return layers.constrain(x, ("batch", "length", "embed"))
 
@@ -175,7 +158,7 @@ class DecoderLayer(nn.Module):
 
     @nn.compact
     def __call__(
-        self, x, encoded, *, self_mask, cross_mask, bias, padding_mask, enable_dropout, decode, no_token_drop
+        self, x, encoded, *, self_mask, cross_mask, bias, padding_mask, enable_dropout, decode
     ):
         """x: <dtype>[B, T, D]; encoded: <dtype>[B, S, D] (None in cached steps) -> <dtype>[B, T, D]."""
         config, dtype = self.config, self.config.compute_dtype
@@ -206,8 +189,7 @@ class DecoderLayer(nn.Module):
 
         h = layers.RMSNorm(epsilon=eps, dtype=dtype, name="pre_mlp_layer_norm")(x)
         ffn = make_ffn(config, layer=self.layer, decoder=True)
-        h = apply_ffn(ffn, h, padding_mask=padding_mask, enable_dropout=enable_dropout, no_token_drop=no_token_drop,
-                      decode=decode)
+        h = apply_ffn(ffn, h, padding_mask=padding_mask, enable_dropout=enable_dropout, decode=decode)
         x = x + layers.Dropout(config.dropout_rate)(h, enable_dropout=enable_dropout)
         return layers.constrain(x, ("batch", "length", "embed"))
 
@@ -227,7 +209,7 @@ class Encoder(nn.Module):
     shared_embedding: nn.Module
 
     @nn.compact
-    def __call__(self, encoder_input_tokens, *, encoder_segment_ids=None, enable_dropout=False, no_token_drop=False):
+    def __call__(self, encoder_input_tokens, *, encoder_segment_ids=None, enable_dropout=False):
         """encoder_input_tokens: <int32>[B, S] (0 = padding) -> <dtype>[B, S, D]."""
         config = self.config
         padding_mask = encoder_input_tokens > 0  # [B, S]
@@ -242,7 +224,7 @@ class Encoder(nn.Module):
         x = layers.constrain(x, ("batch", "length", "embed"))
         for i in range(config.num_encoder_layers):
             x = EncoderLayer(config, i, name=f"layers_{i}")(
-                x, mask=mask, bias=bias, padding_mask=padding_mask, enable_dropout=enable_dropout, no_token_drop=no_token_drop
+                x, mask=mask, bias=bias, padding_mask=padding_mask, enable_dropout=enable_dropout
             )
         x = layers.RMSNorm(epsilon=config.layer_norm_epsilon, dtype=config.compute_dtype, name="encoder_norm")(x)
         return layers.Dropout(config.dropout_rate)(x, enable_dropout=enable_dropout)
@@ -265,7 +247,6 @@ class Decoder(nn.Module):
         enable_dropout=False,
         decode=False,
         max_decode_length=None,
-        no_token_drop=False,
     ):
         """encoded: <dtype>[B, S, D]; decoder_input_tokens: <int32>[B, T] (T = 1 per cached step).
         With decode=True see `Transformer.decode` (encoded may be None, B*K decoder rows).
@@ -316,7 +297,6 @@ class Decoder(nn.Module):
                 padding_mask=moe_padding,
                 enable_dropout=enable_dropout,
                 decode=decode,
-                no_token_drop=no_token_drop,
             )
         x = layers.RMSNorm(epsilon=config.layer_norm_epsilon, dtype=config.compute_dtype, name="decoder_norm")(x)
         x = layers.Dropout(config.dropout_rate)(x, enable_dropout=enable_dropout)
@@ -339,13 +319,10 @@ class Transformer(nn.Module):
         self.encoder = Encoder(config, shared_embedding=self.token_embedder)
         self.decoder = Decoder(config, shared_embedding=self.token_embedder)
 
-    def encode(self, encoder_input_tokens, *, encoder_segment_ids=None, enable_dropout=False, no_token_drop=False):
+    def encode(self, encoder_input_tokens, *, encoder_segment_ids=None, enable_dropout=False):
         """<int32>[B, S] -> <dtype>[B, S, D] encoder outputs."""
         return self.encoder(
-            encoder_input_tokens,
-            encoder_segment_ids=encoder_segment_ids,
-            enable_dropout=enable_dropout,
-            no_token_drop=no_token_drop,
+            encoder_input_tokens, encoder_segment_ids=encoder_segment_ids, enable_dropout=enable_dropout
         )
 
     def decode(
@@ -361,7 +338,6 @@ class Transformer(nn.Module):
         enable_dropout=False,
         decode=False,
         max_decode_length=None,
-        no_token_drop=False,
     ):
         """Decoder over `encoded`; with decode=True one cached step ([B, 1] tokens).
 
@@ -385,7 +361,6 @@ class Transformer(nn.Module):
             enable_dropout=enable_dropout,
             decode=decode,
             max_decode_length=max_decode_length,
-            no_token_drop=no_token_drop,
         )
 
     def init_cache(self, encoded, encoder_input_tokens, *, max_decode_length: int):
@@ -406,7 +381,6 @@ class Transformer(nn.Module):
             jnp.zeros((batch, max_decode_length), jnp.int32),
             decode=True,
             max_decode_length=max_decode_length,
-            no_token_drop=True,
         )
 
     def __call__(
@@ -422,16 +396,12 @@ class Transformer(nn.Module):
         enable_dropout=False,
         decode=False,
         max_decode_length=None,
-        no_token_drop=False,
     ):
         """encoder_input_tokens: <int32>[B, S]; decoder_input_tokens: <int32>[B, T].
         Returns float32 logits [B, T, V]."""
         del encoder_positions  # see `decode`
         encoded = self.encode(
-            encoder_input_tokens,
-            encoder_segment_ids=encoder_segment_ids,
-            enable_dropout=enable_dropout,
-            no_token_drop=no_token_drop,
+            encoder_input_tokens, encoder_segment_ids=encoder_segment_ids, enable_dropout=enable_dropout
         )
         return self.decode(
             encoded,
@@ -444,7 +414,6 @@ class Transformer(nn.Module):
             enable_dropout=enable_dropout,
             decode=decode,
             max_decode_length=max_decode_length,
-            no_token_drop=no_token_drop,
         )
 
 

@@ -210,10 +210,11 @@ def check_divisible(*, config, mesh: Mesh | Mapping[str, int], global_batch_size
     sizes = dict(mesh.shape) if isinstance(mesh, Mesh) else {"data": 1, "expert": 1, "model": 1, **mesh}
     expert, model = sizes["expert"], sizes["model"]
     batch_shards = sizes["data"] * expert
-    if config.num_experts > 0 and config.num_experts % expert:
+    num_experts = config.moe.num_experts
+    if num_experts > 0 and num_experts % expert:
         raise ValueError(
-            f"num_experts={config.num_experts} does not divide over the mesh's expert axis ({expert}); "
-            f"use a multiple of {expert} experts or a mesh expert size that divides {config.num_experts}"
+            f"num_experts={num_experts} does not divide over the mesh's expert axis ({expert}); "
+            f"use a multiple of {expert} experts or a mesh expert size that divides {num_experts}"
         )
     if global_batch_size is not None and global_batch_size % batch_shards:
         raise ValueError(
@@ -227,7 +228,7 @@ def check_divisible(*, config, mesh: Mesh | Mapping[str, int], global_batch_size
     model_sharded = {
         "num_heads": config.num_heads,
         "d_ff": config.d_ff,
-        "expert_d_ff": config.expert_d_ff or config.d_ff,
+        "expert_d_ff": config.moe.expert_d_ff or config.d_ff,
         "vocab_size": config.vocab_size,
     }
     for name, value in model_sharded.items():

@@ -23,7 +23,6 @@ import sys
 from typing import Any, Sequence
 
 import jax
-import jax.numpy as jnp
 from flax import linen as nn
 from flax import traverse_util
 
@@ -129,10 +128,10 @@ def plan(config: network.TransformerConfig, *, mesh_sizes: dict[str, int] | None
         per_device["adafactor"] += adafactor_state_size(leaf.shape, local) * BYTES_PER_PARAM
         per_device["adamw"] += 2 * math.prod(local) * BYTES_PER_PARAM
     total = sum(by_kind.values())
-    selected = 1 if config.router_type == "top1" else config.num_selected_experts
+    selected = config.moe.router.num_selected_experts
     active = total - by_kind["experts"]
-    if config.num_experts:
-        active += by_kind["experts"] * selected // config.num_experts
+    if config.moe.num_experts:
+        active += by_kind["experts"] * selected // config.moe.num_experts
     return {
         "total_params": total,
         "params_by_kind": by_kind,
@@ -151,7 +150,7 @@ def plan(config: network.TransformerConfig, *, mesh_sizes: dict[str, int] | None
             "num_heads": config.num_heads,
             "d_ff": config.d_ff,
             "layers": [config.num_encoder_layers, config.num_decoder_layers],
-            "num_experts": config.num_experts,
+            "num_experts": config.moe.num_experts,
             "moe_layers": [config.num_sparse_layers(decoder=False), config.num_sparse_layers(decoder=True)],
             "vocab_size": config.vocab_size,
         },

@@ -1,29 +1,37 @@
-"""Routers for the Switch MoE layer, their auxiliary losses and expert capacity.
+"""Routers for the Switch MoE layer, their routing decisions, auxiliary losses and expert capacity.
 
 Axis letters used in shape comments:
   G groups (`expert_group`), S tokens per group, D d_model (`embed`),
   E experts, K experts chosen per token, C expert capacity (tokens per expert).
+
+A router is a Flax module that `moe.MoeLayer` takes through its `MoeConfig`
+(`MoeConfig.router`, bound in gin as `ROUTER = @routing.TokensChooseRouter()`).
+The base class `Router` owns what every router shares: the float32 kernel
+`router/kernel`, multiplicative jitter and the router z-loss. A subclass says
+who picks whom (`route`), which layers it may route (`check`) and its
+load-balancing loss (`auxiliary_loss`); a new router is one such class and one
+gin line.
 
 Everything a router computes is float32 whatever the activation dtype (Switch
 Transformer "selective precision"): the input is cast, the kernel is a float32
 parameter used as float32, and the matmul, softmax, top-k and both losses run
 in float32. This is code, not a default: no field turns it off.
 
-Two routing rules, as in Flaxformer:
-- tokens choose (`tokens_choose`): each token picks its top-K experts. K=1 is
-  the Switch router. Priority for expert capacity is choice-major, then token
+The two routers, as in Flaxformer:
+- tokens choose (`TokensChooseRouter`): each token picks its top-K experts. K=1
+  is the Switch router. Priority for expert capacity is choice-major, then token
   order inside the group: every token's first choice is placed before any
   token's second choice, and earlier tokens before later ones. Which choices fit
   is decided by the dispatch code in `moe.py`.
-- experts choose (`experts_choose`): each expert picks its top-C tokens of the
-  group. It reads every token of the group, future ones included, so it is
+- experts choose (`ExpertsChooseRouter`): each expert picks its top-C tokens of
+  the group. It reads every token of the group, future ones included, so it is
   allowed only in the encoder.
 """
 
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple, Union
 
 import jax
 import jax.numpy as jnp
@@ -65,40 +73,6 @@ def expert_capacity(
     return capacity
 
 
-class Router(nn.Module):
-    """Linear router: float32 logits and probabilities over experts.
-
-    Param `kernel` float32 [D, E] ('embed', 'unmodeled'), truncated normal with
-    variance `kernel_init_scale / D` (Switch init scale 0.1).
-    """
-
-    num_experts: int
-    jitter_noise: float = 0.0
-    kernel_init_scale: float = 0.1
-
-    @nn.compact
-    def __call__(self, inputs: Array, *, enable_jitter: bool = False) -> tuple[Array, Array]:
-        """inputs: <any float>[G, S, D] -> (logits, probs), each <float32>[G, S, E].
-
-        enable_jitter: multiply the router input by uniform(1 - jitter_noise,
-        1 + jitter_noise) noise (rng stream "dropout"), as Switch does in training.
-        """
-        x = inputs.astype(jnp.float32)  # [G, S, D]  selective precision: the router is always float32
-        if enable_jitter and self.jitter_noise > 0.0:
-            noise = jax.random.uniform(
-                self.make_rng("dropout"), x.shape, jnp.float32, 1.0 - self.jitter_noise, 1.0 + self.jitter_noise
-            )
-            x = x * noise  # [G, S, D]
-        kernel = param_with_axes(
-            self, "kernel", variance_scaling(self.kernel_init_scale, [0]), (x.shape[-1], self.num_experts),
-            ("embed", "unmodeled"),
-        )
-        # HIGHEST: on accelerators a float32 matmul may otherwise run in bfloat16 passes.
-        logits = jnp.einsum("gsd,de->gse", x, kernel, precision=jax.lax.Precision.HIGHEST)  # [G, S, E]
-        probs = jax.nn.softmax(logits, axis=-1)  # [G, S, E]
-        return logits, probs
-
-
 class TokensChooseRouting(NamedTuple):
     """Which experts each token picked (capacity not yet applied).
 
@@ -110,6 +84,10 @@ class TokensChooseRouting(NamedTuple):
     expert_index: Array
     combine_weights: Array
     valid: Array
+
+    def token_expert(self) -> Array:
+        """<int32>[G, S] each token's first choice; -1 at padding."""
+        return jnp.where(self.valid[..., 0], self.expert_index[..., 0], -1)
 
 
 class ExpertsChooseRouting(NamedTuple):
@@ -123,6 +101,32 @@ class ExpertsChooseRouting(NamedTuple):
     token_index: Array
     combine_weights: Array
     valid: Array
+
+    def token_expert(self, tokens_per_group: int) -> Array:
+        """<int32>[G, S] the expert that gave each token its largest weight; -1 where none picked it."""
+        groups, num_experts, capacity = self.token_index.shape
+        weight = jnp.where(self.valid, self.combine_weights, -1.0)  # [G, E, C]
+        expert = jnp.broadcast_to(jnp.arange(num_experts)[None, :, None], self.token_index.shape)  # [G, E, C]
+        per_expert = jnp.full((groups, tokens_per_group, num_experts), -1.0, jnp.float32).at[
+            jnp.arange(groups)[:, None, None], self.token_index, expert
+        ].max(weight)  # [G, S, E]  -1 where expert e did not pick token s
+        return jnp.where(jnp.max(per_expert, axis=-1) >= 0.0, jnp.argmax(per_expert, axis=-1), -1).astype(jnp.int32)
+
+
+Routing = Union[TokensChooseRouting, ExpertsChooseRouting]
+
+
+class RouterOutput(NamedTuple):
+    """What a router returns to the layer.
+
+    route: the routing decision, whose type picks the layer's dispatch.
+    aux_loss: <float32>[] the router's load-balancing loss (0 for a router that needs none).
+    router_z_loss: <float32>[] ST-MoE z-loss of the router logits.
+    """
+
+    route: Routing
+    aux_loss: Array
+    router_z_loss: Array
 
 
 def tokens_choose(router_probs: Array, *, num_selected_experts: int, padding_mask: Array | None = None) -> TokensChooseRouting:
@@ -207,3 +211,104 @@ def router_z_loss(router_logits: Array, *, padding_mask: Array | None = None) ->
     """
     log_z = jax.nn.logsumexp(router_logits.astype(jnp.float32), axis=-1)  # [G, S]
     return _masked_mean(jnp.square(log_z), padding_mask, axis=(0, 1))
+
+
+# ---------------------------------------------------------------------------
+# Routers
+# ---------------------------------------------------------------------------
+
+
+class Router(nn.Module):
+    """Base of the routers: a float32 linear map from tokens to expert probabilities.
+
+    Param `kernel` float32 [D, E] ('embed', 'unmodeled'), truncated normal with
+    variance `kernel_init_scale / D` (Switch init scale 0.1). A subclass
+    implements `route` and, where it has them, `check` and `auxiliary_loss`.
+    `num_selected_experts` is how many expert slots a token takes on average,
+    which scales the expert capacity.
+    """
+
+    kernel_init_scale: float = 0.1
+    num_selected_experts: ClassVar[int] = 1
+
+    def check(self, *, num_experts: int, is_decoder: bool, dispatch: str) -> None:
+        """Raises a one-line ValueError when this router cannot route such a layer."""
+        del is_decoder, dispatch
+        if not 1 <= self.num_selected_experts <= num_experts:
+            raise ValueError(
+                f"num_selected_experts={self.num_selected_experts} must be between 1 and num_experts={num_experts}"
+            )
+
+    def route(self, router_probs: Array, *, expert_capacity: int, padding_mask: Array | None) -> Routing:
+        """The routing decision from <float32>[G, S, E] probabilities; padding_mask <bool>[G, S]."""
+        raise NotImplementedError(f"{type(self).__name__} must implement route()")
+
+    def auxiliary_loss(self, router_probs: Array, route: Routing, *, num_experts: int,
+                       padding_mask: Array | None) -> Array:
+        """<float32>[] load-balancing loss; none by default."""
+        del router_probs, route, num_experts, padding_mask
+        return jnp.float32(0.0)
+
+    @nn.compact
+    def __call__(
+        self, inputs: Array, *, num_experts: int, expert_capacity: int, padding_mask: Array | None = None,
+        jitter_noise: float = 0.0,
+    ) -> RouterOutput:
+        """inputs: <any float>[G, S, D]; padding_mask: <bool>[G, S] True for real tokens.
+
+        jitter_noise > 0 multiplies the router input by uniform(1 - jitter_noise,
+        1 + jitter_noise) noise (rng stream "dropout"), as Switch does in training.
+        """
+        x = inputs.astype(jnp.float32)  # [G, S, D]  selective precision: the router is always float32
+        if jitter_noise > 0.0:
+            noise = jax.random.uniform(self.make_rng("dropout"), x.shape, jnp.float32, 1.0 - jitter_noise,
+                                       1.0 + jitter_noise)
+            x = x * noise  # [G, S, D]
+        kernel = param_with_axes(
+            self, "kernel", variance_scaling(self.kernel_init_scale, [0]), (x.shape[-1], num_experts),
+            ("embed", "unmodeled"),
+        )
+        # HIGHEST: on accelerators a float32 matmul may otherwise run in bfloat16 passes.
+        logits = jnp.einsum("gsd,de->gse", x, kernel, precision=jax.lax.Precision.HIGHEST)  # [G, S, E]
+        probs = jax.nn.softmax(logits, axis=-1)  # [G, S, E]
+        route = self.route(probs, expert_capacity=expert_capacity, padding_mask=padding_mask)
+        return RouterOutput(
+            route=route,
+            aux_loss=self.auxiliary_loss(probs, route, num_experts=num_experts, padding_mask=padding_mask),
+            router_z_loss=router_z_loss(logits, padding_mask=padding_mask),
+        )
+
+
+class TokensChooseRouter(Router):
+    """Each token picks its top-`num_selected_experts` experts (1 = the Switch router);
+    Switch load-balancing loss."""
+
+    num_selected_experts: int = 1
+
+    def route(self, router_probs, *, expert_capacity, padding_mask):
+        del expert_capacity  # the dispatch applies it
+        return tokens_choose(router_probs, num_selected_experts=self.num_selected_experts, padding_mask=padding_mask)
+
+    def auxiliary_loss(self, router_probs, route, *, num_experts, padding_mask):
+        return load_balancing_loss(router_probs, route.expert_index, num_experts=num_experts, padding_mask=padding_mask)
+
+
+class ExpertsChooseRouter(Router):
+    """Each expert picks its top-C tokens of the group (Zhou et al. 2022); encoder only.
+
+    Every expert fills its buffer by construction, so there is no load to
+    balance and no auxiliary loss (as Flaxformer).
+    """
+
+    def check(self, *, num_experts, is_decoder, dispatch):
+        super().check(num_experts=num_experts, is_decoder=is_decoder, dispatch=dispatch)
+        if is_decoder:
+            raise ValueError(
+                "ExpertsChooseRouter reads future tokens, so it cannot route the decoder; set decoder_sparse_every=0 "
+                "(DECODER_SPARSE_EVERY) or use TokensChooseRouter"
+            )
+        if dispatch == "dropless":
+            raise ValueError("dispatch='dropless' needs TokensChooseRouter; use dispatch='sort' with ExpertsChooseRouter")
+
+    def route(self, router_probs, *, expert_capacity, padding_mask):
+        return experts_choose(router_probs, expert_capacity=expert_capacity, padding_mask=padding_mask)

@@ -177,8 +177,7 @@ def compile_steps(*, model, optimizer, learning_rate: Callable, num_microbatches
 
 def config_dict(config) -> dict:
     """A TransformerConfig as JSON-ready values (tuples become lists)."""
-    out = dataclasses.asdict(config)
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+    return config.to_dict()  # the router as its class path: models.model_from_meta reads it back
 
 
 def checkpoint_meta(*, model, config_text: str, mixture_or_task_name: str, lengths: Mapping[str, int],

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mtmoe import checkpoints
+from mtmoe import checkpoints, network
 
 
 @dataclasses.dataclass
@@ -93,11 +93,12 @@ def distillation_loss_fn(*, student, teacher: Teacher, teacher_weight: float = 0
 
     loss = (1 - teacher_weight) * student.loss_fn (ground truth, with its z-loss
     and auxiliary losses) + teacher_weight * mean over target tokens of
-    -sum_v p_teacher(v) log p_student(v). The teacher runs without dropout and
-    routes with no_token_drop; its parameters are constants of the step."""
+    -sum_v p_teacher(v) log p_student(v). The teacher runs without dropout, in its
+    training dtype, routing drop-free; its parameters are constants of the step."""
     if not 0.0 <= teacher_weight <= 1.0:
         raise ValueError(f"distill_teacher_weight={teacher_weight} must be in [0, 1]")
     teacher_params = teacher.params
+    teacher_module = network.Transformer(teacher.model.config.for_inference(eval_capacity="drop_free"))
 
     def loss_fn(params, batch, dropout_rng):
         ground_loss, metrics = student.loss_fn(params, batch, dropout_rng)
@@ -108,9 +109,9 @@ def distillation_loss_fn(*, student, teacher: Teacher, teacher_weight: float = 0
             {"params": params}, batch["encoder_input_tokens"], batch["decoder_input_tokens"],
             decoder_target_tokens=batch["decoder_target_tokens"], enable_dropout=dropout_rng is not None,
             rngs=rngs, **kwargs)  # [B, T, V]
-        teacher_logits = teacher.model.module.apply(
+        teacher_logits = teacher_module.apply(
             {"params": teacher_params}, batch["encoder_input_tokens"], batch["decoder_input_tokens"],
-            decoder_target_tokens=batch["decoder_target_tokens"], no_token_drop=True, **kwargs)  # [B, T, V]
+            decoder_target_tokens=batch["decoder_target_tokens"], **kwargs)  # [B, T, V]
         teacher_probs = jax.nn.softmax(jax.lax.stop_gradient(teacher_logits).astype(jnp.float32), axis=-1)
         soft = -jnp.sum(teacher_probs * jax.nn.log_softmax(student_logits.astype(jnp.float32), axis=-1), axis=-1)
         weights = batch["decoder_loss_weights"].astype(jnp.float32)  # [B, T]

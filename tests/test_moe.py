@@ -12,20 +12,30 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mtmoe import moe
+from mtmoe import moe, moe_config, routing
 from mtmoe.moe import MoeLayer
+from mtmoe.moe_config import MoeConfig
+from tests.tolerances import assert_close_float32
 
 BATCH, LENGTH, D_MODEL, D_FF, EXPERTS = 3, 4, 7, 5, 3
 GROUP = 6
 
 
+LAYER_FIELDS = ("activations", "dtype", "is_decoder")
+
+
 def make_layer(**overrides) -> MoeLayer:
-    fields = dict(
-        num_experts=EXPERTS, d_ff=D_FF, max_group_size=GROUP, min_expert_capacity=1,
-        eval_capacity_factor=1.0, jitter_noise=0.0,
+    """A layer of D_FF-wide experts; `overrides` name MoeConfig fields or the layer's own."""
+    layer = {name: overrides.pop(name) for name in LAYER_FIELDS if name in overrides}
+    config = dict(
+        num_experts=EXPERTS, max_group_size=GROUP, min_expert_capacity=1, eval_capacity_factor=1.0, jitter_noise=0.0,
     )
-    fields.update(overrides)
-    return MoeLayer(**fields)
+    config.update(overrides)
+    return MoeLayer(config=MoeConfig(**config), d_ff=D_FF, **layer)
+
+
+def top(k):
+    return routing.TokensChooseRouter(num_selected_experts=k)
 
 
 @pytest.fixture(scope="session")
@@ -61,7 +71,7 @@ def unbox(tree):
 
 def apply(layer, params, x, **kwargs):
     out, state = layer.apply({"params": params}, x, mutable=["intermediates"], **kwargs)
-    metrics = {name: float(values[0]) for name, values in state["intermediates"].items()}
+    metrics = {name: float(state["intermediates"][name][0]) for name in moe.METRIC_NAMES}
     return np.asarray(out), metrics
 
 
@@ -100,53 +110,52 @@ def reference_loop(params, x, mask, *, num_selected, capacity):
 
 
 @pytest.mark.parametrize("dispatch", ["einsum", "sort"])
-@pytest.mark.parametrize("router_type, k", [("top1", 1), ("topk", 2)])
-def test_capacity_paths_match_reference_loop_with_overflow(params, inputs, padding_mask, dispatch, router_type, k):
-    layer = make_layer(dispatch=dispatch, router_type=router_type, num_selected_experts=k)
+@pytest.mark.parametrize("k", [1, 2])
+def test_capacity_paths_match_reference_loop_with_overflow(params, inputs, padding_mask, dispatch, k):
+    # Here and below: float32 against the float64 loop, a token's output through contractions of
+    # D_MODEL then D_FF terms, so the tolerance is in eps32 of the output's size (tests/tolerances.py).
+    layer = make_layer(dispatch=dispatch, router=top(k))
     out, metrics = apply(layer, params, inputs, padding_mask=padding_mask)
     capacity = 2 * k  # ceil(k * 1.0 * 6 / 3)
     expected = reference_loop(params, inputs, padding_mask, num_selected=k, capacity=capacity)
-    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+    assert_close_float32(out, expected, terms=D_MODEL + D_FF)
     assert np.all(out[~np.asarray(padding_mask)] == 0.0)
     if k == 1:
         assert metrics["fraction_tokens_dropped"] > 0.0  # the case really overflows
 
 
 def test_dropless_matches_reference_loop_when_nothing_overflows(params, inputs, padding_mask):
-    out, metrics = apply(make_layer(dispatch="dropless", router_type="topk", num_selected_experts=2), params, inputs,
-                         padding_mask=padding_mask)
+    out, metrics = apply(make_layer(dispatch="dropless", router=top(2)), params, inputs, padding_mask=padding_mask)
     expected = reference_loop(params, inputs, padding_mask, num_selected=2, capacity=GROUP)
-    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+    assert_close_float32(out, expected, terms=D_MODEL + D_FF)
     assert metrics["fraction_tokens_dropped"] == 0.0
 
 
 def test_all_paths_equal_without_overflow_including_metrics(params, inputs, padding_mask):
     results = {
-        d: apply(make_layer(dispatch=d), params, inputs, padding_mask=padding_mask, no_token_drop=True)
-        for d in moe.DISPATCH_TYPES
+        d: apply(make_layer(dispatch=d, eval_capacity="drop_free"), params, inputs, padding_mask=padding_mask)
+        for d in moe_config.DISPATCH_TYPES
     }
     for d in ("sort", "dropless"):
-        np.testing.assert_allclose(results[d][0], results["einsum"][0], rtol=1e-5, atol=1e-6)
+        assert_close_float32(results[d][0], results["einsum"][0], terms=D_MODEL + D_FF)
         assert results[d][1] == pytest.approx(results["einsum"][1], rel=1e-6)
-    assert set(results["sort"][1]) == set(moe.METRIC_NAMES)
 
 
 def test_gradients_equal_across_paths(params, inputs, padding_mask):
     cotangent = jax.random.normal(jax.random.PRNGKey(3), inputs.shape)
 
-    def grads(dispatch, no_token_drop):
-        layer = make_layer(dispatch=dispatch)
+    def grads(dispatch, drop_free):
+        layer = make_layer(dispatch=dispatch, eval_capacity="drop_free" if drop_free else "factor")
 
         def loss(p, x):
-            out, state = layer.apply({"params": p}, x, padding_mask=padding_mask, no_token_drop=no_token_drop,
-                                     mutable=["intermediates"])
+            out, state = layer.apply({"params": p}, x, padding_mask=padding_mask, mutable=["intermediates"])
             return jnp.sum(out * cotangent) + state["intermediates"]["aux_loss"][0]
 
         return jax.grad(loss, argnums=(0, 1))(params, inputs)
 
     def close(a, b):
         for u, v in zip(jax.tree.leaves(unbox(a)), jax.tree.leaves(unbox(b))):
-            np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=1e-4, atol=1e-6)
+            assert_close_float32(u, v, terms=BATCH * LENGTH)  # the paths sum the 12 tokens' gradients in other orders
 
     close(grads("sort", False), grads("einsum", False))  # with overflow
     einsum_all = grads("einsum", True)
@@ -157,7 +166,7 @@ def test_gradients_equal_across_paths(params, inputs, padding_mask):
 
 @pytest.mark.parametrize("dispatch", ["einsum", "sort"])
 def test_experts_choose_paths_match_loop(params, inputs, padding_mask, dispatch):
-    layer = make_layer(dispatch=dispatch, router_type="experts_choose")
+    layer = make_layer(dispatch=dispatch, router=routing.ExpertsChooseRouter())
     out, metrics = apply(layer, params, inputs, padding_mask=padding_mask)
     p = unbox(params)
     tokens = np.asarray(inputs, np.float64).reshape(-1, GROUP, D_MODEL)
@@ -173,12 +182,12 @@ def test_experts_choose_paths_match_loop(params, inputs, padding_mask, dispatch)
                 x = tokens[g, s]
                 h = np.asarray(jax.nn.gelu(x @ np.asarray(p["wi_0"][e], np.float64))) * (x @ np.asarray(p["wi_1"][e]))
                 expected[g, s] += probs[s, e] * (h @ np.asarray(p["wo"][e]))
-    np.testing.assert_allclose(out, expected.reshape(inputs.shape), rtol=1e-5, atol=1e-6)
+    assert_close_float32(out, expected.reshape(inputs.shape), terms=D_MODEL + D_FF)
     assert metrics["aux_loss"] == 0.0
 
 
 # ---------------------------------------------------------------------------
-# Capacity: overflow order, padding, no_token_drop
+# Capacity: overflow order, padding, drop-free evaluation
 # ---------------------------------------------------------------------------
 
 
@@ -206,8 +215,25 @@ def test_padding_takes_no_capacity(collapsed_params, inputs, dispatch):
     assert metrics["fraction_tokens_dropped"] == pytest.approx(4 / 10)  # 1 + 3 of 10 real tokens
 
 
-def test_no_token_drop_keeps_every_token(collapsed_params, inputs):
-    out, metrics = apply(make_layer(dispatch="sort"), collapsed_params, collapsible(inputs), no_token_drop=True)
+def test_sown_expert_index_is_the_first_choice_and_minus_one_at_padding(params, inputs, padding_mask):
+    _, state = make_layer(router=top(2)).apply({"params": params}, inputs, padding_mask=padding_mask,
+                                               mutable=["intermediates"])
+    expert_index = np.asarray(state["intermediates"]["expert_index"][0])  # [B, L]
+    kernel = np.asarray(unbox(params)["router"]["kernel"])
+    expected = np.where(np.asarray(padding_mask), np.argmax(np.asarray(inputs) @ kernel, axis=-1), -1)
+    np.testing.assert_array_equal(expert_index, expected)
+
+
+def test_experts_choose_sown_expert_is_the_largest_pick_or_minus_one():
+    # Group of 3 tokens, 2 experts of capacity 1: expert 0 takes token 2 (0.7), expert 1 token 2 (0.9).
+    route = routing.ExpertsChooseRouting(
+        token_index=jnp.array([[[2], [2]]]), combine_weights=jnp.array([[[0.7], [0.9]]]), valid=jnp.ones((1, 2, 1), bool)
+    )
+    np.testing.assert_array_equal(route.token_expert(3), [[-1, -1, 1]])
+
+
+def test_drop_free_evaluation_keeps_every_token(collapsed_params, inputs):
+    out, metrics = apply(make_layer(dispatch="sort", eval_capacity="drop_free"), collapsed_params, collapsible(inputs))
     assert metrics["fraction_tokens_dropped"] == 0.0
     assert np.all(np.abs(out).sum(-1) > 0.0)
 
@@ -223,21 +249,22 @@ def test_drop_free_capacities():
                                     num_selected_experts=1) == [4]
 
 
-def test_capacity_ladder_only_with_enough_tokens_per_group(params, inputs, monkeypatch):
-    """The rungs are compiled (a lax.switch: a `cond` in the jaxpr) only for no_token_drop calls
-    with enough tokens per group; cached decoding steps need fewer than other calls."""
-    layer = make_layer(dispatch="sort")
+def test_capacity_ladder_only_with_enough_tokens_per_group(params, inputs):
+    """The rungs are compiled (a lax.switch: a `cond` in the jaxpr) only for drop-free calls
+    with enough tokens per group; cached decoding steps have their own threshold."""
 
-    def has_switch(**kwargs):
-        jaxpr = jax.make_jaxpr(lambda x: layer.apply({"params": params}, x, mutable=["intermediates"], **kwargs))(inputs)
+    def has_switch(decode=False, **config):
+        layer = make_layer(dispatch="sort", **config)
+        jaxpr = jax.make_jaxpr(lambda x: layer.apply({"params": params}, x, mutable=["intermediates"],
+                                                     decode=decode))(inputs)
         return "cond[" in str(jaxpr)
 
-    assert not has_switch(no_token_drop=True) and not has_switch(no_token_drop=True, decode=True)  # 6 tokens a group
-    monkeypatch.setattr(moe, "DROP_FREE_LADDER_MIN_TOKENS_DECODE", GROUP)
-    assert has_switch(no_token_drop=True, decode=True) and not has_switch(no_token_drop=True)
-    monkeypatch.setattr(moe, "DROP_FREE_LADDER_MIN_TOKENS", GROUP)
-    assert has_switch(no_token_drop=True)
-    assert not has_switch(decode=True)  # capped routing never needs it
+    drop_free = dict(eval_capacity="drop_free")
+    assert not has_switch(**drop_free) and not has_switch(decode=True, **drop_free)  # 6 tokens a group
+    assert has_switch(decode=True, drop_free_min_tokens_decode=GROUP, **drop_free)
+    assert not has_switch(drop_free_min_tokens_decode=GROUP, **drop_free)
+    assert has_switch(drop_free_min_tokens=GROUP, **drop_free)
+    assert not has_switch(decode=True, drop_free_min_tokens_decode=GROUP)  # capped routing never needs it
 
 
 def _busiest_expert_load(params, x):
@@ -248,19 +275,20 @@ def _busiest_expert_load(params, x):
 
 
 @pytest.mark.parametrize("eval_factor, collapse, rung", [(2.0, False, 0), (1.0, False, 1), (1.0, True, 2)])
-def test_no_token_drop_equals_every_token_kept_on_each_capacity_rung(params, collapsed_params, inputs, eval_factor,
-                                                                     collapse, rung, monkeypatch):
-    """A no_token_drop call runs the smallest capacity that holds the busiest expert; the
+def test_drop_free_equals_every_token_kept_on_each_capacity_rung(params, collapsed_params, inputs, eval_factor,
+                                                                 collapse, rung):
+    """A drop-free call runs the smallest capacity that holds the busiest expert; the
     output is the no-drop reference's whichever rung that is."""
-    monkeypatch.setattr(moe, "DROP_FREE_LADDER_MIN_TOKENS", GROUP)  # groups of 6 tokens here
     layer_params, x = (collapsed_params, collapsible(inputs)) if collapse else (params, inputs)
     ladder = moe.drop_free_capacities(tokens_per_group=GROUP, num_experts=EXPERTS, capacity_factor=eval_factor,
                                       min_expert_capacity=1, num_selected_experts=1)
     busiest = _busiest_expert_load(layer_params, x)
     assert next(i for i, slots in enumerate(ladder) if busiest <= slots) == rung  # the case hits the rung it names
-    out, metrics = apply(make_layer(dispatch="sort", eval_capacity_factor=eval_factor), layer_params, x, no_token_drop=True)
+    layer = make_layer(dispatch="sort", eval_capacity_factor=eval_factor, eval_capacity="drop_free",
+                       drop_free_min_tokens=GROUP)  # groups of 6 tokens here
+    out, metrics = apply(layer, layer_params, x)
     expected = reference_loop(layer_params, x, None, num_selected=1, capacity=GROUP)
-    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+    assert_close_float32(out, expected, terms=D_MODEL + D_FF)
     assert metrics["fraction_tokens_dropped"] == 0.0
 
 
@@ -273,13 +301,14 @@ def test_bfloat16_layer_routes_like_float32(params, inputs):
     x16 = inputs.astype(jnp.bfloat16)
     layer16 = make_layer(dtype=jnp.bfloat16)
     (out16, state16) = layer16.apply({"params": params}, x16, mutable=["intermediates"], capture_intermediates=True)
-    logits, probs = state16["intermediates"]["router"]["__call__"][0]
+    route = state16["intermediates"]["router"]["__call__"][0].route
     assert out16.dtype == jnp.bfloat16
-    assert logits.dtype == jnp.float32 and probs.dtype == jnp.float32
+    assert route.combine_weights.dtype == jnp.float32
     _, state32 = make_layer().apply({"params": params}, x16.astype(jnp.float32), mutable=["intermediates"],
                                     capture_intermediates=True)
-    logits32, _ = state32["intermediates"]["router"]["__call__"][0]
-    np.testing.assert_array_equal(np.asarray(logits), np.asarray(logits32))
+    route32 = state32["intermediates"]["router"]["__call__"][0].route
+    np.testing.assert_array_equal(np.asarray(route.combine_weights), np.asarray(route32.combine_weights))
+    np.testing.assert_array_equal(np.asarray(route.expert_index), np.asarray(route32.expert_index))
     for name in ("aux_loss", "router_z_loss", "fraction_tokens_dropped"):
         assert float(state16["intermediates"][name][0]) == float(state32["intermediates"][name][0])
 
@@ -309,18 +338,29 @@ def test_param_names_shapes_and_logical_axes(inputs):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (dict(router_type="experts_choose", is_decoder=True), "cannot be used in the decoder"),
-        (dict(router_type="switch"), "unknown router_type"),
+        (dict(router=routing.ExpertsChooseRouter(), is_decoder=True), "cannot route the decoder; set decoder_sparse"),
+        (dict(router="top1"), "bind a router object"),
         (dict(dispatch="scatter"), "unknown dispatch"),
-        (dict(router_type="top1", num_selected_experts=2), "use router_type='topk'"),
-        (dict(router_type="topk", num_selected_experts=4), "between 1 and num_experts"),
-        (dict(router_type="experts_choose", dispatch="dropless"), "needs tokens-choose"),
+        (dict(router=top(4)), "between 1 and num_experts"),
+        (dict(router=routing.ExpertsChooseRouter(), dispatch="dropless"), "needs TokensChooseRouter"),
         (dict(train_capacity_factor=0.0), "train_capacity_factor must be > 0"),
+        (dict(eval_capacity="never_drop"), "unknown eval_capacity"),
+        (dict(num_experts=0), "needs num_experts >= 1"),
     ],
 )
 def test_bad_config_fails_at_construction(overrides, message):
     with pytest.raises(ValueError, match=message):
         make_layer(**overrides)
+
+
+def test_config_round_trips_through_json_with_its_router():
+    import json
+
+    config = MoeConfig(num_experts=4, router=routing.ExpertsChooseRouter(kernel_init_scale=0.2), decoder_sparse_every=0,
+                       expert_activations=("relu",))
+    again = MoeConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+    assert again == config and type(again.router) is routing.ExpertsChooseRouter
+    assert config.to_dict()["router"] == {"class": "mtmoe.routing.ExpertsChooseRouter", "kernel_init_scale": 0.2}
 
 
 def test_group_count_and_whole_groups_error():
@@ -340,9 +380,9 @@ def test_expert_matmul_cpu_loop_equals_batched_dot_with_gradients(num_experts, r
     cotangent = jax.random.normal(jax.random.PRNGKey(9), (num_experts, rows, 24))
     loop_out, loop_vjp = jax.vjp(moe._expert_matmul_loop, x, w)
     dot_out, dot_vjp = jax.vjp(lambda a, b: jnp.einsum("emk,ekn->emn", a, b), x, w)
-    np.testing.assert_allclose(loop_out, dot_out, rtol=1e-5, atol=1e-5)
+    assert_close_float32(loop_out, dot_out, terms=16)
     for loop_grad, dot_grad in zip(loop_vjp(cotangent), dot_vjp(cotangent)):
-        np.testing.assert_allclose(loop_grad, dot_grad, rtol=1e-5, atol=1e-5)
+        assert_close_float32(loop_grad, dot_grad, terms=max(24, rows))  # dx contracts 24 outputs, dw the rows
 
 
 def test_experts_per_call_reaches_the_minimum_rows_with_a_divisor_of_the_expert_count():

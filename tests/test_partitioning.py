@@ -11,6 +11,8 @@ from flax import linen as nn
 from jax.sharding import PartitionSpec as P
 
 from mtmoe import models, network, partitioning
+from mtmoe.moe_config import MoeConfig
+from tests.tolerances import assert_close_float32
 
 CONFIG = network.TransformerConfig(
     vocab_size=27,
@@ -20,11 +22,8 @@ CONFIG = network.TransformerConfig(
     d_ff=11,
     num_encoder_layers=2,
     num_decoder_layers=2,
-    num_experts=4,
-    expert_d_ff=7,
-    max_group_size=24,  # 8 examples x 6 tokens = 2 groups: capacity is per group
-    min_expert_capacity=1,
-    train_capacity_factor=1.0,
+    # 8 examples x 6 tokens = 2 groups of max_group_size: capacity is per group.
+    moe=MoeConfig(num_experts=4, expert_d_ff=7, max_group_size=24, min_expert_capacity=1, train_capacity_factor=1.0),
 )
 
 
@@ -48,7 +47,7 @@ def test_check_divisible_errors():
     mesh = partitioning.make_mesh(data=2, expert=4)
     partitioning.check_divisible(config=CONFIG, mesh=mesh, global_batch_size=16)
     with pytest.raises(ValueError, match="num_experts=6 does not divide over the mesh's expert axis") as info:
-        partitioning.check_divisible(config=dataclasses.replace(CONFIG, num_experts=6), mesh=mesh, global_batch_size=16)
+        partitioning.check_divisible(config=CONFIG.replace(moe=CONFIG.moe.replace(num_experts=6)), mesh=mesh, global_batch_size=16)
     assert "\n" not in str(info.value)
     with pytest.raises(ValueError, match="batch size 12 does not divide over data x expert = 8"):
         partitioning.check_divisible(config=CONFIG, mesh=mesh, global_batch_size=12)
@@ -105,7 +104,7 @@ def _batch():
     [24, 6],  # 2 groups: GSPMD partitions the MoE layers; 8 groups, one per batch shard: explicit expert parallelism
 )
 def test_sharded_forward_and_backward_equal_single_device(max_group_size):
-    model = models.EncoderDecoderModel(config=dataclasses.replace(CONFIG, max_group_size=max_group_size))
+    model = models.EncoderDecoderModel(config=CONFIG.replace(moe=CONFIG.moe.replace(max_group_size=max_group_size)))
     input_shapes = {"encoder_input_tokens": (8, 6), "decoder_input_tokens": (8, 6)}
     boxed = jax.eval_shape(functools.partial(model.get_initial_variables, input_shapes=input_shapes), jax.random.PRNGKey(0))
     rng = np.random.default_rng(0)
@@ -137,10 +136,14 @@ def test_sharded_forward_and_backward_equal_single_device(max_group_size):
         assert "all-to-all" in compiled.as_text() and "all-gather" not in compiled.as_text()
     wo = sharded[2]["encoder"]["layers_1"]["moe"]["wo"]
     assert len({shard.device for shard in wo.addressable_shards}) == 8 and wo.addressable_shards[0].data.shape == (1, 7, 10)
-    np.testing.assert_allclose(sharded[0], single[0], rtol=1e-5)
+    # Eight devices sum the 48 tokens in another order: the loss ends 4 layers of such sums, each
+    # gradient 8 (forward and back); a missing psum or a wrong shard would be off by O(max|leaf|).
+    assert_close_float32(sharded[0], single[0], terms=48 * 4)
     for key in ("cross_ent_loss", "experts/auxiliary_loss", "experts/fraction_tokens_left_behind"):
-        np.testing.assert_allclose(sharded[1][key], single[1][key], rtol=1e-5, atol=1e-6)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), sharded[2], single[2])
+        assert_close_float32(sharded[1][key], single[1][key], terms=48 * 4, err_msg=key)
+    # Backward through softmaxes at weights of std 0.7 amplifies: measured up to 115 eps32 * max|leaf|
+    # on the 2-core AVX2 CPU = 5.9 * sqrt(48 * 8), so safety 16 (2.7x margin), still 1e4x under a bug.
+    jax.tree.map(lambda a, b: assert_close_float32(a, b, terms=48 * 8, safety=16), sharded[2], single[2])
 
 
 def _moe_layer_loss_and_grads(layer, params, x, cotangent):
@@ -164,8 +167,8 @@ def test_expert_parallel_moe_layer_equals_single_device(mesh_sizes, dispatch):
     all-to-alls over 'expert' move the expert slots, no device gathers the experts' weights."""
     from mtmoe.moe import MoeLayer
 
-    layer = MoeLayer(num_experts=8, d_ff=12, max_group_size=6, dispatch=dispatch, min_expert_capacity=1,
-                     train_capacity_factor=1.0)
+    layer = MoeLayer(config=MoeConfig(num_experts=8, max_group_size=6, dispatch=dispatch, min_expert_capacity=1,
+                                      train_capacity_factor=1.0), d_ff=12)
     x = jax.random.normal(jax.random.PRNGKey(0), (8, 6, 10))
     cotangent = jax.random.normal(jax.random.PRNGKey(1), x.shape)
     boxed = layer.init({"params": jax.random.PRNGKey(2), "dropout": jax.random.PRNGKey(3)}, x)["params"]
@@ -181,8 +184,9 @@ def test_expert_parallel_moe_layer_equals_single_device(mesh_sizes, dispatch):
         hlo = sharded_step.lower(params, x).compile().as_text()
         sharded = sharded_step(jax.device_put(params, shardings), jax.device_put(x, batch_sharding))
     assert "all-to-all" in hlo and "all-gather" not in hlo
-    np.testing.assert_allclose(sharded[0], single[0], rtol=1e-5)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), sharded[1], single[1])
+    # One layer, 48 tokens summed in another order by the all-to-alls' split.
+    assert_close_float32(sharded[0], single[0], terms=48)
+    jax.tree.map(lambda a, b: assert_close_float32(a, b, terms=48), sharded[1], single[1])
 
 
 def test_expert_parallel_applies_only_when_groups_and_experts_split_evenly():
@@ -200,7 +204,7 @@ def test_expert_parallel_applies_only_when_groups_and_experts_split_evenly():
 def test_moe_layer_warns_when_it_falls_back_to_gspmd_on_cpu():
     from mtmoe.moe import MoeLayer
 
-    layer = MoeLayer(num_experts=8, d_ff=12, max_group_size=24, min_expert_capacity=1)  # 48 tokens: 2 groups
+    layer = MoeLayer(config=MoeConfig(num_experts=8, max_group_size=24, min_expert_capacity=1), d_ff=12)  # 48 tokens: 2 groups
     x = jnp.ones((8, 6, 10))
     with partitioning.mesh_context(partitioning.make_mesh(data=2, expert=4)):
         with pytest.warns(UserWarning, match="2 routing group.*multiple of the data x expert devices"):
@@ -211,7 +215,8 @@ def test_expert_parallel_expert_dropout_follows_the_rng():
     """Inside shard_map every device draws its own expert-dropout mask from the layer's key."""
     from mtmoe.moe import MoeLayer
 
-    layer = MoeLayer(num_experts=8, d_ff=12, max_group_size=6, expert_dropout_rate=0.5, min_expert_capacity=1)
+    layer = MoeLayer(config=MoeConfig(num_experts=8, max_group_size=6, expert_dropout_rate=0.5, min_expert_capacity=1),
+                     d_ff=12)
     x = jax.random.normal(jax.random.PRNGKey(0), (8, 6, 10))
     params = nn.unbox(layer.init({"params": jax.random.PRNGKey(2), "dropout": jax.random.PRNGKey(3)}, x)["params"])
     mesh = partitioning.make_mesh(data=2, expert=4)
@@ -226,18 +231,17 @@ def test_expert_parallel_expert_dropout_follows_the_rng():
     assert not np.allclose(first, other) and not np.allclose(first, evaluated)
 
 
-def test_expert_parallel_drop_free_routing_equals_single_device(monkeypatch):
-    """no_token_drop picks its capacity rung with lax.switch around the shard_map'd dispatch."""
-    from mtmoe import moe
+def test_expert_parallel_drop_free_routing_equals_single_device():
+    """Drop-free routing picks its capacity rung with lax.switch around the shard_map'd dispatch."""
     from mtmoe.moe import MoeLayer
 
-    monkeypatch.setattr(moe, "DROP_FREE_LADDER_MIN_TOKENS", 6)  # groups of 6 tokens here
-
-    layer = MoeLayer(num_experts=8, d_ff=12, max_group_size=6, min_expert_capacity=1, eval_capacity_factor=1.0)
+    config = MoeConfig(num_experts=8, max_group_size=6, min_expert_capacity=1, eval_capacity_factor=1.0,
+                       eval_capacity="drop_free", drop_free_min_tokens=6)  # groups of 6 tokens here
+    layer = MoeLayer(config=config, d_ff=12)
     x = jax.random.normal(jax.random.PRNGKey(0), (8, 6, 10))
     boxed = layer.init(jax.random.PRNGKey(2), x)["params"]
     params = nn.unbox(boxed)
-    forward = lambda p, x: layer.apply({"params": p}, x, no_token_drop=True, mutable=["intermediates"])  # noqa: E731
+    forward = lambda p, x: layer.apply({"params": p}, x, mutable=["intermediates"])  # noqa: E731
     single, single_metrics = jax.jit(forward)(params, x)
     mesh = partitioning.make_mesh(data=2, expert=4)
     with partitioning.mesh_context(mesh):
@@ -246,5 +250,5 @@ def test_expert_parallel_drop_free_routing_equals_single_device(monkeypatch):
         sharded_forward = jax.jit(forward, in_shardings=(shardings, batch_sharding))
         assert "all-to-all" in sharded_forward.lower(params, x).compile().as_text()
         sharded, sharded_metrics = sharded_forward(jax.device_put(params, shardings), jax.device_put(x, batch_sharding))
-    np.testing.assert_allclose(sharded, single, rtol=1e-5, atol=1e-6)
+    assert_close_float32(sharded, single, terms=12)  # per token: dot products of at most d_ff=12 terms
     assert float(sharded_metrics["intermediates"]["fraction_tokens_dropped"][0]) == pytest.approx(0.0, abs=1e-6)

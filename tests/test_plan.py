@@ -1,5 +1,6 @@
 """mtmoe.plan: paper parameter counts, hand counts, per-device bytes, gin files, CLI."""
 
+import dataclasses
 import glob
 import json
 import os
@@ -9,6 +10,7 @@ import sys
 import pytest
 
 from mtmoe import network, plan
+from mtmoe.moe_config import MoeConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -33,7 +35,7 @@ def test_parameter_counts_within_5_percent_of_published(name):
 def test_tiny_count_by_hand():
     config = network.TransformerConfig(
         vocab_size=11, d_model=4, num_heads=2, head_dim=3, d_ff=5, num_encoder_layers=1, num_decoder_layers=2,
-        num_experts=3, expert_d_ff=7, relative_attention_num_buckets=6,
+        moe=MoeConfig(num_experts=3, expert_d_ff=7), relative_attention_num_buckets=6,
     )
     result = plan.plan(config)
     d, joined = 4, 6
@@ -81,7 +83,14 @@ def test_every_model_gin_file_parses():
             continue
         config = plan.load_config([f"gin/models/{name}.gin"])
         assert config.vocab_size % 128 == 0, name
-        assert config.num_experts == 0 or config.num_sparse_layers(decoder=False) > 0, name
+        assert config.moe.num_experts == 0 or config.num_sparse_layers(decoder=False) > 0, name
+
+
+def test_common_gin_macros_restate_the_moe_config_defaults():
+    """The macros (NUM_EXPERTS, ROUTER, GROUP_SIZE, ...) exist so that runs and --gin.NAME flags can set
+    them; their values must be MoeConfig's own defaults, which stay the one place to change one."""
+    bound = plan.load_config(["gin/models/mswitch_tiny.gin"]).moe
+    assert dataclasses.replace(bound, num_experts=0) == MoeConfig()
 
 
 def test_tiny_models_have_equal_flops_per_token():

@@ -62,7 +62,7 @@ def test_release_model_translates_several_scripts_above_floor(translator):
 
 
 def test_release_model_ships_params_only_and_compact():
-    """Issue 9: parameters only (no optimizer state) and under ~60 MB in git."""
+    """Parameters only (no optimizer state) and under ~60 MB in git: a clone stays small."""
     total = 0
     for root, folders, names in os.walk(RELEASE_DIR):
         assert "opt_state" not in folders, f"{root} holds optimizer state"

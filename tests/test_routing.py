@@ -9,7 +9,6 @@ import pytest
 
 from mtmoe import routing
 
-
 # ---------------------------------------------------------------------------
 # Expert capacity: ceil(k * cf * tokens / experts), at least min, at most tokens
 # ---------------------------------------------------------------------------
@@ -86,30 +85,59 @@ def test_router_z_loss_hand_value_and_padding():
 # ---------------------------------------------------------------------------
 
 
+def route_with(router, x, **kwargs):
+    """(variables, apply) of `router` over x: <float>[G, S, D] with 3 experts and capacity 2."""
+    variables = router.init(jax.random.PRNGKey(1), x, num_experts=3, expert_capacity=2)
+    return variables, lambda inputs, **more: router.apply(variables, inputs, num_experts=3, expert_capacity=2,
+                                                          **kwargs, **more)
+
+
 def test_router_is_float32_under_bfloat16_and_picks_like_float32():
     x = jax.random.normal(jax.random.PRNGKey(0), (2, 7, 5)).astype(jnp.bfloat16)
-    router = routing.Router(num_experts=3)
-    params = router.init(jax.random.PRNGKey(1), x)
-    assert params["params"]["kernel"].value.dtype == jnp.float32
-    logits, probs = router.apply(params, x)
-    assert logits.dtype == jnp.float32 and probs.dtype == jnp.float32
-    logits32, probs32 = router.apply(params, x.astype(jnp.float32))
-    np.testing.assert_array_equal(np.asarray(logits), np.asarray(logits32))
-    np.testing.assert_array_equal(np.argmax(probs, -1), np.argmax(probs32, -1))
+    variables, run = route_with(routing.TokensChooseRouter(num_selected_experts=2), x)
+    assert variables["params"]["kernel"].value.dtype == jnp.float32
+    out16, out32 = run(x), run(x.astype(jnp.float32))
+    assert out16.route.combine_weights.dtype == jnp.float32
+    assert out16.aux_loss.dtype == jnp.float32 and out16.router_z_loss.dtype == jnp.float32
+    for a, b in zip(jax.tree.leaves(out16), jax.tree.leaves(out32)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-def test_jitter_is_multiplicative_within_eps_and_only_when_enabled():
+def test_jitter_is_multiplicative_within_eps_and_only_when_asked():
     x = jax.random.normal(jax.random.PRNGKey(0), (1, 5, 7))
-    router = routing.Router(num_experts=3, jitter_noise=0.01)
-    params = router.init(jax.random.PRNGKey(1), x)
-    clean, _ = router.apply(params, x)
-    again, _ = router.apply(params, x, rngs={"dropout": jax.random.PRNGKey(2)})  # no jitter unless enabled
-    np.testing.assert_array_equal(np.asarray(clean), np.asarray(again))
-    noisy, _ = router.apply(params, x, enable_jitter=True, rngs={"dropout": jax.random.PRNGKey(2)})
-    kernel = np.asarray(params["params"]["kernel"].value)
-    bound = 0.01 * np.abs(np.asarray(x))[..., None] * np.abs(kernel)[None, None]  # [1, 5, 7, 3]
+    variables, run = route_with(routing.TokensChooseRouter(), x)
+
+    kernel = np.asarray(variables["params"]["kernel"].value)
+    clean = run(x).route.combine_weights
+    noisy = run(x, jitter_noise=0.01, rngs={"dropout": jax.random.PRNGKey(2)}).route.combine_weights
     assert not np.allclose(noisy, clean)
-    assert np.all(np.abs(np.asarray(noisy) - np.asarray(clean)) <= bound.sum(axis=2) + 1e-6)
+    # Both pick the same expert here; its probability moves by at most the logit shift.
+    bound = 0.01 * np.abs(np.asarray(x))[..., None] * np.abs(kernel)[None, None]  # [1, 5, 7, 3]
+    assert np.all(np.abs(np.log(np.asarray(noisy)) - np.log(np.asarray(clean))) <= 2 * bound.sum(axis=(2, 3))[..., None])
+
+
+def test_routers_own_their_auxiliary_loss():
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 6, 5))
+    tokens = route_with(routing.TokensChooseRouter(), x)[1](x)
+    experts = route_with(routing.ExpertsChooseRouter(), x)[1](x)
+    assert float(tokens.aux_loss) >= 1.0  # Switch loss: 1.0 when perfectly balanced, more otherwise
+    assert float(experts.aux_loss) == 0.0  # every expert fills its buffer: nothing to balance
+    assert float(tokens.router_z_loss) == pytest.approx(float(experts.router_z_loss))  # same kernel init, same logits
+    assert experts.route.token_index.shape == (2, 3, 2)  # [G, E, C]
+
+
+@pytest.mark.parametrize(
+    "router, layer, message",
+    [
+        (routing.ExpertsChooseRouter(), dict(is_decoder=True, dispatch="sort"), "set decoder_sparse_every=0"),
+        (routing.ExpertsChooseRouter(), dict(is_decoder=False, dispatch="dropless"), "use dispatch='sort'"),
+        (routing.TokensChooseRouter(num_selected_experts=4), dict(is_decoder=False, dispatch="sort"), "between 1"),
+    ],
+)
+def test_router_checks_say_what_to_change(router, layer, message):
+    with pytest.raises(ValueError, match=message):
+        router.check(num_experts=3, **layer)
+    routing.TokensChooseRouter(num_selected_experts=2).check(num_experts=3, is_decoder=True, dispatch="dropless")
 
 
 def test_tokens_choose_top2_order_and_padding():

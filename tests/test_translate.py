@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from mtmoe import checkpoints, models, network
+from mtmoe import checkpoints, models
 from mtmoe.translate import PARAM_DTYPE, Translator, _bucket
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -33,7 +33,7 @@ def test_translates_in_order_and_independently_of_the_batch(translator):
     together = translator.translate(texts, "de", beam_size=2, max_length=8)
     assert len(together) == 3 and all(isinstance(t, str) for t in together)
     alone = [translator.translate([t], "de", beam_size=2, max_length=8)[0] for t in texts]
-    assert alone == together  # no_token_drop routing: neighbours in a batch change nothing
+    assert alone == together  # drop-free routing: neighbours in a batch change nothing
 
 
 def test_decode_batch_pads_every_call_to_one_shape(translator, monkeypatch):
@@ -93,12 +93,10 @@ def test_never_imports_tensorflow_or_seqio(tiny_checkpoint):
 
 
 def _traced_abstract_params(meta):
-    """What from_checkpoint used to restore into: the params of the meta's model, from tracing its init."""
+    """The params of the meta's model from tracing its init: what the checkpoint's stored shapes must equal."""
     from flax import linen as nn
 
-    config = network.TransformerConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                          for k, v in meta["model_config"].items()})
-    model = models.EncoderDecoderModel(config=config, **meta.get("model_kwargs", {}))
+    model = models.model_from_meta(meta["model_config"], meta.get("model_kwargs", {}))
     shapes = {"encoder_input_tokens": (1, 8), "decoder_input_tokens": (1, 8)}
     return nn.unbox(jax.eval_shape(lambda r: model.get_initial_variables(r, input_shapes=shapes),
                                    jax.random.PRNGKey(0))["params"])
@@ -141,7 +139,7 @@ def test_checkpoint_without_param_shapes_is_one_line(tiny_checkpoint, tmp_path):
 
 
 def test_params_the_code_lacks_fail_naming_the_parameter(translator):
-    # The architecture is no longer checked at load (the meta's shapes are trusted); a checkpoint whose
+    # The architecture is not checked at load (the meta's shapes are trusted); a checkpoint whose
     # parameters the model code has lost or renamed fails at the first call instead, saying which.
     params = dict(translator.params)
     params["encoder"] = {("renamed_" + k if k == "encoder_norm" else k): v for k, v in params["encoder"].items()}
