@@ -1,7 +1,7 @@
-"""Cold start of the shipped model: from a fresh process to the first translation (issue 9).
+"""Cold start of the shipped model: from a fresh process to the first translation (target: under 10 s).
 
     .venv/bin/python benchmarks/cold_start.py --reps 3                       # library and app, first-ever and repeat
-    .venv/bin/python benchmarks/cold_start.py --reps 3 --baseline_ref 32bde36   # plus the app as it was at a commit
+    .venv/bin/python benchmarks/cold_start.py --reps 3 --baseline_ref REF       # plus the app as it is at commit REF
     .venv/bin/python benchmarks/cold_start.py --checkpoint runs/demo --ways library,app-first
     .venv/bin/python benchmarks/cold_start.py --phases --reps 2   # where the time goes, part by part
 

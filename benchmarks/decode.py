@@ -56,7 +56,7 @@ from mtmoe.data import layouts, readers  # noqa: E402
 from mtmoe.translate import Translator  # noqa: E402
 
 RELEASE_DIR = os.path.join(REPO, "data", "models", "mswitch-release")
-BEFORE_COMMIT = "9104789"  # HEAD before the cross-attention cache (2026-11-28)
+BEFORE_COMMIT = "9104789"  # the default --before: the last commit without the cross-attention cache
 OLD_MODULES = ("layers", "network", "models", "decoding")
 DIRECTIONS = [("en", "de"), ("en", "fr"), ("en", "ja"), ("de", "en")]
 PER_DIRECTION = 8

@@ -110,6 +110,7 @@ def measure_train_step(*, model, batch, steps: int, iterator=None) -> dict:
     import jax
     import jax.numpy as jnp
     from flax import linen as nn
+
     from mtmoe import optimizers, trainer
 
     lengths = {
@@ -150,6 +151,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import gin
     import jax
+
     from mtmoe import command_line
 
     command_line.parse_gin(gin_files=[args.gin_file], bindings=["MODEL_DIR='/tmp/unused'"])

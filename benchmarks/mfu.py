@@ -116,10 +116,10 @@ class MfuWorker:
         import jax
         import jax.numpy as jnp
         import optax
-        from flax import linen as nn
-
         import patches
+        from flax import linen as nn
         from hf_switch import make_data
+
         from mtmoe import models, moe, routing
 
         self.jax, self.opts = jax, opts

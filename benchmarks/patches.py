@@ -1,15 +1,14 @@
-"""Earlier versions of model code, monkeypatched back in so a benchmark can show before / after.
+"""Slower variants of model code, monkeypatched in so a benchmark can show what the committed code saves.
 
 `apply(name)` installs one into the imported mtmoe modules (before anything is
 traced: jitted functions look the patched name up when they are traced), after
 checking that it computes the same values and gradients as the committed code;
 `restore()` puts the committed functions back. Not imported by the library.
 
-    xent_autodiff  mtmoe.models.cross_entropy_with_logits as it was before commit
-                   0b6d88e: logsumexp + take_along_axis, gradient by autodiff.
-                   The committed version (the default since 0b6d88e) has a
-                   hand-written VJP, as T5X's; benchmarks/mfu.py and hf_switch.py
-                   time both side by side.
+    xent_autodiff  mtmoe.models.cross_entropy_with_logits written as
+                   logsumexp + take_along_axis, gradient by autodiff.
+                   The committed version has a hand-written VJP, as T5X's;
+                   benchmarks/mfu.py and hf_switch.py time both side by side.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 # ---------------------------------------------------------------------------
-# xent_autodiff: the cross-entropy before commit 0b6d88e
+# xent_autodiff: the cross-entropy with an autodiff gradient
 # ---------------------------------------------------------------------------
 # The automatic gradient of take_along_axis is a scatter into a zero [B, T, V]
 # buffer, which XLA:CPU fuses with the softmax gradient into one loop writing
@@ -28,11 +27,11 @@ import jax.numpy as jnp
 
 
 def cross_entropy_autodiff(logits, targets, *, z_loss: float, label_smoothing: float = 0.0):
-    """mtmoe.models.cross_entropy_with_logits before 0b6d88e (same contract, autodiff gradient).
+    """mtmoe.models.cross_entropy_with_logits with an autodiff gradient (same contract).
 
     logits: <float32>[B, T, V]; targets: <int32>[B, T]. Returns (<float32>[B, T]
-    cross-entropy + z-loss, <float32>[B, T] z-loss). Label smoothing was and is
-    plain autodiff: it goes to the committed function unchanged."""
+    cross-entropy + z-loss, <float32>[B, T] z-loss). Label smoothing is plain
+    autodiff in both: it goes to the committed function unchanged."""
     if label_smoothing != 0.0:
         return _committed_cross_entropy()(logits, targets, z_loss=z_loss, label_smoothing=label_smoothing)
     log_z = jax.nn.logsumexp(logits, axis=-1)  # [B, T]

@@ -1,8 +1,8 @@
-"""Plot the release model's curves against its equal-FLOPs dense baseline (issue 9).
+"""Plot the release model's curves against its equal-FLOPs dense baseline.
 
     .venv/bin/python benchmarks/release_curves.py            # writes docs/release_curves.png
 
-Reads the logs that `mtmoe.train_pretokenized train` wrote on the GPU machine
+Reads the logs that the release training (scripts/device_release.sh) wrote on the GPU machine
 (benchmarks/results/release_{moe,dense}_log.json and, when present, the second
 seed's release_seed1_{moe,dense}_log.json) and draws, per run, validation and
 training cross-entropy against steps (equal steps = equal tokens = equal FLOPs,

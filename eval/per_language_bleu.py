@@ -80,7 +80,7 @@ def load_translator(checkpoint: Path, *, step: int | None):
     except Exception as error:  # pylint: disable=broad-except  # any failure here means: not a usable checkpoint
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise UsageError(f"--checkpoint {checkpoint}: not a usable checkpoint ({first_line}); pass the "
-                         "MODEL_DIR of a training run" + (" and a saved --step" if step is not None else ""))
+                         "MODEL_DIR of a training run" + (" and a saved --step" if step is not None else "")) from None
 
 
 def _trained(translator, src: str, tgt: str) -> bool:

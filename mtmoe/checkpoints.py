@@ -91,8 +91,8 @@ def _device_leaf_sums(params):
 
 
 def _host_leaf_sums(leaves) -> list[list[float]]:
-    # The same sums in float64 with NumPy: no XLA compilation (0.3-0.4 s per params tree structure in a
-    # fresh process). NumPy casts to float64 in small buffered chunks, so no float64 copy of a leaf is made.
+    # The same sums in float64 with NumPy: a fresh process would otherwise compile an XLA reduction per
+    # params tree structure. NumPy casts to float64 in small buffered chunks, so no float64 copy of a leaf is made.
     sums = []
     for leaf in leaves:
         flat = np.asarray(leaf).ravel()
@@ -285,8 +285,8 @@ def write_vocabulary(vocab_meta: dict, directory: str) -> str:
     """Write the vocabulary stored in a checkpoint's meta to `directory`; returns its path."""
     data = base64.b64decode(vocab_meta["model_b64"])
     if hashlib.sha256(data).hexdigest() != vocab_meta["sha256"]:
-        raise CheckpointError(f"vocabulary stored in the checkpoint is damaged (sha256 mismatch); "
-                              f"use another checkpoint step")
+        raise CheckpointError("vocabulary stored in the checkpoint is damaged (sha256 mismatch); "
+                              "use another checkpoint step")
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, vocab_meta["filename"])
     write_atomic(path, data)

@@ -46,9 +46,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from mtmoe.data.vocabulary import PAD_ID  # decoder start token and the padding written after EOS (T5)
+
 PyTree = Any
 
-PAD_ID = 0  # decoder start token and the padding written after EOS (T5 convention)
 # "Minus infinity" that stays finite: adding a few log-probs to it never gives -inf
 # or nan, and anything below NEG_INF / 2 is recognisably an invalid hypothesis.
 NEG_INF = -1.0e7

@@ -3,11 +3,9 @@
 XLA:CPU allocates every output buffer and its scratch arena afresh at each call
 of a compiled step and frees them afterwards. glibc serves any block over its
 mmap threshold (at most 32 MiB) with a fresh `mmap` and unmaps it on free, so
-each step page-faults its big buffers in again: measured here, the tiny
-model's train step faulted 745 MiB per step (2.03 s median; 1.69 s and no
-faults with this policy), and one 128-expert MoE layer's forward + backward
-ran 1.55x faster (BENCHMARKS.md, "MoE layer": `benchmarks/moe_layer.py
---malloc system,retain`). Training, evaluation and the web UI reach their
+each step page-faults its big buffers in again, and the train step spends a
+large share of its time in those faults (the figures are in BENCHMARKS.md;
+`benchmarks/moe_layer.py --malloc system,retain` measures them). Training, evaluation and the web UI reach their
 peak memory in the first step and stay there, so keeping the freed memory
 costs nothing they did not already need; the process just never hands it back
 to the kernel.

@@ -29,11 +29,11 @@ from flax import traverse_util
 
 from mtmoe import decoding as decoding_lib
 from mtmoe import network, routing
+from mtmoe.data.vocabulary import EOS_ID
 from mtmoe.moe_config import MoeConfig
 from mtmoe.network import Transformer, TransformerConfig
 
 Array = jax.Array
-EOS_ID = 1  # T5 / seqio convention: pad 0, eos 1
 
 # Sown names in mtmoe.moe -> the metric names T5X's MoE trainer logs.
 EXPERT_METRICS = {
@@ -149,9 +149,8 @@ class EncoderDecoderModel:
         the same architecture with two inference settings:
         inference_dtype: its compute dtype (None = the training dtype `config.dtype`).
         float32 by default because bfloat16 rounding depends on the batch's matmul
-        shapes: measured on an H200 and on CPU, 1-2 of 8 sentences of a bfloat16
-        model changed their beam-search output between decoding alone and in a
-        batch; 0 in float32. The parameters are float32 either way.
+        shapes, so a sentence's beam-search output would change with the batch it is
+        decoded in. The parameters are float32 either way.
         inference_capacity: its MoE `eval_capacity` mode (see mtmoe.moe_config);
         "drop_free" by default, so a sentence translates and scores the same alone
         and in any batch."""

@@ -144,11 +144,7 @@ def expert_matmul(x: Array, w: Array) -> Array:
     One batched dot_general everywhere except on CPU: there XLA's batched dot
     is slow when each expert has few rows, so the forward and input gradient
     loop over experts, `experts_per_call` at a time; the weight gradient stays
-    one batched dot, which was faster. Measured (jax 0.10.2, 2 cores, 128
-    experts x 80 rows x 512 x 1024, forward + backward of the whole layer,
-    each A/B in one process): one batched dot 744 ms against 684 for a loop of
-    one expert a call; two experts a call 685 against 707 for one
-    (BENCHMARKS.md, "MoE layer").
+    one batched dot, which measured faster (BENCHMARKS.md, "MoE layer").
     """
     if jax.default_backend() == "cpu":
         return _expert_matmul_loop(x, w)
@@ -537,7 +533,7 @@ class MoeLayer(nn.Module):
             warnings.warn(
                 f"MoE layer: {groups} routing group(s) of {tokens_per_group} tokens do not split evenly over the "
                 f"mesh's batch shards (or {self.num_experts} experts over its expert axis), so GSPMD partitions it, "
-                f"which on CPU gathers every expert's weights onto every device (1.6-1.8x slower in BENCHMARKS.md); "
+                f"which on CPU gathers every expert's weights onto every device (slower: see BENCHMARKS.md); "
                 f"pick max_group_size (GROUP_SIZE) so that batch x length / max_group_size is a multiple of the "
                 f"data x expert devices", stacklevel=3,
             )

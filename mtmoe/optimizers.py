@@ -16,7 +16,6 @@ dropped) take the parameter's spec with that axis dropped.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable
 
 import jax

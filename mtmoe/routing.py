@@ -138,7 +138,7 @@ def tokens_choose(router_probs: Array, *, num_selected_experts: int, padding_mas
     """
     if num_selected_experts == 1:
         # Switch routing: argmax is a fused reduction (first index on ties, as top_k); XLA:CPU's
-        # TopK custom call cost 2.0 ms per 128-expert layer step against 0.3 ms at 8 experts.
+        # TopK custom call grows costly with the number of experts.
         expert_index = jnp.argmax(router_probs, axis=-1)[..., None]  # [G, S, 1]
         weights = jnp.take_along_axis(router_probs, expert_index, axis=-1)  # [G, S, 1]
     else:

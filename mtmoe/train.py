@@ -80,28 +80,9 @@ def train(*, model, model_dir: str, train_dataset_cfg: DatasetConfig, train_step
     if not model_dir:
         raise UsageError("MODEL_DIR is empty; pass --gin.MODEL_DIR=<directory for checkpoints and logs>")
     model_dir = os.path.abspath(os.path.expanduser(str(model_dir)))
-    for key in ("inputs", "targets"):
-        if key not in dataset_cfg.task_feature_lengths:
-            raise UsageError(f"TASK_FEATURE_LENGTHS lacks {key!r}; pass e.g. "
-                             f"--gin.TASK_FEATURE_LENGTHS=\"{{'inputs': 64, 'targets': 64}}\"")
-    if train_steps < 1 or batch_size < 1:
-        raise UsageError(f"TRAIN_STEPS={train_steps} and BATCH_SIZE={batch_size} must be positive")
-    if checkpoint_cfg.init_mode not in CheckpointConfig.INIT_MODES:
-        raise UsageError(f"init_mode={checkpoint_cfg.init_mode!r} is unknown; use one of {CheckpointConfig.INIT_MODES}")
-    mesh = _make_mesh(mesh_cfg)
-    data_shards = mesh.shape["data"] * mesh.shape["expert"]
+    mesh = _checked_mesh(model=model, dataset_cfg=dataset_cfg, mesh_cfg=mesh_cfg, train_steps=train_steps,
+                         checkpoint_cfg=checkpoint_cfg)
     process_count, process_index = jax.process_count(), jax.process_index()
-    if batch_size % (data_shards * num_microbatches):
-        raise UsageError(
-            f"BATCH_SIZE={batch_size} does not divide over the mesh: it must be a multiple of data x expert "
-            f"= {mesh.shape['data']} x {mesh.shape['expert']} = {data_shards} (x {num_microbatches} microbatches); "
-            f"change --gin.BATCH_SIZE or the mesh")
-    if batch_size % process_count:
-        raise UsageError(f"BATCH_SIZE={batch_size} must be a multiple of the {process_count} processes")
-    try:
-        partitioning.check_divisible(config=model.config, mesh=mesh, global_batch_size=batch_size // num_microbatches)
-    except ValueError as err:
-        raise UsageError(str(err)) from None
     source = input_pipeline.make_source(dataset_cfg)  # also checks the task name (or the cache)
     vocabulary, pairs, lengths = source.vocabulary, source.pairs, source.lengths
     data_seed = dataset_cfg.seed if dataset_cfg.seed is not None else seed
@@ -262,29 +243,53 @@ class _Progress:
         self.summaries.write("train", step, timing)
         if print_line and self.print_fn is not None:
             steps_per_sec = timing["timing/steps_per_second"]
-            eta = (self.train_steps - step) / max(steps_per_sec, 1e-9)
-            if self.max_train_seconds is not None:  # the run stops at its time limit, whichever comes first
-                eta = min(eta, max(self.max_train_seconds - (time.time() - self.started), 0.0))
+            seconds_left = None if self.max_train_seconds is None else (
+                self.max_train_seconds - (time.time() - self.started))
+            eta = monitoring.eta_seconds(steps_left=self.train_steps - step, steps_per_sec=steps_per_sec,
+                                         seconds_left=seconds_left)
             self.print_fn(monitoring.progress_line(
                 step=step, train_steps=self.train_steps, metrics=self.last_metrics, steps_per_sec=steps_per_sec,
                 tokens_per_sec=timing["timing/tokens_per_second"], eta_seconds=eta))
         self.restart_window()
 
 
-def _make_mesh(mesh_cfg: MeshConfig):
-    """The ('data', 'expert', 'model') mesh a MeshConfig asks for; UsageError (one line) if it cannot be built."""
+def _checked_mesh(*, model, dataset_cfg: DatasetConfig, mesh_cfg: MeshConfig, train_steps: int,
+                  checkpoint_cfg: CheckpointConfig):
+    """The run's mesh, once every setting that needs neither data nor state is checked (UsageError, one line)."""
     import jax
 
     from mtmoe import partitioning
 
+    batch_size, num_microbatches = dataset_cfg.batch_size, mesh_cfg.num_microbatches
+    for key in ("inputs", "targets"):
+        if key not in dataset_cfg.task_feature_lengths:
+            raise UsageError(f"TASK_FEATURE_LENGTHS lacks {key!r}; pass e.g. "
+                             f"--gin.TASK_FEATURE_LENGTHS=\"{{'inputs': 64, 'targets': 64}}\"")
+    if train_steps < 1 or batch_size < 1:
+        raise UsageError(f"TRAIN_STEPS={train_steps} and BATCH_SIZE={batch_size} must be positive")
+    if checkpoint_cfg.init_mode not in CheckpointConfig.INIT_MODES:
+        raise UsageError(f"init_mode={checkpoint_cfg.init_mode!r} is unknown; use one of {CheckpointConfig.INIT_MODES}")
     devices = None
     if mesh_cfg.data_parallelism is not None:  # an explicit mesh may use fewer devices than there are
         devices = jax.devices()[:mesh_cfg.data_parallelism * mesh_cfg.expert_parallelism * mesh_cfg.model_parallelism]
     try:
-        return partitioning.make_mesh(data=mesh_cfg.data_parallelism, expert=mesh_cfg.expert_parallelism,
+        mesh = partitioning.make_mesh(data=mesh_cfg.data_parallelism, expert=mesh_cfg.expert_parallelism,
                                       model=mesh_cfg.model_parallelism, devices=devices)
     except ValueError as err:
         raise UsageError(str(err)) from None
+    data_shards = mesh.shape["data"] * mesh.shape["expert"]
+    if batch_size % (data_shards * num_microbatches):
+        raise UsageError(
+            f"BATCH_SIZE={batch_size} does not divide over the mesh: it must be a multiple of data x expert "
+            f"= {mesh.shape['data']} x {mesh.shape['expert']} = {data_shards} (x {num_microbatches} microbatches); "
+            f"change --gin.BATCH_SIZE or the mesh")
+    if batch_size % jax.process_count():
+        raise UsageError(f"BATCH_SIZE={batch_size} must be a multiple of the {jax.process_count()} processes")
+    try:
+        partitioning.check_divisible(config=model.config, mesh=mesh, global_batch_size=batch_size // num_microbatches)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    return mesh
 
 
 def main(argv: Sequence[str] | None = None) -> int:

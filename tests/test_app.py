@@ -304,7 +304,9 @@ def test_page_and_api_view_are_served(server):
 def test_auth_is_required_when_asked():
     demo, url = serve(make_services({"m": FakeTranslator()}, limits=LIMITS, warm_batch=0), auth=("me", "secret"))
     try:
-        with pytest.raises(Exception):
+        from gradio_client.exceptions import AuthenticationError
+
+        with pytest.raises(AuthenticationError, match="credentials were not provided"):
             Client(url, verbose=False).predict("Hello.", "en", "de", api_name="/translate")
         client = Client(url, auth=("me", "secret"), verbose=False)
         assert client.predict("Hello.", "en", "de", api_name="/translate") == "[de] Hello."

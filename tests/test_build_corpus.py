@@ -67,10 +67,10 @@ def _mo_bytes(entries):
     ids_table, strs_table = header, header + 8 * len(entries)
     data_start = strs_table + 8 * len(entries)
     blob, id_rows, str_rows = b"", [], []
-    for msgid, msgstr in entries:
+    for msgid, _ in entries:
         id_rows.append((len(msgid), data_start + len(blob)))
         blob += msgid + b"\0"
-    for msgid, msgstr in entries:
+    for _, msgstr in entries:
         str_rows.append((len(msgstr), data_start + len(blob)))
         blob += msgstr + b"\0"
     out = struct.pack("<7I", 0x950412DE, 0, len(entries), ids_table, strs_table, 0, 0)

@@ -89,7 +89,7 @@ def test_multiway_test_set(stats, files):
 
 def test_corpus_and_vocabulary_stay_small():
     """The embedded corpus and vocabulary stay under ~25 MB in git (the shipped model in
-    data/models/ has its own budget of ~60 MB, issue 9)."""
+    data/models/ has its own budget of ~60 MB)."""
     folders = [os.path.join(DATA, "embedded"), os.path.join(DATA, "vocab")]
     total = sum(
         os.path.getsize(os.path.join(root, name))

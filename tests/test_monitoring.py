@@ -14,6 +14,14 @@ def test_format_duration():
     assert monitoring.format_duration(-3) == "0m00s"
 
 
+def test_eta_stops_at_the_time_limit():
+    # make demo: 2,000 steps at 0.64 steps/s would take 52 minutes, but the run stops at its 10-minute limit.
+    assert monitoring.eta_seconds(steps_left=2000, steps_per_sec=0.64) == 3125.0
+    assert monitoring.eta_seconds(steps_left=2000, steps_per_sec=0.64, seconds_left=600 - 90) == 510.0
+    assert monitoring.eta_seconds(steps_left=10, steps_per_sec=2.0, seconds_left=510) == 5.0  # the steps end first
+    assert monitoring.eta_seconds(steps_left=10, steps_per_sec=2.0, seconds_left=-3) == 0.0  # over the limit
+
+
 def test_progress_line_shows_expert_metrics_only_for_moe():
     dense = {"loss": 4.2134, "accuracy": 0.231, "learning_rate": 0.01}
     line = monitoring.progress_line(step=120, train_steps=3000, metrics=dense, steps_per_sec=5.2,

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from mtmoe import train
+from tests.tolerances import assert_close_float32
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = "--gin_file=tests/fixtures/train/tiny.gin"
@@ -150,7 +151,7 @@ def test_tiny_run_learns_and_saves(tiny_checkpoint):
     assert any(k.startswith("experts/encoder/layers_1/") for k in train_record)
     assert any(k.startswith("experts/decoder/layers_1/") for k in train_record)
     eval_record = next(r for r in records if r["kind"] == "eval")
-    assert np.isfinite(eval_record["loss"]) and "bleu/de-en" in eval_record or "bleu/en-de" in eval_record
+    assert np.isfinite(eval_record["loss"]) and ("bleu/de-en" in eval_record or "bleu/en-de" in eval_record)
 
 
 def test_resume_after_sigkill_is_exact(tiny_checkpoint, tmp_path):
@@ -217,7 +218,11 @@ def test_eight_devices_match_one(tiny_checkpoint, tmp_path, capsys):
                             "--gin.EXPERT_PARALLELISM=4", "--gin.TRAIN_STEPS=3", "--gin.BLEU_PAIRS=0"], capsys)
     assert status == 0, err
     reference, sharded = losses(tiny_checkpoint), losses(model_dir)
-    np.testing.assert_allclose([sharded[s] for s in (1, 2, 3)], [reference[s] for s in (1, 2, 3)], rtol=2e-4)
+    # Step 1 is one forward pass: 8 x 16 tokens summed in another order through 4 layers.
+    assert_close_float32(sharded[1], reference[1], terms=8 * 16 * 4)
+    # Steps 2-3 follow Adafactor updates, which scale a vector's elements to lr * sign(g): a gradient
+    # element within float32 reorder noise of zero flips its step, so they are held to an empirical 2e-4, not to eps.
+    np.testing.assert_allclose([sharded[s] for s in (2, 3)], [reference[s] for s in (2, 3)], rtol=2e-4)
     # a checkpoint trained on 8 devices loads onto one
     from mtmoe.translate import Translator
 

@@ -13,6 +13,7 @@ import os
 
 import seqio
 
+from mtmoe.data import layouts
 from tasks import translation
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "tasks")
@@ -25,7 +26,7 @@ def register() -> None:
         return
     vocabulary = seqio.SentencePieceVocabulary(SPM_PATH, extra_ids=100)
     pairs = translation.register_embedded_tasks(root=EMBEDDED, corpus="fixture", vocabulary=vocabulary)
-    stats = translation.load_stats(EMBEDDED)
+    stats = layouts.load_stats(EMBEDDED)
     translation.register_translation_mixtures(pairs=pairs, counts={lang: stats[lang]["train"] for lang in pairs},
                                               prefix="fixture_", top=None)
 
