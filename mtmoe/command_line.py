@@ -103,6 +103,13 @@ def parse_gin(*, gin_files: Sequence[str], bindings: Sequence[str], search_paths
         raise UsageError(gin_error_line(err)) from None
 
 
+# Macros an earlier layout of the gin files defined, and what replaces each.
+RENAMED_MACROS = {
+    "ROUTER_TYPE": "the router is an object now: --gin.ROUTER=@routing.TokensChooseRouter() (top-k: "
+                   "--gin.NUM_SELECTED_EXPERTS=K) or --gin.ROUTER=@routing.ExpertsChooseRouter()",
+}
+
+
 def _check_macro_bindings(bindings: Sequence[str]) -> None:
     """A `--gin.NAME=VALUE` macro must be one the gin files define: a misspelt macro is an error, not a no-op."""
     import gin
@@ -112,6 +119,8 @@ def _check_macro_bindings(bindings: Sequence[str]) -> None:
         name = binding.split("=", 1)[0].strip()
         if "." in name or "/" in name or not name:
             continue  # configurable.parameter: gin itself checks it
+        if name in RENAMED_MACROS and name not in defined:
+            raise UsageError(f"--gin.{name} is gone; {RENAMED_MACROS[name]}")
         if name not in defined:
             close = difflib.get_close_matches(name, defined, n=3, cutoff=0.6)
             hint = f"did you mean {', '.join(close)}?" if close else "no gin file defines it"

@@ -155,7 +155,7 @@ def write(*, config, eval_config, seed: int, rows: int, out_dir: str,
     rows: training rows to write (steps x global batch). The evaluation split's
     first eval_config.batches x batch rows and eval_config.bleu_examples
     sentences of its first eval_config.bleu_pairs pairs go in too."""
-    from mtmoe import input_pipeline
+    from mtmoe import command_line, input_pipeline
 
     out_dir = os.path.abspath(os.path.expanduser(out_dir))
     if os.path.exists(out_dir):
@@ -174,16 +174,24 @@ def write(*, config, eval_config, seed: int, rows: int, out_dir: str,
         started = time.time()
         features = _write_train_rows(source, seed=seed, rows=rows, directory=os.path.join(partial, "train"),
                                      print_fn=print_fn)
-        eval_rows = source.eval_rows(split=eval_config.split, limit=eval_config.batches * config.batch_size,
-                                     process_index=0, process_count=1)
+        try:
+            eval_rows = source.eval_rows(split=eval_config.split, limit=eval_config.batches * config.batch_size,
+                                         process_index=0, process_count=1)
+        except Exception as err:  # a task without this split: the run then skips validation loss, as from seqio
+            print_fn(f"no validation rows: split {eval_config.split!r} unavailable ({command_line.first_line(err)})")
+            eval_rows = []
         os.makedirs(os.path.join(partial, "validation"))
         for name in features:
             stacked = np.stack([r[name] for r in eval_rows]) if eval_rows else np.zeros((0, 1), np.int32)
             np.save(os.path.join(partial, "validation", f"{name}.npy"), stacked.astype(np.int32))
         bleu = {}
         for task_name, _ in source.pairs[:eval_config.bleu_pairs]:
-            sources, references = source.pair_examples(task_name, split=eval_config.split,
-                                                       limit=eval_config.bleu_examples)
+            try:
+                sources, references = source.pair_examples(task_name, split=eval_config.split,
+                                                           limit=eval_config.bleu_examples)
+            except Exception as err:  # the run then skips this pair's BLEU, as from seqio
+                print_fn(f"no BLEU sentences of {task_name}: {command_line.first_line(err)}")
+                continue
             bleu[task_name] = {"sources": sources, "references": references}
         with open(os.path.join(partial, "bleu.json"), "w", encoding="utf-8") as f:
             json.dump(bleu, f, ensure_ascii=False)

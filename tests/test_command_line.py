@@ -100,3 +100,12 @@ def test_demo_dense_baseline_has_equal_flops_per_token():
     assert moe["NUM_EXPERTS"] > 1 and dense["NUM_EXPERTS"] == 0
     assert gin.query_parameter("NUM_SELECTED_EXPERTS/macro.value") == 1  # top-1: one expert's FLOPs per token
     assert expert_width == dense["MLP_DIM"] and moe["EMBED_DIM"] == dense["EMBED_DIM"]
+
+
+def test_a_renamed_macro_says_what_replaced_it():
+    with pytest.raises(UsageError) as info:
+        command_line.parse_gin(gin_files=["gin/mswitch_tiny.gin"],
+                               bindings=["MODEL_DIR = '/tmp/unused'", "ROUTER_TYPE = 'topk'"])
+    message = str(info.value)
+    assert "--gin.ROUTER_TYPE is gone" in message and "--gin.ROUTER=@routing.TokensChooseRouter()" in message
+    assert len(message.splitlines()) == 1
