@@ -39,7 +39,9 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from mtmoe import command_line
 from mtmoe.command_line import UsageError
+from mtmoe.train_config import EvalConfig
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -155,7 +157,7 @@ def write(*, config, eval_config, seed: int, rows: int, out_dir: str,
     rows: training rows to write (steps x global batch). The evaluation split's
     first eval_config.batches x batch rows and eval_config.bleu_examples
     sentences of its first eval_config.bleu_pairs pairs go in too."""
-    from mtmoe import command_line, input_pipeline
+    from mtmoe import input_pipeline
 
     out_dir = os.path.abspath(os.path.expanduser(out_dir))
     if os.path.exists(out_dir):
@@ -240,8 +242,6 @@ def _write_train_rows(source, *, seed: int, rows: int, directory: str, print_fn)
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m mtmoe.token_cache`: write the cache of a training run's dataset; returns the exit status."""
-    from mtmoe import command_line
-
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(
         prog="python -m mtmoe.token_cache",
@@ -250,17 +250,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="the cache directory to create (must not exist)")
     parser.add_argument("--steps", type=int, default=None,
                         help="training steps the cache covers (default: the run's TRAIN_STEPS); rows = steps x BATCH_SIZE")
-    parser.add_argument("--gin_search_paths", default="", help="comma-separated directories to look for gin files in")
-    own, rest = [], []
-    for arg in argv:
-        (rest if arg.startswith(("--gin_file", "--gin.")) else own).append(arg)
-    args = parser.parse_args(own)
+    args, rest = parser.parse_known_args(argv)
     try:
-        _, bindings = command_line.parse_command_line(rest)
-        gin_files = [a.split("=", 1)[1] for a in rest if a.startswith("--gin_file=")]
+        flags, bindings = command_line.parse_command_line(rest)  # --gin_file, --gin.NAME=VALUE, ... as for training
         if not any(b.split("=", 1)[0].strip() == "MODEL_DIR" for b in bindings):
             bindings.append("MODEL_DIR = 'unused'")  # the runs' gin files require it; the cache writes no model
-        command_line.parse_gin(gin_files=gin_files, bindings=bindings, search_paths=args.gin_search_paths.split(","))
+        command_line.parse_gin(gin_files=flags.gin_file, bindings=bindings,
+                               search_paths=flags.gin_search_paths.split(","))
         import gin
 
         from mtmoe import train
@@ -269,8 +265,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         config, eval_config = bound["train_dataset_cfg"], bound.get("eval_cfg")
         if config.cache_dir:
             raise UsageError("the gin config already reads from a cache (TRAIN_CACHE_DIR); unset it to write one")
-        from mtmoe.train_config import EvalConfig
-
         eval_config = eval_config or EvalConfig()
         steps = args.steps if args.steps is not None else int(bound["train_steps"])
         seed = config.seed if config.seed is not None else int(bound.get("seed", 0))
