@@ -115,11 +115,14 @@ def _check_macro_bindings(bindings: Sequence[str]) -> None:
     import gin
 
     defined = sorted(key[0] for key in gin.config._CONFIG if key[1] == "gin.macro")  # noqa: SLF001
+    for name in RENAMED_MACROS:
+        if name in defined:  # a gin file still sets it: gin would ignore it silently
+            raise UsageError(f"a gin file sets {name}, which is gone; {RENAMED_MACROS[name]}")
     for binding in bindings:
         name = binding.split("=", 1)[0].strip()
         if "." in name or "/" in name or not name:
             continue  # configurable.parameter: gin itself checks it
-        if name in RENAMED_MACROS and name not in defined:
+        if name in RENAMED_MACROS:
             raise UsageError(f"--gin.{name} is gone; {RENAMED_MACROS[name]}")
         if name not in defined:
             close = difflib.get_close_matches(name, defined, n=3, cutoff=0.6)

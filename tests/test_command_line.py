@@ -109,3 +109,10 @@ def test_a_renamed_macro_says_what_replaced_it():
     message = str(info.value)
     assert "--gin.ROUTER_TYPE is gone" in message and "--gin.ROUTER=@routing.TokensChooseRouter()" in message
     assert len(message.splitlines()) == 1
+
+
+def test_a_gin_file_setting_a_renamed_macro_is_refused(tmp_path):
+    old = tmp_path / "old.gin"
+    old.write_text("include 'gin/mswitch_tiny.gin'\nROUTER_TYPE = 'top1'\n")
+    with pytest.raises(UsageError, match="a gin file sets ROUTER_TYPE, which is gone; the router is an object"):
+        command_line.parse_gin(gin_files=[str(old)], bindings=["MODEL_DIR = '/tmp/unused'"])
