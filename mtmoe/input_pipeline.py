@@ -179,15 +179,16 @@ def vocabulary_of(mixture_or_task_name: str, *, module: str | None = "tasks"):
 class SeqioSource:
     """A `DatasetConfig`'s seqio task or mixture, as the trainer and its evaluator read it.
 
-    Training rows: the task's examples, shuffled (seeded), packed by
-    EncDecFeatureConverter into [L] int32 features; batch k of a process is
-    rows k*b .. (k+1)*b - 1 of its shard (b = its share of the batch)."""
+    Training rows: the task's examples, shuffled with `seed` (the run's data
+    seed; None only for evaluation), packed by EncDecFeatureConverter into [L]
+    int32 features; batch k of a process is rows k*b .. (k+1)*b - 1 of its
+    shard (b = its share of the batch)."""
 
-    def __init__(self, config):
+    def __init__(self, config, *, seed: int | None = None):
         from mtmoe import command_line
 
         command_line.hide_accelerators_from_tensorflow()  # before tf.data first runs
-        self.config = config
+        self.config, self.seed = config, seed
         self.lengths = {"inputs": int(config.task_feature_lengths["inputs"]),
                         "targets": int(config.task_feature_lengths["targets"])}
         self.vocabulary = vocabulary_of(config.mixture_or_task_name, module=config.module)  # checks the name
@@ -196,13 +197,13 @@ class SeqioSource:
     def describe(self) -> str:
         return f"seqio {self.config.mixture_or_task_name}"
 
-    def train_batches(self, *, batch_size: int, seed: int, skip_batches: int, process_index: int,
+    def train_batches(self, *, batch_size: int, skip_batches: int, process_index: int,
                       process_count: int) -> "BatchIterator":
         """Endless numpy batches of `batch_size` rows for this process, after skipping `skip_batches`."""
         config = self.config
         dataset = make_dataset(
             mixture_or_task_name=config.mixture_or_task_name, task_feature_lengths=self.lengths, split=config.split,
-            batch_size=batch_size, shuffle=config.shuffle, seed=seed, pack=config.pack, num_epochs=None,
+            batch_size=batch_size, shuffle=config.shuffle, seed=self.seed, pack=config.pack, num_epochs=None,
             use_cached=config.use_cached, shard_index=process_index, num_shards=process_count,
             shuffle_buffer_size=config.shuffle_buffer_size, module=config.module)
         return BatchIterator(dataset, skip_batches=skip_batches)
@@ -228,10 +229,12 @@ class SeqioSource:
         return sources, references
 
 
-def make_source(config):
-    """The source a `DatasetConfig` names: the pre-tokenized cache when `cache_dir` is set, else seqio."""
+def make_source(config, *, seed: int | None = None):
+    """The source a `DatasetConfig` names: the pre-tokenized cache when `cache_dir` is set, else seqio.
+
+    seed: the training run's data seed (None: the source serves evaluation only)."""
     if config.cache_dir:
         from mtmoe import token_cache
 
-        return token_cache.CacheSource(config)
-    return SeqioSource(config)
+        return token_cache.CacheSource(config, seed=seed)
+    return SeqioSource(config, seed=seed)

@@ -93,9 +93,12 @@ def _read_manifest(directory: str) -> dict:
 
 
 class CacheSource:
-    """A `DatasetConfig` whose `cache_dir` is set: the same methods as `input_pipeline.SeqioSource`."""
+    """A `DatasetConfig` whose `cache_dir` is set: the same methods as `input_pipeline.SeqioSource`.
 
-    def __init__(self, config):
+    seed: the training run's data seed, which must be the one the cache was
+    written with (None: the cache serves evaluation only)."""
+
+    def __init__(self, config, *, seed: int | None = None):
         self.config = config
         self.directory = os.path.abspath(os.path.expanduser(config.cache_dir))
         manifest = _read_manifest(self.directory)
@@ -108,6 +111,13 @@ class CacheSource:
             if manifest[key] != value:
                 raise UsageError(f"cache {self.directory} was written with {key}={manifest[key]!r}, the run asks for "
                                  f"{value!r}; rewrite the cache with the run's gin files or change the run")
+        if seed is not None:  # training: checked here, before the trainer writes anything
+            if config.split != manifest["split"]:
+                raise UsageError(f"cache {self.directory} holds split {manifest['split']!r}, the run trains on "
+                                 f"{config.split!r}; rewrite the cache or change the run")
+            if seed != manifest["seed"]:
+                raise UsageError(f"cache {self.directory} holds the rows of data seed {manifest['seed']}, the run "
+                                 f"uses {seed}; pass --gin.SEED={manifest['seed']} or rewrite the cache")
         self.vocabulary = CachedVocabulary(os.path.join(self.directory, VOCABULARY_FILE), manifest["extra_ids"])
         self.pairs = [(task, (source, target)) for task, (source, target) in manifest["pairs"]]
         self.rows = int(manifest["rows"])
@@ -121,14 +131,8 @@ class CacheSource:
         return {name: np.load(os.path.join(self.directory, split_dir, f"{name}.npy"), mmap_mode="r")
                 for name in self.manifest["features"]}
 
-    def train_batches(self, *, batch_size: int, seed: int, skip_batches: int, process_index: int,
+    def train_batches(self, *, batch_size: int, skip_batches: int, process_index: int,
                       process_count: int) -> CacheBatches:
-        if self.config.split != self.manifest["split"]:
-            raise UsageError(f"cache {self.directory} holds split {self.manifest['split']!r}, the run trains on "
-                             f"{self.config.split!r}; rewrite the cache or change the run")
-        if seed != self.manifest["seed"]:
-            raise UsageError(f"cache {self.directory} holds the rows of data seed {self.manifest['seed']}, the run "
-                             f"uses {seed}; pass --gin.SEED={self.manifest['seed']} or rewrite the cache")
         return CacheBatches(self._arrays("train"), batch_size=batch_size, skip_batches=skip_batches,
                             process_index=process_index, process_count=process_count)
 
@@ -164,7 +168,7 @@ def write(*, config, eval_config, seed: int, rows: int, out_dir: str,
         raise UsageError(f"{out_dir} exists; remove it or pass another --out (a cache is never overwritten)")
     if rows < 1:
         raise UsageError(f"--steps gives {rows} rows; it must be positive")
-    source = input_pipeline.SeqioSource(dataclasses.replace(config, cache_dir=None))
+    source = input_pipeline.SeqioSource(dataclasses.replace(config, cache_dir=None), seed=seed)
     spm_path = getattr(source.vocabulary, "sentencepiece_model_file", None)
     if not spm_path:
         raise UsageError(f"{config.mixture_or_task_name}'s vocabulary is not a SentencePiece file; the cache needs one")
@@ -174,7 +178,7 @@ def write(*, config, eval_config, seed: int, rows: int, out_dir: str,
     shutil.rmtree(partial, ignore_errors=True)
     try:
         started = time.time()
-        features = _write_train_rows(source, seed=seed, rows=rows, directory=os.path.join(partial, "train"),
+        features = _write_train_rows(source, rows=rows, directory=os.path.join(partial, "train"),
                                      print_fn=print_fn)
         try:
             eval_rows = source.eval_rows(split=eval_config.split, limit=eval_config.batches * config.batch_size,
@@ -215,11 +219,10 @@ def write(*, config, eval_config, seed: int, rows: int, out_dir: str,
         shutil.rmtree(partial, ignore_errors=True)
 
 
-def _write_train_rows(source, *, seed: int, rows: int, directory: str, print_fn) -> list[str]:
-    """The first `rows` training rows of `source` (seed `seed`) as int32[rows, L] .npy files; returns the features."""
+def _write_train_rows(source, *, rows: int, directory: str, print_fn) -> list[str]:
+    """The first `rows` training rows of `source` as int32[rows, L] .npy files; returns the features."""
     os.makedirs(directory)
-    batches = source.train_batches(batch_size=CHUNK_ROWS, seed=seed, skip_batches=0, process_index=0,
-                                   process_count=1)
+    batches = source.train_batches(batch_size=CHUNK_ROWS, skip_batches=0, process_index=0, process_count=1)
     outputs: dict[str, np.ndarray] = {}
     written, last_report = 0, time.time()
     while written < rows:

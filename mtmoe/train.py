@@ -83,9 +83,9 @@ def train(*, model, model_dir: str, train_dataset_cfg: DatasetConfig, train_step
     mesh = _checked_mesh(model=model, dataset_cfg=dataset_cfg, mesh_cfg=mesh_cfg, train_steps=train_steps,
                          checkpoint_cfg=checkpoint_cfg)
     process_count, process_index = jax.process_count(), jax.process_index()
-    source = input_pipeline.make_source(dataset_cfg)  # also checks the task name (or the cache)
-    vocabulary, pairs, lengths = source.vocabulary, source.pairs, source.lengths
     data_seed = dataset_cfg.seed if dataset_cfg.seed is not None else seed
+    source = input_pipeline.make_source(dataset_cfg, seed=data_seed)  # also checks the task name (or the cache)
+    vocabulary, pairs, lengths = source.vocabulary, source.pairs, source.lengths
     checkpoints.check_writable(model_dir)
 
     # ---- state: restored, or initialized (possibly from another checkpoint) ------------------------
@@ -115,9 +115,8 @@ def train(*, model, model_dir: str, train_dataset_cfg: DatasetConfig, train_step
 
         loss_fn = upcycling.distillation_loss_fn(student=model, teacher=upcycling.load_teacher(distillation_cfg.teacher),
                                                  teacher_weight=distillation_cfg.teacher_weight)
-    train_data = source.train_batches(batch_size=batch_size // process_count, seed=data_seed,
-                                      skip_batches=batches_consumed, process_index=process_index,
-                                      process_count=process_count)
+    train_data = source.train_batches(batch_size=batch_size // process_count, skip_batches=batches_consumed,
+                                      process_index=process_index, process_count=process_count)
 
     # ---- from here on MODEL_DIR is written ------------------------------------------------------
     if process_index == 0:

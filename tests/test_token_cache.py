@@ -55,23 +55,23 @@ def tiny_cache(tmp_path_factory):
 def test_cache_rows_are_seqio_rows_in_order(tiny_cache):
     from mtmoe import input_pipeline
 
-    seqio_batches = input_pipeline.SeqioSource(fixture_config()).train_batches(
-        batch_size=BATCH, seed=0, skip_batches=0, process_index=0, process_count=1)
+    seqio_batches = input_pipeline.SeqioSource(fixture_config(), seed=0).train_batches(
+        batch_size=BATCH, skip_batches=0, process_index=0, process_count=1)
     expected = [next(seqio_batches) for _ in range(6)]
-    cache = token_cache.CacheSource(fixture_config(cache_dir=tiny_cache))
-    got = cache.train_batches(batch_size=BATCH, seed=0, skip_batches=0, process_index=0, process_count=1)
+    cache = token_cache.CacheSource(fixture_config(cache_dir=tiny_cache), seed=0)
+    got = cache.train_batches(batch_size=BATCH, skip_batches=0, process_index=0, process_count=1)
     for want in expected:
         batch = next(got)
         assert batch.keys() == want.keys()
         for name in want:
             np.testing.assert_array_equal(batch[name], want[name], err_msg=name)
     # a restart at batch 4 reads batch 4; process 1 of 2 reads the second half of each global batch
-    resumed = cache.train_batches(batch_size=BATCH, seed=0, skip_batches=4, process_index=0, process_count=1)
+    resumed = cache.train_batches(batch_size=BATCH, skip_batches=4, process_index=0, process_count=1)
     np.testing.assert_array_equal(next(resumed)["decoder_target_tokens"], expected[4]["decoder_target_tokens"])
-    half = cache.train_batches(batch_size=BATCH // 2, seed=0, skip_batches=1, process_index=1, process_count=2)
+    half = cache.train_batches(batch_size=BATCH // 2, skip_batches=1, process_index=1, process_count=2)
     np.testing.assert_array_equal(next(half)["encoder_input_tokens"], expected[1]["encoder_input_tokens"][BATCH // 2:])
     # past the last row the rows repeat from the first (48 rows = 6 batches)
-    wrapped = cache.train_batches(batch_size=BATCH, seed=0, skip_batches=6, process_index=0, process_count=1)
+    wrapped = cache.train_batches(batch_size=BATCH, skip_batches=6, process_index=0, process_count=1)
     np.testing.assert_array_equal(next(wrapped)["encoder_input_tokens"], expected[0]["encoder_input_tokens"])
 
 
@@ -125,12 +125,22 @@ def test_resume_on_the_cache_path_without_tensorflow(tiny_checkpoint, tiny_cache
     np.testing.assert_allclose([resumed[s] for s in range(1, 7)], [reference[s] for s in range(1, 7)], rtol=1e-5)
 
 
+def test_a_cache_of_another_seed_stops_the_trainer_before_it_writes(tiny_cache, tmp_path, capsys):
+    model_dir = tmp_path / "model"
+    status = train.main([TINY, f"--gin.MODEL_DIR='{model_dir}'", ONE_DEVICE, f"--gin.TRAIN_CACHE_DIR='{tiny_cache}'",
+                         "--gin.SEED=1"])
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and "pass --gin.SEED=0 or rewrite the cache" in err and len(err.splitlines()) == 1
+    assert not model_dir.exists()
+
+
 def test_a_cache_of_another_run_is_refused(tiny_cache, tmp_path):
     with pytest.raises(UsageError, match="task_feature_lengths"):
         token_cache.CacheSource(fixture_config(cache_dir=tiny_cache, task_feature_lengths={"inputs": 8, "targets": 16}))
-    cache = token_cache.CacheSource(fixture_config(cache_dir=tiny_cache))
     with pytest.raises(UsageError, match="--gin.SEED=0"):
-        cache.train_batches(batch_size=BATCH, seed=1, skip_batches=0, process_index=0, process_count=1)
+        token_cache.CacheSource(fixture_config(cache_dir=tiny_cache), seed=1)
+    with pytest.raises(UsageError, match="holds split 'train'"):
+        token_cache.CacheSource(fixture_config(cache_dir=tiny_cache, split="validation"), seed=0)
     with pytest.raises(UsageError, match="not a pre-tokenized cache"):
         token_cache.CacheSource(fixture_config(cache_dir=str(tmp_path)))
 
