@@ -189,7 +189,7 @@ def _translate(translator, test_set: data_sources.TestSet, *, beam_size: int, ba
                progress: Progress) -> list[str]:
     """Hypotheses in test-set order; ValueError when the translator returns a wrong count."""
     # Longest first, so that a batch holds similar lengths (less padding) and the slowest batch
-    # comes first; the order is restored below. Decoding uses no_token_drop, so a sentence's
+    # comes first; the order is restored below. Decoding routes drop-free (MoeConfig.eval_capacity), so a sentence's
     # translation does not depend on its batch neighbours.
     order = sorted(range(len(test_set)), key=lambda i: -len(test_set.sources[i]))
     hypotheses: list[str | None] = [None] * len(test_set)
