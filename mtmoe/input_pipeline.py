@@ -5,7 +5,7 @@
   on, the vocabulary and language pairs). `mtmoe.token_cache.CacheSource`
   offers the same methods over a pre-tokenized cache, without TensorFlow;
   `make_source` picks one from a `DatasetConfig`.
-- `get_mixture_or_task`, `vocabulary_of`, `translation_pairs`: look a task or
+- `get_mixture_or_task`, `translation_pairs`: look a task or
   mixture up in seqio's registries (importing the registry module first, as
   T5X's MIXTURE_OR_TASK_MODULE does), with a one-line `UsageError` for an
   unknown name.
@@ -61,7 +61,10 @@ def get_mixture_or_task(name: str, *, module: str | None = "tasks"):
 
 def translation_pairs(name: str, *, module: str | None = "tasks") -> list[tuple[str, tuple[str, str]]]:
     """(task name, (source, target)) of the translation tasks in a mixture or task."""
-    provider = get_mixture_or_task(name, module=module)
+    return _pairs_of(get_mixture_or_task(name, module=module))
+
+
+def _pairs_of(provider) -> list[tuple[str, tuple[str, str]]]:
     task_names = [t.name for t in getattr(provider, "tasks", [provider])]
     return [(n, pair) for n, pair in ((n, pair_from_task_name(n)) for n in task_names) if pair is not None]
 
@@ -170,12 +173,6 @@ class BatchIterator:
         return batch
 
 
-def vocabulary_of(mixture_or_task_name: str, *, module: str | None = "tasks"):
-    """The targets vocabulary (a seqio.SentencePieceVocabulary) of a task or mixture."""
-    provider = get_mixture_or_task(mixture_or_task_name, module=module)
-    return provider.output_features["targets"].vocabulary
-
-
 class SeqioSource:
     """A `DatasetConfig`'s seqio task or mixture, as the trainer and its evaluator read it.
 
@@ -191,8 +188,9 @@ class SeqioSource:
         self.config, self.seed = config, seed
         self.lengths = {"inputs": int(config.task_feature_lengths["inputs"]),
                         "targets": int(config.task_feature_lengths["targets"])}
-        self.vocabulary = vocabulary_of(config.mixture_or_task_name, module=config.module)  # checks the name
-        self.pairs = translation_pairs(config.mixture_or_task_name, module=config.module)
+        provider = get_mixture_or_task(config.mixture_or_task_name, module=config.module)  # checks the name
+        self.vocabulary = provider.output_features["targets"].vocabulary
+        self.pairs = _pairs_of(provider)
 
     def describe(self) -> str:
         return f"seqio {self.config.mixture_or_task_name}"

@@ -374,8 +374,6 @@ def model_from_meta(model_config: Mapping[str, Any], model_kwargs: Mapping[str, 
     model_config, model_kwargs = dict(model_config), dict(model_kwargs or {})
     if "moe" not in model_config:
         moe = {name: model_config.pop(name) for name in _FLAT_MOE_FIELDS if name in model_config}
-        if moe.get("expert_activations") is not None:
-            moe["expert_activations"] = tuple(moe["expert_activations"])
         router_type = model_config.pop("router_type", "top1")
         num_selected = model_config.pop("num_selected_experts", 1)
         if router_type == "experts_choose":

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import shutil
@@ -144,11 +145,15 @@ class CacheSource:
         picked = range(process_index, count, process_count)[:limit]
         return [{name: np.asarray(array[i]) for name, array in arrays.items()} for i in picked]
 
+    @functools.cached_property
+    def _bleu_examples(self) -> dict[str, dict]:
+        with open(os.path.join(self.directory, "bleu.json"), encoding="utf-8") as f:
+            return json.load(f)
+
     def pair_examples(self, task_name: str, *, split: str, limit: int) -> tuple[list[list[int]], list[str]]:
         if split != self.manifest["eval_split"]:
             raise ValueError(f"the cache holds split {self.manifest['eval_split']!r}, not {split!r}")
-        with open(os.path.join(self.directory, "bleu.json"), encoding="utf-8") as f:
-            examples = json.load(f)
+        examples = self._bleu_examples
         if task_name not in examples:
             raise ValueError(f"the cache holds no BLEU sentences of {task_name}")
         return examples[task_name]["sources"][:limit], examples[task_name]["references"][:limit]

@@ -175,11 +175,6 @@ def compile_steps(*, model, optimizer, learning_rate: Callable, num_microbatches
     return train_step, eval_step
 
 
-def config_dict(config) -> dict:
-    """A TransformerConfig as JSON-ready values (tuples become lists)."""
-    return config.to_dict()  # the router as its class path: models.model_from_meta reads it back
-
-
 def checkpoint_meta(*, model, config_text: str, mixture_or_task_name: str, lengths: Mapping[str, int],
                     pairs: list[tuple[str, tuple[str, str]]], vocabulary) -> dict:
     """The run-invariant part of every checkpoint's metadata (the data position is added per save)."""
@@ -187,7 +182,7 @@ def checkpoint_meta(*, model, config_text: str, mixture_or_task_name: str, lengt
 
     spm_path = getattr(vocabulary, "sentencepiece_model_file", None)
     return {
-        "model_config": config_dict(model.config),
+        "model_config": model.config.to_dict(),  # the router as its class path: models.model_from_meta reads it
         "model_kwargs": {k: getattr(model, k) for k in ("label_smoothing", "z_loss", "aux_loss_factor",
                                                         "router_z_loss_factor") if hasattr(model, k)},
         "gin_config": config_text,
