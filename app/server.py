@@ -35,49 +35,12 @@ from pathlib import Path
 
 from app.service import Limits, TranslationService
 from mtmoe import host_memory
+from mtmoe.compilation_cache import configure_compilation_cache, default_compilation_cache
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RELEASE_MODEL = REPO_ROOT / "data" / "models" / "mswitch-release"  # the model that ships (MODEL_CARD.md there)
 
 log = logging.getLogger(__name__)
-
-
-def default_compilation_cache() -> str:
-    """$XDG_CACHE_HOME/mtmoe/jax, else ~/.cache/mtmoe/jax."""
-    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(root, "mtmoe", "jax")
-
-
-# The cache is bounded (least recently used entries go first); an executable of the
-# shipped model's beam search for one shape is about 0.2 MB on CPU.
-COMPILATION_CACHE_MAX_BYTES = 1 << 30
-
-
-def configure_compilation_cache(path: str | None) -> str | None:
-    """Keep JAX's compiled executables in `path` across runs (None: leave JAX's setting alone).
-
-    Every executable is written, however small or quick to compile (JAX's
-    defaults skip those under one second of compile time, which on a fast
-    machine is most of the CPU ones). Returns the folder in use, or None when
-    it cannot be created (then the app runs without the cache, with a warning).
-    Call before the first compilation: JAX reads these settings once.
-    """
-    if path is None:
-        return None
-    path = os.path.abspath(os.path.expanduser(path))
-    try:
-        os.makedirs(path, exist_ok=True)
-    except OSError as e:
-        log.warning("compilation cache %s cannot be created (%s); running without it", path, e.strerror)
-        return None
-    import jax
-
-    jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)  # -1: no size floor
-    # The size bound needs filelock, which gradio's dependencies always bring.
-    jax.config.update("jax_compilation_cache_max_size", COMPILATION_CACHE_MAX_BYTES)
-    return path
 
 
 def parse_auth(value: str | None) -> tuple[str, str] | None:

@@ -35,11 +35,22 @@ Per-example arrays that are the same for every beam and every step (the
 encoder output, the cross-attention keys/values: `mtmoe.network.split_cache`)
 are best closed over too, with B rows: as cache leaves they would be tiled to
 B*K rows and copied by the reorder after every beam step.
+
+Growing caches (`cache_stages`)
+-------------------------------
+A step's attention reads, and a beam step reorders, the whole self-attention
+cache, although at step i only positions 0..i are filled. With
+`cache_stages=(L1, L2, ..., L)` and `grow_cache(cache, length)` the caller
+creates the cache for L1 positions; the loop runs steps 0..L1-1 on it, then
+grows it to L2 (the new positions are empty) and goes on, up to L. A short
+sentence never pays for the length a long one may need. Each stage is its own
+`lax.while_loop` inside the same jitted program: no host round trip. The
+outputs do not depend on the stages (positions not yet written are masked).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import flax
 import jax
@@ -172,6 +183,38 @@ def _check_eos(eos_id: int) -> None:
         raise ValueError(f"eos_id must differ from the pad/start id {PAD_ID}; use eos_id=1 (T5)")
 
 
+GrowCache = Callable[[PyTree, int], PyTree]
+
+
+def _check_stages(cache_stages, grow_cache, length: int) -> tuple[int, ...]:
+    stages = tuple(cache_stages)
+    if not stages:
+        return ()
+    if grow_cache is None and len(stages) > 1:
+        raise ValueError("cache_stages with more than one stage need grow_cache(cache, length)")
+    if any(not isinstance(n, int) for n in stages) or list(stages) != sorted(set(stages)) or stages[0] < 1:
+        raise ValueError(f"cache_stages must be increasing positive Python ints, got {stages}")
+    if stages[-1] != length:
+        raise ValueError(f"the last cache stage must be the decode length {length}, got {stages}")
+    return stages
+
+
+def _staged_while_loop(cond_fn, body_fn, init, *, stages: tuple[int, ...], grow_cache: GrowCache | None):
+    """lax.while_loop(cond_fn, body_fn, init), one loop per cache stage (module docstring).
+
+    `init` and the loop state have `cur_index` and `cache` fields; stage n runs
+    while cond_fn holds and cur_index < stages[n], then the cache grows.
+    """
+    if not stages:
+        return lax.while_loop(cond_fn, body_fn, init)
+    state = init
+    for n, stage_end in enumerate(stages):
+        state = lax.while_loop(lambda s, end=stage_end: cond_fn(s) & (s.cur_index < end), body_fn, state)
+        if n + 1 < len(stages):
+            state = state.replace(cache=grow_cache(state.cache, stages[n + 1]))
+    return state
+
+
 def _call_model(tokens_to_logits, state: DecodingState, rows: int):
     logits, new_cache = tokens_to_logits(state)
     if logits.ndim != 2 or logits.shape[0] != rows:
@@ -208,8 +251,10 @@ def beam_search(
     num_decodes: int = 4,
     alpha: float = 0.6,
     max_decode_len: int | None = None,
+    cache_stages: Sequence[int] = (),
+    grow_cache: GrowCache | None = None,
 ) -> tuple[jax.Array, jax.Array]:
-    """Beam search with the T5X length penalty, jittable (one lax.while_loop).
+    """Beam search with the T5X length penalty, jittable (one lax.while_loop per cache stage).
 
     Args:
       inputs: <int32>[B, length] decoder inputs; only the shape is used (batch size
@@ -222,6 +267,8 @@ def beam_search(
       alpha: length penalty exponent; score = log_prob / ((5 + n) / 6) ** alpha
         where n counts the generated tokens including EOS.
       max_decode_len: number of output positions L (default `inputs.shape[1]`).
+      cache_stages, grow_cache: a cache that grows with the output (module
+        docstring); `cache` then holds cache_stages[0] positions.
 
     Returns:
       (<int32>[B, K, L] sequences, <float32>[B, K] scores), best first. Tokens
@@ -239,6 +286,7 @@ def beam_search(
     if num_decodes < 1:
         raise ValueError(f"num_decodes must be >= 1, got {num_decodes}")
     length = _decode_len(inputs, max_decode_len)
+    stages = _check_stages(cache_stages, grow_cache, length)
     batch_size, beam_size = inputs.shape[0], num_decodes
     rows = batch_size * beam_size
 
@@ -314,7 +362,7 @@ def beam_search(
             cache=new_cache,
         )
 
-    final = lax.while_loop(cond_fn, body_fn, init)
+    final = _staged_while_loop(cond_fn, body_fn, init, stages=stages, grow_cache=grow_cache)
 
     # Merge: finished hypotheses first, then live beams cut at the loop's end.
     live_scores = final.live_logprobs / penalty(jnp.maximum(final.cur_index, 1))  # [B, K]
@@ -376,8 +424,10 @@ def temperature_sample(
     topk: int = 0,
     topp: float = 1.0,
     max_decode_len: int | None = None,
+    cache_stages: Sequence[int] = (),
+    grow_cache: GrowCache | None = None,
 ) -> tuple[jax.Array, jax.Array]:
-    """Ancestral sampling with temperature, top-k and top-p; jittable (one lax.while_loop).
+    """Ancestral sampling with temperature, top-k and top-p; jittable (one lax.while_loop per cache stage).
 
     Args:
       inputs: <int32>[B, length]; only the shape is used (as in `beam_search`).
@@ -392,6 +442,7 @@ def temperature_sample(
       topp: Python float in (0, 1], keep the nucleus of mass topp (1 = all).
         Both filters act on the temperature-scaled logits, top-k first.
       max_decode_len: number of output positions L (default `inputs.shape[1]`).
+      cache_stages, grow_cache: as in `beam_search`.
 
     Returns:
       (<int32>[B, N, L] sequences, <float32>[B, N] log-probs), most likely first.
@@ -410,6 +461,7 @@ def temperature_sample(
     if isinstance(temperature, (int, float)) and temperature < 0:
         raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
     length = _decode_len(inputs, max_decode_len)
+    stages = _check_stages(cache_stages, grow_cache, length)
     batch_size = inputs.shape[0]
     rows = batch_size * num_decodes
 
@@ -461,7 +513,7 @@ def temperature_sample(
             cache=new_cache,
         )
 
-    final = lax.while_loop(cond_fn, body_fn, init)
+    final = _staged_while_loop(cond_fn, body_fn, init, stages=stages, grow_cache=grow_cache)
     seqs = unflatten_beam_dim(final.sequences[:, 1:], batch_size=batch_size, beam_size=num_decodes)  # [B, N, L]
     log_probs = unflatten_beam_dim(final.log_probs, batch_size=batch_size, beam_size=num_decodes)  # [B, N]
     order = jnp.argsort(-log_probs, axis=1)  # [B, N] most likely first
@@ -475,6 +527,8 @@ def greedy(
     *,
     eos_id: int,
     max_decode_len: int | None = None,
+    cache_stages: Sequence[int] = (),
+    grow_cache: GrowCache | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """Greedy (argmax) decoding: `temperature_sample` at temperature 0.
 
@@ -489,4 +543,6 @@ def greedy(
         num_decodes=1,
         temperature=0.0,
         max_decode_len=max_decode_len,
+        cache_stages=cache_stages,
+        grow_cache=grow_cache,
     )

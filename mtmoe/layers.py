@@ -181,7 +181,7 @@ class MultiHeadAttention(nn.Module):
 
     With `decode=True` the first call on a "cache" collection that lacks this
     module's entries creates them (see `Transformer.init_cache`):
-      * self-attention (`static_kv=False`): a zero cache [B, L, H, K] sized by
+      * self-attention (`static_kv=False`): a zero cache [B, H, L, K] sized by
         the inputs; every later call takes one query position and appends its
         key/value at `cache_index`;
       * attention to a fixed memory (`static_kv=True`, the decoder's
@@ -192,6 +192,11 @@ class MultiHeadAttention(nn.Module):
         sentence b, `decoding.tile_beams`' layout); each sentence's beams then
         read its keys/values as extra query positions, so the memory is
         neither tiled nor reordered with the beams.
+
+    Keys and values are held heads-major, [B, H, L, K], the layout both
+    attention products read without a transpose: with the sequence-major
+    [B, L, H, K] layout XLA:CPU copied every cached key and value into this
+    layout at every decoding step, the largest cost of a beam-search step.
     """
 
     num_heads: int
@@ -228,13 +233,13 @@ class MultiHeadAttention(nn.Module):
         v_kernel = param_with_axes(self, "value", variance_scaling(1.0, [0]), (features, joined), ("embed", "joined_kv"))
         o_kernel = param_with_axes(self, "out", variance_scaling(1.0, [0]), (joined, features), ("joined_kv", "embed"))
 
-        def project(x, kernel):  # [B, L, D] -> [B, L, H, K]
+        def project(x, kernel):  # [B, L, D] -> [B, H, L, K]
             y = x @ kernel.astype(self.dtype)  # [B, L, H*K]
-            y = y.reshape(y.shape[:-1] + (self.num_heads, self.head_dim))
-            return constrain(y, ("batch", "length", "heads", "kv"))
+            y = y.reshape(y.shape[:-1] + (self.num_heads, self.head_dim))  # [B, L, H, K]
+            return constrain(jnp.swapaxes(y, 1, 2), ("batch", "heads", "length", "kv"))
 
-        query = project(inputs_q, q_kernel)  # [B, Q, H, K]
-        batch, query_length = query.shape[:2]
+        query = project(inputs_q, q_kernel)  # [B, H, Q, K]
+        batch, query_length = query.shape[0], query.shape[2]
         if decode and self.static_kv:
             if inputs_kv is None and not self.has_variable("cache", "cached_key"):
                 raise ValueError(
@@ -242,7 +247,7 @@ class MultiHeadAttention(nn.Module):
                     "(or pass inputs_kv on the first decode=True call)"
                 )
             # Projected once per sentence, when the cache is created; read back at every step.
-            key = self.variable("cache", "cached_key", lambda: project(inputs_kv, k_kernel)).value  # [B_mem, K, H, Kv]
+            key = self.variable("cache", "cached_key", lambda: project(inputs_kv, k_kernel)).value  # [B_mem, H, S, Kv]
             value = self.variable("cache", "cached_value", lambda: project(inputs_kv, v_kernel)).value
             if bias is not None:
                 raise ValueError("attention to a cached memory takes no position bias; pass bias=None")
@@ -257,26 +262,28 @@ class MultiHeadAttention(nn.Module):
                     f"the mask of a memory cached for {memory_rows} sentences needs {memory_rows} rows "
                     f"([B, 1, 1, K]), got {mask.shape}; build it from the un-tiled encoder tokens"
                 )
-            # Beams of one sentence become extra query positions: [B*K, Q, H, K] -> [B, K*Q, H, K].
-            query = query.reshape((memory_rows, -1) + query.shape[2:])
+            # Beams of one sentence become extra query positions: [B*K, H, Q, K] -> [B, H, K*Q, K].
+            beams = batch // memory_rows
+            query = query.reshape((memory_rows, beams) + query.shape[1:])  # [B, K, H, Q, Kv]
+            query = jnp.swapaxes(query, 1, 2).reshape(memory_rows, self.num_heads, beams * query_length, -1)
         else:
-            key = project(inputs_kv, k_kernel)  # [B, K, H, K]
-            value = project(inputs_kv, v_kernel)  # [B, K, H, K]
+            key = project(inputs_kv, k_kernel)  # [B, H, T, K]
+            value = project(inputs_kv, v_kernel)  # [B, H, T, K]
         if decode and not self.static_kv:
             is_initialized = self.has_variable("cache", "cached_key")
             cached_key = self.variable("cache", "cached_key", jnp.zeros, key.shape, key.dtype)
             cached_value = self.variable("cache", "cached_value", jnp.zeros, value.shape, value.dtype)
             cache_index = self.variable("cache", "cache_index", lambda: jnp.array(0, dtype=jnp.int32))
             if is_initialized:
-                _, max_length, num_heads, head_dim = cached_key.value.shape
+                _, num_heads, max_length, head_dim = cached_key.value.shape
                 if query_length != 1:
                     raise ValueError(
                         f"cached decoding takes one position per call, got {query_length}; "
                         "run the full forward pass without decode=True instead"
                     )
                 index = cache_index.value
-                key = jax.lax.dynamic_update_slice(cached_key.value, key, (0, index, 0, 0))  # [B, max_len, H, Kv]
-                value = jax.lax.dynamic_update_slice(cached_value.value, value, (0, index, 0, 0))
+                key = jax.lax.dynamic_update_slice(cached_key.value, key, (0, 0, index, 0))  # [B, H, max_len, Kv]
+                value = jax.lax.dynamic_update_slice(cached_value.value, value, (0, 0, index, 0))
                 cached_key.value, cached_value.value = key, value
                 cache_index.value = index + 1
                 # Only positions written so far are visible to the new query.
@@ -287,7 +294,7 @@ class MultiHeadAttention(nn.Module):
                     # The bias row of the current query position.
                     bias = jax.lax.dynamic_slice_in_dim(bias, index, 1, axis=2)  # [1, H, 1, max_len]
 
-        logits = jnp.einsum("bqhk,bthk->bhqt", query, key, preferred_element_type=jnp.float32)  # [B, H, Q, K]
+        logits = jnp.einsum("bhqk,bhtk->bhqt", query, key, preferred_element_type=jnp.float32)  # [B, H, Q, T]
         # Softmax in float32: bfloat16 exp/sum over long rows loses the small weights.
         if bias is not None:
             logits = logits + bias.astype(jnp.float32)
@@ -296,7 +303,8 @@ class MultiHeadAttention(nn.Module):
         weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)  # [B, H, Q, K]
         if enable_dropout and self.dropout_rate > 0.0:
             weights = nn.Dropout(rate=self.dropout_rate)(weights, deterministic=False)
-        context = jnp.einsum("bhqt,bthk->bqhk", weights, value)  # [B, Q, H, Kv]
+        context = jnp.einsum("bhqt,bhtk->bhqk", weights, value)  # [B, H, Q, Kv]
+        context = jnp.swapaxes(context, 1, 2)  # [B, Q, H, Kv]  (with a cached memory: [B, K*Q, H, Kv])
         context = constrain(context, ("batch", "length", "heads", "kv"))
         context = context.reshape((batch, query_length, joined))  # [B, Q, H*K]  beams back on the batch axis
         out = context @ o_kernel.astype(self.dtype)  # [B, Q, D]

@@ -274,8 +274,9 @@ class EncoderDecoderModel:
         )
         return network.split_cache(variables["cache"])
 
-    def _tokens_to_logits(self, params, memory_cache, encoder_tokens, *, max_decode_length: int):
-        """tokens_to_logits over B*K rows; memory_cache and encoder_tokens keep B rows (one per sentence)."""
+    def _tokens_to_logits(self, params, memory_cache, encoder_tokens):
+        """tokens_to_logits over B*K rows; memory_cache and encoder_tokens keep B rows (one per sentence).
+        The self-attention cache may be any of the decode's cache stages: its length is read from it."""
         module = self.inference_module
 
         def tokens_to_logits(state: decoding_lib.DecodingState):
@@ -285,7 +286,7 @@ class EncoderDecoderModel:
                 encoder_tokens,  # [B, S]
                 state.cur_token,  # [B*K, 1]
                 decode=True,
-                max_decode_length=max_decode_length,
+                max_decode_length=network.cache_length(state.cache),
                 mutable=["cache"],
                 method=module.decode,
             )  # [B*K, 1, V]
@@ -331,24 +332,24 @@ class EncoderDecoderModel:
             max_decode_length = int(batch["decoder_input_tokens"].shape[1])
         encoder_tokens = batch["encoder_input_tokens"]
         batch_size = encoder_tokens.shape[0]
-        cache, memory_cache = self._decode_setup(params, batch, max_decode_length=max_decode_length)
+        # The self-attention cache starts short and grows with the output (network.cache_stages).
+        stages = network.cache_stages(max_decode_length)
+        growth = {"max_decode_len": max_decode_length, "cache_stages": stages, "grow_cache": network.grow_cache}
+        cache, memory_cache = self._decode_setup(params, batch, max_decode_length=stages[0])
         # Decoding tiles `cache` to rows b*K .. b*K+K-1 per example; the memory cache and
         # the encoder tokens stay one row per example, shared by its beams.
-        tokens_to_logits = self._tokens_to_logits(params, memory_cache, encoder_tokens, max_decode_length=max_decode_length)
+        tokens_to_logits = self._tokens_to_logits(params, memory_cache, encoder_tokens)
         inputs = jnp.zeros((batch_size, max_decode_length), jnp.int32)
         if method == "beam":
             sequences, scores = decoding_lib.beam_search(
-                inputs, cache, tokens_to_logits, eos_id=EOS_ID, num_decodes=beam_size, alpha=alpha,
-                max_decode_len=max_decode_length,
+                inputs, cache, tokens_to_logits, eos_id=EOS_ID, num_decodes=beam_size, alpha=alpha, **growth
             )
         elif method == "greedy":
-            sequences, scores = decoding_lib.greedy(
-                inputs, cache, tokens_to_logits, eos_id=EOS_ID, max_decode_len=max_decode_length
-            )
+            sequences, scores = decoding_lib.greedy(inputs, cache, tokens_to_logits, eos_id=EOS_ID, **growth)
         else:
             sequences, scores = decoding_lib.temperature_sample(
                 inputs, cache, tokens_to_logits, rng, eos_id=EOS_ID, temperature=temperature, topk=top_k,
-                topp=top_p, max_decode_len=max_decode_length,
+                topp=top_p, **growth,
             )
         best, best_score = sequences[:, 0, :], scores[:, 0]  # [B, L], [B]  best first
         return (best, best_score) if return_scores else best

@@ -367,9 +367,9 @@ class Transformer(nn.Module):
         """Creates the decoding cache; apply with mutable=["cache"], returns nothing else.
 
         encoded: <dtype>[B, S, D] encoder outputs; encoder_input_tokens: <int32>[B, S].
-        Self-attention gets zero keys/values [B, max_decode_length, H, K] and
+        Self-attention gets zero keys/values [B, H, max_decode_length, K] and
         cache_index 0; cross-attention gets the keys/values of `encoded`
-        [B, S, H, K], projected here once per sentence rather than at every step.
+        [B, H, S, K], projected here once per sentence rather than at every step.
         The variables are created by one decoder pass over a zero target of
         `max_decode_length` positions: under jit everything but the projections
         is dead code that XLA removes (jit it; eagerly it costs a forward pass).
@@ -420,7 +420,7 @@ class Transformer(nn.Module):
 def split_cache(cache) -> tuple[dict, dict]:
     """(step cache, memory cache) of an `init_cache` cache; `merge_cache` undoes it.
 
-    The memory cache holds the cross-attention keys/values <dtype>[B, S, H, K]:
+    The memory cache holds the cross-attention keys/values <dtype>[B, H, S, K]:
     constant over the steps and the same for every beam of a sentence, so
     decoding closes over it un-tiled instead of carrying it, tiling it to B*K
     rows and reordering it with the beams at every step. The step cache (the
@@ -430,6 +430,47 @@ def split_cache(cache) -> tuple[dict, dict]:
     memory = {path: leaf for path, leaf in flat.items() if CROSS_ATTENTION in path}
     step = {path: leaf for path, leaf in flat.items() if CROSS_ATTENTION not in path}
     return traverse_util.unflatten_dict(step), traverse_util.unflatten_dict(memory)
+
+
+# The shortest self-attention cache a decode starts with, and the factor it grows by:
+# stages 32, 128, 512, ... up to the decode length (mtmoe.decoding, "Growing caches").
+# Each stage is one more copy of the decoder step in the compiled program, so the
+# factor trades compile time against the attention and beam-reorder work of the
+# steps a stage runs past what they need.
+FIRST_CACHE_STAGE = 32
+CACHE_STAGE_FACTOR = 4
+
+
+def cache_stages(max_decode_length: int) -> tuple[int, ...]:
+    """Self-attention cache lengths a decode of `max_decode_length` steps goes through.
+
+    64 -> (32, 64); 256 -> (32, 128, 256); 20 -> (20,).
+    """
+    stages, length = [], FIRST_CACHE_STAGE
+    while length < max_decode_length:
+        stages.append(length)
+        length *= CACHE_STAGE_FACTOR
+    return (*stages, max_decode_length)
+
+
+def _self_attention_leaves(step_cache):
+    flat = traverse_util.flatten_dict(flax.core.unfreeze(step_cache))
+    return flat, [path for path in flat if path[-1] in ("cached_key", "cached_value")]
+
+
+def cache_length(step_cache) -> int:
+    """Positions the self-attention caches of a step cache hold ([B, H, L, K]: L)."""
+    flat, paths = _self_attention_leaves(step_cache)
+    return int(flat[paths[0]].shape[2])
+
+
+def grow_cache(step_cache, length: int):
+    """The step cache with its self-attention keys/values padded with empty positions to `length`."""
+    flat, paths = _self_attention_leaves(step_cache)
+    for path in paths:
+        leaf = flat[path]  # [B, H, L, K]
+        flat[path] = jnp.pad(leaf, ((0, 0), (0, 0), (0, length - leaf.shape[2]), (0, 0)))
+    return traverse_util.unflatten_dict(flat)
 
 
 def merge_cache(step_cache, memory_cache) -> dict:

@@ -6,10 +6,14 @@ Everything else runs on device 0 exactly as on a one-device machine.
 """
 
 import os
+import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # seqio imports TensorFlow: keep its start-up chatter out of test logs
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# The app and the harness keep compiled programs in $XDG_CACHE_HOME/mtmoe/jax by default: the
+# tests (and the commands they start) write theirs into a folder of their own, not the user's.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="mtmoe-tests-cache-")
 
 
 # ---- trainer fixtures (owner: trainer helper) ------------------------------------------------

@@ -316,6 +316,29 @@ def test_bad_arguments_fail_with_one_line():
         decoding.temperature_sample(
             inputs, markov_cache([0, 1]), markov_tokens_to_logits, jax.random.PRNGKey(0), eos_id=EOS, topp=0.0
         )
+    with pytest.raises(ValueError, match="need grow_cache"):
+        decoding.beam_search(inputs, markov_cache([0, 1]), markov_tokens_to_logits, eos_id=EOS, cache_stages=(2, 4))
+    with pytest.raises(ValueError, match="last cache stage must be the decode length 4"):
+        decoding.greedy(inputs, markov_cache([0, 1]), markov_tokens_to_logits, eos_id=EOS, cache_stages=(2, 3),
+                        grow_cache=lambda cache, length: cache)
+
+
+def test_cache_stages_change_nothing_but_the_cache_a_step_sees():
+    """A Markov model ignores its cache; stages (1, 2, 4) must give the one-loop search's result,
+    and grow_cache is called once per stage boundary with the next length."""
+    inputs = jnp.zeros((2, 4), jnp.int32)
+    grown = []
+
+    def grow(cache, length):
+        grown.append(length)
+        return cache
+
+    plain = decoding.beam_search(inputs, markov_cache([0, 1]), markov_tokens_to_logits, eos_id=EOS, num_decodes=2)
+    staged = decoding.beam_search(inputs, markov_cache([0, 1]), markov_tokens_to_logits, eos_id=EOS, num_decodes=2,
+                                  cache_stages=(1, 2, 4), grow_cache=grow)
+    assert grown == [2, 4]
+    np.testing.assert_array_equal(plain[0], staged[0])
+    np.testing.assert_array_equal(plain[1], staged[1])
 
 
 def test_wide_beam_equals_exhaustive_search():

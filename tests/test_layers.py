@@ -111,7 +111,8 @@ def test_cached_memory_attention_shares_one_row_per_sentence_among_its_beams():
     _, created = attention.apply(variables, memory[:, :1], memory, decode=True, mutable=["cache"])
     cache = created["cache"]
     kernels = variables["params"]
-    assert_close_float32(cache["cached_key"], (memory @ nn.unbox(kernels["key"])).reshape(2, 7, 2, 5), terms=11)  # D=11
+    expected_key = (memory @ nn.unbox(kernels["key"])).reshape(2, 7, 2, 5).transpose(0, 2, 1, 3)  # [B, H, S, K]
+    assert_close_float32(cache["cached_key"], expected_key, terms=11)  # D=11
     step_mask = memory_mask[:, None, None, :]  # [B, 1, 1, S]
     out, mutated = attention.apply(
         {**variables, "cache": cache}, queries, None, mask=step_mask, decode=True, mutable=["cache"]

@@ -146,11 +146,18 @@ def test_sentence_decodes_the_same_alone_and_in_a_batch(tiny_model):
 
 
 @pytest.mark.parametrize("decoding, beam_size", [("greedy", 1), ("beam", 4)])
-def test_cached_decoding_equals_decoding_with_the_full_forward_pass(tiny_model, decoding, beam_size):
+@pytest.mark.parametrize("first_stage", [None, 2])
+def test_cached_decoding_equals_decoding_with_the_full_forward_pass(tiny_model, decoding, beam_size, first_stage,
+                                                                    monkeypatch):
     """predict_batch (cross-attention keys/values cached once, shared by the beams) against the same
-    search driven by the uncached teacher-forced forward pass over each step's prefix."""
+    search driven by the uncached teacher-forced forward pass over each step's prefix. With
+    first_stage=2 the self-attention cache grows during the search: 2, 4, then 5 positions."""
     model, params = tiny_model
     length = 5
+    if first_stage is not None:
+        monkeypatch.setattr(network, "FIRST_CACHE_STAGE", first_stage)
+        monkeypatch.setattr(network, "CACHE_STAGE_FACTOR", 2)
+        assert network.cache_stages(length) == (2, 4, 5)
     sources = jnp.asarray(SOURCES)
     rows = jnp.repeat(sources, beam_size, axis=0)  # [B*K, S]
 

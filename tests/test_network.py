@@ -143,9 +143,10 @@ def test_cross_attention_cache_is_the_projected_encoder_output(tiny, tiny_cache)
         assert set(cached) == {"cached_key", "cached_value"}
         for name in ("key", "value"):
             expected = (encoded @ kernels[name]).reshape(3, 7, TINY.num_heads, TINY.head_dim)  # [B, S, H, K]
+            expected = expected.transpose(0, 2, 1, 3)  # [B, H, S, K]: the layout attention reads
             assert_close_float32(cached[f"cached_{name}"], expected, terms=TINY.d_model)
         self_cache = step_cache["decoder"][f"layers_{i}"]["self_attention"]
-        assert self_cache["cached_key"].shape == (3, 5, TINY.num_heads, TINY.head_dim)
+        assert self_cache["cached_key"].shape == (3, TINY.num_heads, 5, TINY.head_dim)
         assert not np.any(self_cache["cached_key"]) and int(self_cache["cache_index"]) == 0
     assert network.CROSS_ATTENTION not in str(jax.tree_util.tree_structure(step_cache))
 
@@ -223,3 +224,27 @@ def test_bad_config_fails_at_construction_in_one_line(change, message):
 def test_experts_choose_allowed_in_encoder_only():
     config = TINY.replace(moe=TINY.moe.replace(router=routing.ExpertsChooseRouter(), decoder_sparse_every=0))
     assert config.num_sparse_layers(decoder=True) == 0 and config.num_sparse_layers(decoder=False) == 1
+
+
+def test_cache_stages_grow_by_the_factor_up_to_the_decode_length():
+    assert network.FIRST_CACHE_STAGE == 32 and network.CACHE_STAGE_FACTOR == 4  # the values below assume these
+    assert network.cache_stages(20) == (20,)
+    assert network.cache_stages(32) == (32,)
+    assert network.cache_stages(64) == (32, 64)
+    assert network.cache_stages(256) == (32, 128, 256)
+    assert network.cache_stages(512) == (32, 128, 512)
+
+
+def test_grow_cache_pads_self_attention_with_empty_positions(tiny, tiny_cache):
+    _, cache = tiny_cache
+    step_cache, _ = network.split_cache(cache)
+    assert network.cache_length(step_cache) == 5
+    grown = network.grow_cache(step_cache, 8)
+    assert network.cache_length(grown) == 8
+    for i in range(TINY.num_decoder_layers):
+        before = step_cache["decoder"][f"layers_{i}"]["self_attention"]
+        after = grown["decoder"][f"layers_{i}"]["self_attention"]
+        assert after["cached_key"].shape == (3, TINY.num_heads, 8, TINY.head_dim)
+        np.testing.assert_array_equal(after["cached_value"][:, :, :5], before["cached_value"])
+        assert not np.any(after["cached_key"][:, :, 5:])
+        assert int(after["cache_index"]) == int(before["cache_index"])
