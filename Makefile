@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean-venv
+.PHONY: demo test bench install clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest
+
+# The headline benchmarks one after the other on an idle machine (benchmarks/__main__.py), then BENCHMARKS.md.
+bench: $(STAMP)
+	$(PY) -m benchmarks
 
 clean-venv:
 	rm -rf $(VENV)

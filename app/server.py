@@ -11,7 +11,7 @@ progress at once, and the sentences of those in progress are decoded together
 in batches by one model thread per model (app/batching.py).
 
 Start-up, shortest path to the first translation (BENCHMARKS.md, "Cold start
-of the app"): the models are loaded, each compiles its commonest shape (one
+of the web UI"): the models are loaded, each compiles its commonest shape (one
 sentence of up to 16 tokens) in a background thread while gradio is imported
 and the page is built and served, and the rest of the warm-up (the language
 detector, the other shapes of --warm-batch) runs once the server serves and

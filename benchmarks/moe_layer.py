@@ -15,7 +15,7 @@ load) and each repetition's own ratio, printed as it finishes. This virtual
 machine has slow periods of tens of seconds that come from outside the
 process (no steal time, no page faults; the same step, in the same process,
 runs 1.36-1.44x slower at 128 experts and 1.10-1.12x at 8): a repetition caught in one
-shows up as an outlier in its own ratio (BENCHMARKS.md, "MoE layer").
+shows up as an outlier in its own ratio (benchmarks/results/moe_layer.json).
 
 Default shapes: 8192 tokens per step (batch 64 x length 128, a small
 translation batch; two routing groups of the default max_group_size 4096),

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 # The automatic gradient of take_along_axis is a scatter into a zero [B, T, V]
 # buffer, which XLA:CPU fuses with the softmax gradient into one loop writing
 # dlogits transposed ([V, B*T]): the most expensive op of the tiny model's train
-# step (BENCHMARKS.md, "Model FLOPs utilisation"). The committed custom VJP
+# step (benchmarks/mfu.py). The committed custom VJP
 # writes (softmax * (1 + 2 z log_z) - onehot) * g directly.
 
 

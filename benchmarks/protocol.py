@@ -127,8 +127,9 @@ def _own_cpu_seconds() -> float:
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def other_busy_share(seconds: float = IDLE_SAMPLE_SECONDS) -> float:
-    """Share of all cores that other processes kept busy over `seconds` while this one slept."""
+def other_busy_share(seconds: float | None = None) -> float:
+    """Share of all cores that other processes kept busy over `seconds` (default IDLE_SAMPLE_SECONDS) while this one slept."""
+    seconds = IDLE_SAMPLE_SECONDS if seconds is None else seconds
     busy0, total0 = _cpu_times()
     own0 = _own_cpu_seconds()
     time.sleep(seconds)

@@ -1,30 +1,41 @@
-"""Latency and throughput of the web UI's `translate` API, through gradio_client over loopback.
+"""Latency of the web UI's translate API with 1 and with 8 clients at once, as `python -m app` serves it.
 
-    python benchmarks/web_ui_latency.py --checkpoint runs/demo
-    python benchmarks/web_ui_latency.py --url http://127.0.0.1:7860/   # a server already running
+    .venv/bin/python benchmarks/web_ui_latency.py                    # the shipped model, 5 repetitions, ~2 minutes
+    .venv/bin/python benchmarks/web_ui_latency.py --checkpoint runs/demo --clients 1,4,16 --requests 48
 
-Measures, for English -> the first other target language of the model, with
-the API's defaults (beam 4, source given):
-  - one sentence per request, one request at a time: p50 / p95 latency;
-  - one sentence per request from --threads clients at once: sentences/s and p95
-    (a first round compiles the batch shapes the warm-up missed; the second counts);
-  - one paragraph of --paragraph sentences per request (split and translated as
-    one batch): sentences/s.
-With --checkpoint it serves the model in-process exactly as `python -m app`
-does (loaded once, warmed for batches up to --warm-batch, queue concurrency --concurrency). Prints one
-markdown table.
+The server is `python -m app` in its own process with its default flags (the
+shipped model unless --checkpoint; queue concurrency 16, warm-up up to batches
+of 4, its default compilation cache). Timing starts once its background
+warm-up is done and one untimed round of every client count has run, so the
+batch shapes that concurrent requests form are compiled: this is a server in
+use, not one starting (that is cold_start.py). Each client is a gradio_client
+`Client` calling `/translate` with one short UI sentence per request, source
+"auto" (the page's default: the language is detected), target German, beam 4,
+one request after the other; the clients of a round run in threads of this
+process. Per repetition and client count, --requests requests in all (shared
+out among the clients): their p50 and p95 latency, and sentences/s (requests
+over the round's wall time). Concurrent requests are batched by the app's model
+thread (app/batching.py), so throughput grows with the clients while each
+request waits longer.
 """
+
+from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import math
 import os
-import socket
-import statistics
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
+sys.path.insert(0, ROOT)
 
+from benchmarks import protocol  # noqa: E402
+from benchmarks.app_process import AppProcess  # noqa: E402
+
+NAME = "web_ui_latency"
+TARGET = "de"  # German
 SENTENCES = [
     "The document could not be saved because the disk is full.",
     "Click here to insert a new table.",
@@ -37,94 +48,84 @@ SENTENCES = [
 ]
 
 
-def percentile(values: list[float], q: float) -> float:
+def percentile(values, q: float) -> float:
+    """Nearest-rank percentile: the smallest value with at least q of all at or below it."""
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
-def serve(checkpoint: str, *, concurrency: int, warm_batch: int) -> tuple[str, object, str]:
-    """Start the app on a free loopback port; returns (url, demo, target language)."""
-    from app.page import build_app
-    from app.server import launch, make_services
-    from mtmoe.translate import Translator
+def round_of(clients: list, requests: int) -> dict:
+    """`requests` translations shared out among `clients`, all at once; latencies and throughput."""
+    per_client = requests // len(clients)
 
-    translator = Translator.from_checkpoint(checkpoint)
-    services = make_services({os.path.basename(os.path.normpath(checkpoint)): translator}, warm_batch=warm_batch)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    demo = build_app(services)
-    _, url, _ = launch(demo, host="127.0.0.1", port=port, prevent_thread_lock=True, concurrency=concurrency)
-    target = next(code for code in translator.languages if code != "en")
-    return url, demo, target
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("--checkpoint", help="serve this checkpoint in-process")
-    where.add_argument("--url", help="measure a server already running (then give --target)")
-    parser.add_argument("--target", default=None, help="target language (default: the model's first non-English)")
-    parser.add_argument("--requests", type=int, default=40, help="sequential one-sentence requests")
-    parser.add_argument("--threads", type=int, default=8, help="concurrent clients")
-    parser.add_argument("--per-thread", type=int, default=10, help="requests per concurrent client")
-    parser.add_argument("--paragraph", type=int, default=16, help="sentences in the paragraph request")
-    parser.add_argument("--warm-batch", type=int, default=8, help="warm-up batch sizes of the in-process server")
-    parser.add_argument("--concurrency", type=int, default=16, help="queue concurrency of the in-process server")
-    args = parser.parse_args()
-
-    from gradio_client import Client
-
-    demo = None
-    if args.checkpoint:
-        url, demo, target = serve(args.checkpoint, concurrency=args.concurrency, warm_batch=args.warm_batch)
-    else:
-        if not args.target:
-            parser.error("--url needs --target")
-        url, target = args.url, args.target
-    target = args.target or target
-    client = Client(url, verbose=False)
-
-    def one(c, i):
-        started = time.perf_counter()
-        c.predict(SENTENCES[i % len(SENTENCES)], "en", target, api_name="/translate")
-        return time.perf_counter() - started
-
-    paragraph = " ".join(SENTENCES[i % len(SENTENCES)] for i in range(args.paragraph))
-    # Steady state: every sentence and the paragraph once, so each shape is compiled.
-    for i in range(len(SENTENCES)):
-        one(client, i)
-    client.predict(paragraph, "en", target, api_name="/translate")
-    sequential = [one(client, i) for i in range(args.requests)]
-
-    def worker(own, w):
-        return [one(own, w + i) for i in range(args.per_thread)]
-
-    def load() -> tuple[list[float], float]:
-        clients = [Client(url, verbose=False) for _ in range(args.threads)]
-        started = time.perf_counter()
-        with concurrent.futures.ThreadPoolExecutor(args.threads) as pool:
-            times = [t for batch in pool.map(worker, clients, range(args.threads)) for t in batch]
-        return times, time.perf_counter() - started
-
-    # The first round compiles the batch shapes the warm-up did not cover; the second is measured.
-    _, cold_seconds = load()
-    loaded, load_seconds = load()
+    def one_client(index: int) -> list[float]:
+        latencies = []
+        for i in range(per_client):
+            started = time.perf_counter()
+            clients[index].predict(SENTENCES[(index + i) % len(SENTENCES)], "auto", TARGET, api_name="/translate")
+            latencies.append(time.perf_counter() - started)
+        return latencies
 
     started = time.perf_counter()
-    client.predict(paragraph, "en", target, api_name="/translate")
-    paragraph_seconds = time.perf_counter() - started
+    with concurrent.futures.ThreadPoolExecutor(len(clients)) as pool:
+        latencies = [t for client in pool.map(one_client, range(len(clients))) for t in client]
+    wall = time.perf_counter() - started
+    return {"p50": percentile(latencies, 0.5), "p95": percentile(latencies, 0.95),
+            "sentences_per_s": len(latencies) / wall, "latencies": latencies}
 
-    print(f"| measure (en->{target}, beam 4, {os.cpu_count()} CPUs) | value |")
-    print("|---|---|")
-    print(f"| one sentence, p50 | {statistics.median(sequential) * 1000:.0f} ms |")
-    print(f"| one sentence, p95 | {percentile(sequential, 0.95) * 1000:.0f} ms |")
-    print(f"| {args.threads} concurrent clients, throughput | {len(loaded) / load_seconds:.1f} sentences/s |")
-    print(f"| {args.threads} concurrent clients, p95 latency | {percentile(loaded, 0.95) * 1000:.0f} ms |")
-    print(f"| {args.threads} concurrent clients, first round (compiling new shapes) | {cold_seconds:.1f} s |")
-    print(f"| one {args.paragraph}-sentence paragraph (one batch) | {args.paragraph / paragraph_seconds:.1f} sentences/s |")
-    if demo is not None:
-        demo.close()
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", default=None, help="model directory (default: the app's, the shipped model)")
+    parser.add_argument("--clients", default="1,8", help="comma-separated numbers of concurrent clients")
+    parser.add_argument("--requests", type=int, default=40,
+                        help="requests per repetition and client count (a multiple of every client count)")
+    protocol.add_arguments(parser, name=NAME)
+    args = parser.parse_args(argv)
+    counts = [int(n) for n in args.clients.split(",") if n]
+    if any(n < 1 or args.requests % n for n in counts):
+        parser.error(f"--requests {args.requests} must be a multiple of every --clients count ({args.clients})")
+    run = protocol.Run(NAME, args, argv=argv)
+
+    with AppProcess(checkpoint=args.checkpoint) as app:
+        app.wait_for_port()
+        warm_up = app.wait_for_warm_up()
+        clients = {n: [app.client() for _ in range(n)] for n in counts}
+        for n in counts:  # compiles the batch shapes concurrent requests form
+            round_of(clients[n], args.requests)
+        print(f"server up, warm-up done ({warm_up:.1f} s by its log), one untimed round done", flush=True)
+        rounds = {n: [] for n in counts}
+        for rep, order in enumerate(protocol.orders(counts, args.reps)):
+            for n in order:
+                rounds[n].append(round_of(clients[n], args.requests))
+                r = rounds[n][-1]
+                print(f"rep {rep + 1} {n} client(s): p50 {r['p50'] * 1000:.0f} ms, p95 {r['p95'] * 1000:.0f} ms, "
+                      f"{r['sentences_per_s']:.1f} sentences/s", flush=True)
+
+    summary = {n: {key: protocol.spread(r[key] for r in rs) for key in ("p50", "p95", "sentences_per_s")}
+               for n, rs in rounds.items()}
+    model = args.checkpoint or "data/models/mswitch-release"
+    headline = " ".join(
+        f"{n} client{'s at once' if n > 1 else ''}: p50 {s['p50']['median'] * 1000:.0f} ms, "
+        f"p95 {s['p95']['median'] * 1000:.0f} ms, {s['sentences_per_s']['median']:.1f} sentences/s."
+        for n, s in summary.items())
+    run.write(
+        title="Web UI latency",
+        about=(f"`python -m app` (default flags, model `{model}`) in its own process, warmed up; clients call "
+               "`/translate` through gradio_client over loopback, one short UI sentence per request, source "
+               f"\"auto\", target German, beam 4. Each repetition sends {args.requests} requests per client count, "
+               "shared out among the clients, each client one request after the other. Latency is per request; "
+               "sentences/s is all requests over the round's wall time."),
+        table={"columns": ["clients at once", "p50 latency, ms", "p95 latency, ms", "sentences/s"],
+               "rows": [[str(n), protocol.fmt_spread(s["p50"], "{:.0f}", 1000),
+                         protocol.fmt_spread(s["p95"], "{:.0f}", 1000), protocol.fmt_spread(s["sentences_per_s"], "{:.1f}")]
+                        for n, s in summary.items()]},
+        headline=headline,
+        notes=["The clients run in threads of the benchmark's process, on the same cores as the server."],
+        results={"target": TARGET, "checkpoint": model, "requests": args.requests, "warm_up_seconds": warm_up,
+                 "summary": {str(n): s for n, s in summary.items()},
+                 "rounds": {str(n): rs for n, rs in rounds.items()}},
+    )
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ XLA:CPU allocates every output buffer and its scratch arena afresh at each call
 of a compiled step and frees them afterwards. glibc serves any block over its
 mmap threshold (at most 32 MiB) with a fresh `mmap` and unmaps it on free, so
 each step page-faults its big buffers in again, and the train step spends a
-large share of its time in those faults (the figures are in BENCHMARKS.md;
+large share of its time in those faults (the figures are in benchmarks/results/moe_layer.json;
 `benchmarks/moe_layer.py --malloc system,retain` measures them). Training, evaluation and the web UI reach their
 peak memory in the first step and stay there, so keeping the freed memory
 costs nothing they did not already need; the process just never hands it back

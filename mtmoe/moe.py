@@ -144,7 +144,7 @@ def expert_matmul(x: Array, w: Array) -> Array:
     One batched dot_general everywhere except on CPU: there XLA's batched dot
     is slow when each expert has few rows, so the forward and input gradient
     loop over experts, `experts_per_call` at a time; the weight gradient stays
-    one batched dot, which measured faster (BENCHMARKS.md, "MoE layer").
+    one batched dot, which measured faster (benchmarks/moe_layer.py, benchmarks/results/moe_layer.json).
     """
     if jax.default_backend() == "cpu":
         return _expert_matmul_loop(x, w)
@@ -533,7 +533,7 @@ class MoeLayer(nn.Module):
             warnings.warn(
                 f"MoE layer: {groups} routing group(s) of {tokens_per_group} tokens do not split evenly over the "
                 f"mesh's batch shards (or {self.num_experts} experts over its expert axis), so GSPMD partitions it, "
-                f"which on CPU gathers every expert's weights onto every device (slower: see BENCHMARKS.md); "
+                f"which on CPU gathers every expert's weights onto every device (slower: benchmarks/results/expert_parallel.json); "
                 f"pick max_group_size (GROUP_SIZE) so that batch x length / max_group_size is a multiple of the "
                 f"data x expert devices", stacklevel=3,
             )

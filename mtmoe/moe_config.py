@@ -63,7 +63,7 @@ class MoeConfig:
     router_z_loss_factor: float = 0.001
     eval_capacity: str = "factor"
     # Below these tokens per group the padded rows of capacity = every token cost less
-    # than compiling the extra capacities (BENCHMARKS.md, "Decoding speed: drop-free routing").
+    # than compiling the extra capacities (benchmarks/results/decode_drop_free.json).
     drop_free_min_tokens: int = 512
     drop_free_min_tokens_decode: int = 32
 
