@@ -227,12 +227,12 @@ def test_experts_choose_allowed_in_encoder_only():
 
 
 def test_cache_stages_grow_by_the_factor_up_to_the_decode_length():
-    assert network.FIRST_CACHE_STAGE == 32 and network.CACHE_STAGE_FACTOR == 4  # the values below assume these
+    assert network.FIRST_CACHE_STAGE == 64 and network.CACHE_STAGE_FACTOR == 4  # the values below assume these
     assert network.cache_stages(20) == (20,)
-    assert network.cache_stages(32) == (32,)
-    assert network.cache_stages(64) == (32, 64)
-    assert network.cache_stages(256) == (32, 128, 256)
-    assert network.cache_stages(512) == (32, 128, 512)
+    assert network.cache_stages(64) == (64,)
+    assert network.cache_stages(128) == (64, 128)
+    assert network.cache_stages(256) == (64, 256)
+    assert network.cache_stages(512) == (64, 256, 512)
 
 
 def test_grow_cache_pads_self_attention_with_empty_positions(tiny, tiny_cache):
