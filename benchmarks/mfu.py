@@ -1,50 +1,59 @@
-"""Model FLOPs utilisation of the tiny mSwitch train step on this CPU.
+"""Model FLOPs utilisation of the tiny mSwitch train step on this CPU, against a matmul and against the peak.
 
-    .venv/bin/python benchmarks/mfu.py                 # ~8 minutes on 2 shared CPU cores
-    .venv/bin/python benchmarks/mfu.py --reps 5 --flag_sets default
+    .venv/bin/python benchmarks/mfu.py                                   # 5 repetitions, ~2 minutes
+    .venv/bin/python benchmarks/mfu.py --variants as_is --flag_sets default --reps 7   # the headline alone, ~1 minute
 
-MFU = achieved model FLOP/s of the train step / FLOP/s of a large float32
-matrix product (n x n by n x n, n = --matmul_n) measured in the same run,
-repetition by repetition (each repetition times the matmul, then the step, so
-both see the same load from other processes on the shared cores). For each
-we take the best of a few calls within the repetition, and report the median
-and min..max of the per-repetition MFU.
+The train step is the trainer's kind: jax.jit(value_and_grad(models.loss_fn) +
+optax.adafactor), parameters and optimizer state donated, on the model of
+`--gin_file` (default the tiny mSwitch: d_model 256, 2+2 layers, 8 experts at
+every other FFN) with a batch of 32 x (64 source, 64 target) random tokens.
+Its MFU is the model FLOPs it does per second over two references:
+
+- a 2048 x 2048 x 2048 float32 matrix product timed in the same repetition
+  (interleaved with the steps in an order that changes per repetition, so both
+  see the same host): what XLA:CPU achieves on its best case here;
+- the CPU's float32 peak from its arithmetic: cores x clock x FLOPs per cycle
+  (AVX2 with two 256-bit FMA units: 2 x 8 lanes x 2 = 32 float32 FLOPs per
+  cycle and core), the clock read from /proc/cpuinfo ("cpu MHz").
 
 Model FLOPs per step are counted from the shapes (`count_flops`, the formula is
 in its docstring) with each token's one expert, i.e. the useful work; the
-"executed" count adds the empty expert slots (capacity factor) and is checked
-against XLA's own cost analysis of the compiled step (which also counts
+"executed" count adds the empty expert slots (capacity factor); both are
+reported beside XLA's own cost analysis of the compiled step (which also counts
 elementwise ops, the loss and the optimizer).
 
-The train step is the trainer's kind: jax.jit(value_and_grad(models.loss_fn) +
-optax.adafactor), parameters and optimizer state donated. Variants, each
-compiled once in one worker process per XLA flag set:
-  as_is          mtmoe as committed (cross-entropy with a hand-written VJP)
-  xent_autodiff  the cross-entropy with an autodiff gradient of take_along_axis
-                 (benchmarks/patches.py), to show what the hand-written VJP saves
-Flag sets: "default" and "no_ynn" (XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=,
-i.e. XLA:CPU's YNNPACK dot fusions off, Eigen/XNNPACK instead).
-Writes benchmarks/results/mfu.json.
+Beside the committed step (`as_is`, the headline) the default run also times
+the cross-entropy with an autodiff gradient of take_along_axis
+(`xent_autodiff`, benchmarks/patches.py: what the hand-written VJP saves), and
+both again under XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type= (`no_ynn`:
+XLA:CPU's YNNPACK dot fusions off); `--variants` and `--flag_sets` choose.
+Each flag set is one worker process that compiles everything once; the driver
+interleaves every (flag set, matmul or variant) per repetition. Within a
+repetition a figure is the best of a few back-to-back calls (`--matmul_calls`,
+`--step_calls`), so a first call after another program's does not count its
+cache misses.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
-import statistics
 import sys
 import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-RESULT_PATH = os.path.join(ROOT, "benchmarks", "results", "mfu.json")
+from benchmarks import protocol  # noqa: E402
+
+NAME = "mfu"
 FLAG_SETS = {"default": None, "no_ynn": "--xla_cpu_experimental_ynn_fusion_type="}
-VARIANTS = ("as_is", "xent_autodiff")  # in this order: the patch stays applied once installed
+FLAG_SET_LABELS = {"default": "XLA:CPU defaults", "no_ynn": "YNNPACK dot fusions off"}
+VARIANTS = ("as_is", "xent_autodiff")  # compiled in this order: the patch stays applied once installed
+VARIANT_LABELS = {"as_is": "train step", "xent_autodiff": "train step, autodiff cross-entropy gradient"}
+MATMUL = "matmul"
+FLOPS_PER_CYCLE = 32  # float32, AVX2 with two 256-bit FMA units: 2 units x 8 lanes x 2 (multiply and add)
 
 
 def count_flops(config, *, batch: int, src_len: int, tgt_len: int, capacity_per_group=None, groups=None) -> dict:
@@ -109,17 +118,40 @@ def load_config(gin_file: str):
     return config
 
 
+def cpu_peak(cores: int | None = None) -> dict:
+    """The float32 peak from the arithmetic: cores x clock ("cpu MHz" of /proc/cpuinfo, their mean) x FLOPS_PER_CYCLE."""
+    cores = cores or os.cpu_count()
+    clocks, flags = [], set()
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key.strip() == "cpu MHz":
+                clocks.append(float(value))
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    if not clocks:
+        raise SystemExit(f"{NAME}: /proc/cpuinfo gives no \"cpu MHz\"; the arithmetic peak cannot be computed")
+    ghz = sum(clocks) / len(clocks) / 1000
+    return {"cores": cores, "ghz": ghz, "flops_per_cycle": FLOPS_PER_CYCLE,
+            "flops_per_s": cores * ghz * 1e9 * FLOPS_PER_CYCLE,
+            "avx2_fma": {"avx2", "fma"} <= flags, "avx512f": "avx512f" in flags}
+
+
+# ---------------------------------------------------------------------------
+# The worker: one process per XLA flag set
+
+
 class MfuWorker:
-    """Compiles the matmul and both train-step variants once; `run` times one repetition."""
+    """Compiles the matmul and the train-step variants once; `time` times one of them."""
 
     def __init__(self, opts):
         import jax
         import jax.numpy as jnp
         import optax
-        import patches
         from flax import linen as nn
-        from hf_switch import make_data
 
+        from benchmarks import patches
+        from benchmarks.hf_switch import make_data
         from mtmoe import models, moe, routing
 
         self.jax, self.opts = jax, opts
@@ -144,7 +176,7 @@ class MfuWorker:
             return jax.jit(train_step, donate_argnums=(0, 1))
 
         self.steps, self.state, self.xla_flops, self.compile_seconds = {}, {}, {}, {}
-        for variant in VARIANTS:
+        for variant in (v for v in VARIANTS if v in opts["variants"]):
             if variant == "xent_autodiff":
                 patches.apply("xent_autodiff")
             step = make_step()
@@ -164,7 +196,7 @@ class MfuWorker:
         self.rhs = jax.random.normal(jax.random.PRNGKey(4), (n, n), jnp.float32)
         self.matmul = jax.jit(lambda x, y: x @ y).lower(self.lhs, self.rhs).compile()
         jax.block_until_ready(self.matmul(self.lhs, self.rhs))
-        for variant in VARIANTS:  # one untimed step each (first-run allocations)
+        for variant in self.steps:  # one untimed step each (first-run allocations)
             self._step(variant)
 
         def groups(num_tokens):
@@ -194,27 +226,27 @@ class MfuWorker:
                     "num_decoder_layers", "activations", "dtype")},
                     **{k: getattr(self.config.moe, k) for k in ("num_experts", "dispatch", "max_group_size")}}}
 
-    def run(self):
-        n = self.opts["matmul_n"]
-        matmul_seconds = []
-        for _ in range(self.opts["matmul_calls"]):
+    def time(self, what: str) -> dict:
+        """Seconds of the matmul or of one step of variant `what`: the best of a few back-to-back calls."""
+        if what == MATMUL:
+            def call():
+                self.jax.block_until_ready(self.matmul(self.lhs, self.rhs))
+            calls = self.opts["matmul_calls"]
+        else:
+            def call():
+                self._step(what)
+            calls = self.opts["step_calls"]
+        seconds = []
+        for _ in range(calls):
             t0 = time.perf_counter()
-            self.jax.block_until_ready(self.matmul(self.lhs, self.rhs))
-            matmul_seconds.append(time.perf_counter() - t0)
-        out = {"matmul_flops_per_s": 2 * n**3 / min(matmul_seconds), "step_seconds": {}}
-        for variant in VARIANTS:
-            times = []
-            for _ in range(self.opts["step_calls"]):
-                t0 = time.perf_counter()
-                self._step(variant)
-                times.append(time.perf_counter() - t0)
-            out["step_seconds"][variant] = min(times)
-        return out
+            call()
+            seconds.append(time.perf_counter() - t0)
+        return {"seconds": min(seconds), "calls": seconds}
 
 
 def worker_main():
     out = sys.stdout
-    sys.stdout = sys.stderr
+    sys.stdout = sys.stderr  # library chatter must not corrupt the replies
     worker = None
     for line in sys.stdin:
         msg = json.loads(line)
@@ -225,8 +257,8 @@ def worker_main():
                 worker = MfuWorker(msg["opts"])
                 reply = worker.info()
             else:
-                reply = worker.run()
-        except Exception as err:
+                reply = worker.time(msg["what"])
+        except Exception as err:  # reported to the driver, which stops with the message
             import traceback
 
             traceback.print_exc()
@@ -235,8 +267,8 @@ def worker_main():
         out.flush()
 
 
-def spread(values):
-    return {"median": statistics.median(values), "min": min(values), "max": max(values), "values": values}
+# ---------------------------------------------------------------------------
+# The driver
 
 
 def main(argv=None):
@@ -247,85 +279,129 @@ def main(argv=None):
     parser.add_argument("--src_len", type=int, default=64)
     parser.add_argument("--tgt_len", type=int, default=64)
     parser.add_argument("--matmul_n", type=int, default=2048)
-    parser.add_argument("--matmul_calls", type=int, default=3)
-    parser.add_argument("--step_calls", type=int, default=2)
-    parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--flag_sets", default="default,no_ynn")
-    parser.add_argument("--out", default=RESULT_PATH)
+    parser.add_argument("--matmul_calls", type=int, default=3, help="matmul calls per repetition; the best counts")
+    parser.add_argument("--step_calls", type=int, default=2, help="steps per variant and repetition; the best counts")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, out of {','.join(VARIANTS)}")
+    parser.add_argument("--flag_sets", default=",".join(FLAG_SETS), help=f"comma-separated, out of {','.join(FLAG_SETS)}")
+    protocol.add_arguments(parser, name=NAME)
     args = parser.parse_args(argv)
     if args.worker:
         worker_main()
         return
+    asked_variants, asked_flags = args.variants.split(","), args.flag_sets.split(",")
+    variants = [v for v in VARIANTS if v in asked_variants]  # in this order: the first is the headline's
+    flag_sets = [f for f in FLAG_SETS if f in asked_flags]
+    unknown = [x for x in asked_variants if x not in VARIANTS] + [x for x in asked_flags if x not in FLAG_SETS]
+    if unknown or not variants or not flag_sets:
+        parser.error(f"--variants out of {','.join(VARIANTS)} and --flag_sets out of {','.join(FLAG_SETS)}, "
+                     f"at least one each (unknown: {', '.join(unknown) or 'none'})")
+    run = protocol.Run(NAME, args, argv=argv)
+    peak = cpu_peak()
 
-    from hf_switch import PROJECT_PYTHON, Worker, git_state
+    from benchmarks.hf_switch import Worker
 
     opts = {k: getattr(args, k) for k in ("gin_file", "batch", "src_len", "tgt_len", "matmul_n", "matmul_calls",
                                           "step_calls")}
-    flag_sets = [f for f in args.flag_sets.split(",") if f]
+    opts["variants"] = variants
     workers, info = {}, {}
-    for name in flag_sets:
-        if name not in FLAG_SETS:
-            raise SystemExit(f"unknown flag set {name!r}; use some of {','.join(FLAG_SETS)}")
-        env = dict(os.environ)
-        env.pop("XLA_FLAGS", None)
-        if FLAG_SETS[name]:
-            env["XLA_FLAGS"] = FLAG_SETS[name]
-        workers[name] = Worker(name, PROJECT_PYTHON, "mfu", env=env, script=os.path.abspath(__file__))
-    runs = {name: [] for name in flag_sets}
+    items = [(flags, what) for flags in flag_sets for what in (MATMUL, *variants)]
+    runs = {item: [] for item in items}
     try:
+        for name in flag_sets:
+            env = dict(os.environ)
+            env.pop("XLA_FLAGS", None)
+            if FLAG_SETS[name]:
+                env["XLA_FLAGS"] = FLAG_SETS[name]
+            workers[name] = Worker(name, sys.executable, "mfu", env=env, script=os.path.abspath(__file__))
         for name, worker in workers.items():
             info[name] = worker.call(cmd="init", opts=opts)
-            print(f"{name}: compiled in {info[name]['compile_seconds']}", flush=True)
-        for rep in range(args.reps):
-            for name in (flag_sets if rep % 2 == 0 else flag_sets[::-1]):
-                reply = workers[name].call(cmd="run")
-                runs[name].append(reply)
-                print(f"rep {rep} {name:8s} matmul {reply['matmul_flops_per_s'] / 1e9:6.1f} GFLOP/s  step "
-                      + "  ".join(f"{v} {s:.2f}s" for v, s in reply["step_seconds"].items()), flush=True)
+            print(f"{name}: compiled in {json.dumps(info[name]['compile_seconds'])}", flush=True)
+        for rep, order in enumerate(protocol.orders(items, args.reps)):
+            for flags, what in order:
+                runs[(flags, what)].append(workers[flags].call(cmd="time", what=what)["seconds"])
+            print(f"rep {rep + 1}: " + ", ".join(f"{flags} {what} {runs[(flags, what)][-1]:.3f} s"
+                                                 for flags, what in items), flush=True)
     finally:
         for worker in workers.values():
             worker.close()
 
     first = info[flag_sets[0]]
     flops = first["counted_flops"]
-    print()
-    print(f"model: {json.dumps(first['config'])}, {first['num_params']:,} parameters, "
-          f"batch {args.batch} x ({args.src_len} source, {args.tgt_len} target) tokens")
-    print(f"FLOPs per train step: model (one expert per token) {flops['model_train'] / 1e9:.2f} G, "
-          f"executed (with empty capacity slots) {flops['executed_train'] / 1e9:.2f} G, "
-          f"XLA cost analysis {first['xla_flops']['as_is'] / 1e9:.2f} G (as_is), "
-          f"{first['xla_flops']['xent_autodiff'] / 1e9:.2f} G (xent_autodiff)")
+    model_train = flops["model_train"]
+    matmul_flops = 2 * args.matmul_n**3
     summary = {}
-    print(f"\n{'flags':8s} {'variant':13s} {'step s':>7s} {'tok/s':>8s} {'GFLOP/s':>8s} {'matmul GFLOP/s':>15s} "
-          f"{'MFU median':>10s} {'min..max':>13s}")
-    for name in flag_sets:
-        summary[name] = {}
-        for variant in VARIANTS:
-            mfu = [flops["model_train"] / r["step_seconds"][variant] / r["matmul_flops_per_s"] for r in runs[name]]
-            step = [r["step_seconds"][variant] for r in runs[name]]
-            peak = [r["matmul_flops_per_s"] for r in runs[name]]
-            summary[name][variant] = {
-                "mfu": spread(mfu), "step_seconds": spread(step), "matmul_flops_per_s": spread(peak),
-                "target_tokens_per_s": args.batch * args.tgt_len / statistics.median(step),
-                "model_flops_per_s": flops["model_train"] / statistics.median(step),
+    for flags in flag_sets:
+        matmul_seconds = runs[(flags, MATMUL)]
+        matmul_rate = [matmul_flops / s for s in matmul_seconds]
+        summary[flags] = {MATMUL: {"seconds": protocol.spread(matmul_seconds),
+                                   "flops_per_s": protocol.spread(matmul_rate),
+                                   "of_peak": protocol.spread(r / peak["flops_per_s"] for r in matmul_rate)}}
+        for variant in variants:
+            rate = [model_train / s for s in runs[(flags, variant)]]
+            summary[flags][variant] = {
+                "seconds": protocol.spread(runs[(flags, variant)]),
+                "model_flops_per_s": protocol.spread(rate),
+                "target_tokens_per_s": protocol.spread(args.batch * args.tgt_len / s for s in runs[(flags, variant)]),
+                "mfu_vs_matmul": protocol.ratio_spread(rate, matmul_rate),
+                "mfu_vs_peak": protocol.spread(r / peak["flops_per_s"] for r in rate),
             }
-            s = summary[name][variant]
-            print(f"{name:8s} {variant:13s} {s['step_seconds']['median']:7.2f} {s['target_tokens_per_s']:8.0f} "
-                  f"{s['model_flops_per_s'] / 1e9:8.1f} {statistics.median(peak) / 1e9:15.1f} "
-                  f"{100 * s['mfu']['median']:9.1f}% {100 * s['mfu']['min']:5.1f}..{100 * s['mfu']['max']:.1f}%")
-    result = {
-        "benchmark": "mfu",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
-                    "note": "2 CPU cores shared with other processes; matmul and steps interleaved per repetition"},
-        "command": "python benchmarks/mfu.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "git": git_state(), "options": opts, "flag_sets": {n: FLAG_SETS[n] for n in flag_sets}, "workers": info, "summary": summary,
-        "runs": runs,
-    }
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=1)
-    print(f"\nwrote {args.out}")
+
+    def gflops(s):
+        return protocol.fmt_spread(s, "{:.1f}", scale=1e-9)
+
+    def percent(s):
+        return protocol.fmt_spread(s, "{:.1f}", scale=100)
+
+    n = args.matmul_n
+    rows = []
+    for flags in flag_sets:
+        m = summary[flags][MATMUL]
+        rows.append([FLAG_SET_LABELS[flags], f"{n}x{n}x{n} float32 matmul", protocol.fmt_spread(m["seconds"], "{:.3g}"),
+                     gflops(m["flops_per_s"]), "100", percent(m["of_peak"])])
+        for variant in variants:
+            s = summary[flags][variant]
+            rows.append([FLAG_SET_LABELS[flags], VARIANT_LABELS[variant], protocol.fmt_spread(s["seconds"], "{:.3g}"),
+                         gflops(s["model_flops_per_s"]), percent(s["mfu_vs_matmul"]), percent(s["mfu_vs_peak"])])
+    head_flags, head_variant = flag_sets[0], variants[0]
+    head = summary[head_flags][head_variant]
+    config = first["config"]
+    model = (f"`{args.gin_file}` (d_model {config['d_model']}, {config['num_encoder_layers']}+"
+             f"{config['num_decoder_layers']} layers, {config['num_experts']} experts, {first['num_params']:,} "
+             f"parameters)")
+    notes = [
+        f"Peak: {peak['cores']} cores x {peak['ghz']:.3f} GHz x {FLOPS_PER_CYCLE} float32 FLOPs per cycle = "
+        f"{peak['flops_per_s'] / 1e9:.1f} GFLOP/s. The clock is /proc/cpuinfo's \"cpu MHz\" "
+        f"({1000 * peak['ghz']:.0f} MHz), what the OS reports (a virtual machine reports the nominal clock; "
+        f"a boost clock raises the real peak); the cores are the logical CPUs the OS counts; 32 FLOPs per "
+        "cycle is AVX2 with two 256-bit FMA units (2 x 8 lanes x multiply and add)."
+        + ("" if peak["avx2_fma"] else " This CPU does not report AVX2 and FMA, so the peak overstates it.")
+        + (" This CPU reports AVX-512, which this peak does not count." if peak["avx512f"] else ""),
+        f"FLOPs per train step: {model_train / 1e9:.2f} G model (one expert per token; MFU counts these), "
+        f"{flops['executed_train'] / 1e9:.2f} G executed (with the empty capacity slots); XLA's cost analysis of "
+        "the compiled step: " + ", ".join(f"{v} {f / 1e9:.2f} G" for v, f in first["xla_flops"].items())
+        + " (it also counts elementwise ops, the loss and the optimizer).",
+        f"Each figure is the best of {args.matmul_calls} matmul calls or {args.step_calls} steps within a "
+        "repetition; MFU against the matmul is taken per repetition (step and matmul of the same repetition).",
+    ]
+    run.write(
+        title="Model FLOPs utilisation of the train step",
+        about=(f"The trainer's jitted train step (value_and_grad of the loss + Adafactor, donated state) of {model} on "
+               f"a batch of {args.batch} x ({args.src_len} source, {args.tgt_len} target) tokens, on CPU in float32. "
+               f"Model FLOPs per second ({model_train / 1e9:.1f} G per step, counted from the shapes) over a "
+               f"{n}x{n}x{n} float32 matmul timed in the same repetitions, and over the CPU's float32 peak from "
+               f"its arithmetic ({peak['flops_per_s'] / 1e9:.0f} GFLOP/s)."),
+        table={"columns": ["XLA flags", "measured", "seconds", "GFLOP/s", "% of the matmul", "% of the peak"],
+               "rows": rows},
+        headline=(f"The train step does {head['model_flops_per_s']['median'] / 1e9:.1f} GFLOP/s of model FLOPs: "
+                  f"MFU {100 * head['mfu_vs_matmul']['median']:.1f}% of the {n}^3 float32 matmul "
+                  f"({summary[head_flags][MATMUL]['flops_per_s']['median'] / 1e9:.1f} GFLOP/s) and "
+                  f"{100 * head['mfu_vs_peak']['median']:.1f}% of the CPU's float32 peak "
+                  f"({peak['flops_per_s'] / 1e9:.0f} GFLOP/s)."),
+        notes=notes,
+        results={"options": dict(opts), "flag_sets": {f: FLAG_SETS[f] for f in flag_sets},
+                 "peak": peak, "workers": info, "summary": summary,
+                 "runs": {f"{flags}/{what}": values for (flags, what), values in runs.items()}},
+    )
 
 
 if __name__ == "__main__":
