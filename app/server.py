@@ -34,8 +34,8 @@ import time
 from pathlib import Path
 
 from app.service import Limits, TranslationService
-from mtmoe import host_memory
-from mtmoe.compilation_cache import configure_compilation_cache, default_compilation_cache
+from mtmoe import compilation_cache, host_memory
+from mtmoe.compilation_cache import configure_compilation_cache
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RELEASE_MODEL = REPO_ROOT / "data" / "models" / "mswitch-release"  # the model that ships (MODEL_CARD.md there)
@@ -86,12 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warm-batch", type=int, default=4,
                         help="compile batches of 1, 2, 4, ... up to this many sentences, in the background "
                              "while serving (default 4; 1: single sentences only; 0: no warm-up)")
-    cache = parser.add_mutually_exclusive_group()
-    cache.add_argument("--compilation-cache", default=default_compilation_cache(), metavar="DIR",
-                       help="keep compiled executables here so later starts skip compiling "
-                            f"(default {default_compilation_cache()})")
-    cache.add_argument("--no-compilation-cache", dest="compilation_cache", action="store_const", const=None,
-                       help="compile everything at every start; write nothing to disk")
+    compilation_cache.add_arguments(parser, separator="-")
     return parser
 
 

@@ -38,8 +38,7 @@ from typing import Any, TextIO
 from eval import buckets as bucket_lib
 from eval import data_sources, plot, report
 from eval.progress import Progress
-from mtmoe import host_memory, scoring
-from mtmoe.compilation_cache import configure_compilation_cache, default_compilation_cache
+from mtmoe import compilation_cache, host_memory, scoring
 from mtmoe.data import languages
 
 REPO_ROOT = data_sources.REPO_ROOT
@@ -390,12 +389,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, default=None,
                         help="output folder (default: CHECKPOINT/per_language_bleu/<data>-<split>-step<N>)")
     parser.add_argument("--overwrite", action="store_true", help="decode pairs already scored in OUT again")
-    cache = parser.add_mutually_exclusive_group()
-    cache.add_argument("--compilation_cache", default=default_compilation_cache(), metavar="DIR",
-                       help="keep compiled beam searches here (shared with python -m app), so that a later run "
-                            f"on a model of the same size skips compiling (default {default_compilation_cache()})")
-    cache.add_argument("--no_compilation_cache", dest="compilation_cache", action="store_const", const=None,
-                       help="compile everything in this run; write nothing to disk")
+    compilation_cache.add_arguments(parser, separator="_")
     parser.add_argument("--bucket_edges", default=None, metavar="HIGH,VERY_LOW",
                         help="resource buckets: high > HIGH pairs, very low <= VERY_LOW, low between "
                         f"(default {bucket_lib.EMBEDDED_BUCKET_EDGES.high_above},"
@@ -412,7 +406,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     host_memory.apply_for_command_line()  # before JAX allocates: see mtmoe/host_memory.py
     args = parse_args(argv)
-    configure_compilation_cache(args.compilation_cache)  # before the first compilation: JAX reads it once
+    compilation_cache.configure_compilation_cache(args.compilation_cache)  # before the first compilation: JAX reads it once
     try:
         outcome = run(checkpoint=args.checkpoint, step=args.step, data=args.data, split=args.split, pairs=args.pairs,
                       max_sentences=args.max_sentences, beam_size=args.beam_size, batch_size=args.batch_size,

@@ -24,6 +24,20 @@ def default_compilation_cache() -> str:
 COMPILATION_CACHE_MAX_BYTES = 1 << 30
 
 
+def add_arguments(parser, *, separator: str = "-") -> None:
+    """--compilation-cache DIR / --no-compilation-cache (dest `compilation_cache`; None = off).
+
+    separator: "-" or "_", the spelling of the command's other flags (the app's
+    flags use dashes, the harness's underscores, as their neighbours do)."""
+    flag = f"--compilation{separator}cache"
+    cache = parser.add_mutually_exclusive_group()
+    cache.add_argument(flag, dest="compilation_cache", default=default_compilation_cache(), metavar="DIR",
+                       help="keep compiled programs here (the app and the evaluation harness share it), so that a "
+                            f"later run on a model of the same size skips compiling (default {default_compilation_cache()})")
+    cache.add_argument(f"--no{separator}compilation{separator}cache", dest="compilation_cache", action="store_const",
+                       const=None, help="compile everything in this run; write nothing to disk")
+
+
 def configure_compilation_cache(path: str | None) -> str | None:
     """Keep JAX's compiled executables in `path` across runs (None: leave JAX's setting alone).
 

@@ -17,8 +17,9 @@ import pytest
 from gradio_client import Client
 
 from app.page import build_app
-from app.server import build_parser, configure_compilation_cache, default_compilation_cache, launch, make_services
+from app.server import build_parser, configure_compilation_cache, launch, make_services
 from app.service import Limits, TranslationService
+from mtmoe.compilation_cache import default_compilation_cache
 from tests.fixtures.app.fake_translator import FakeTranslator
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
