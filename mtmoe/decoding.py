@@ -46,8 +46,8 @@ grows it to L2 (the new positions are empty) and goes on, up to L. A short
 sentence never pays for the length a long one may need. Each stage is its own
 `lax.while_loop` inside the same jitted program: no host round trip. The
 stages change no output beyond float rounding: positions not yet written get
-zero attention weight whatever the cache's length (benchmarks/harness.py checks
-that the shipped model's test translations stay byte-identical).
+zero attention weight whatever the cache's length (benchmarks/harness.py records
+the sha256 of the shipped model's test translations, to compare across changes).
 """
 
 from __future__ import annotations
