@@ -18,6 +18,8 @@ import os
 import subprocess
 import sys
 
+from benchmarks.protocol import ROOT
+
 # The headline set, in the order BENCHMARKS.md shows them (benchmarks/render.py reads it from here).
 HEADLINE = ("mfu", "decode", "harness", "web_ui_latency", "cold_start", "input_pipeline")
 # Headline figures no script measures under the protocol yet: BENCHMARKS.md lists them as such.
@@ -26,7 +28,6 @@ NOT_YET_MEASURED = {
                                                   "no idle check); its peer venv: bash benchmarks/peers/setup.sh",
     "The whole train step from 8 to 128 experts": "no script yet (benchmarks/moe_layer.py times the MoE layer alone)",
 }
-ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
 
 def script(name: str) -> str:

@@ -10,7 +10,8 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
+from benchmarks.protocol import ROOT
+
 # What the server logs about its start-up (app/server.py): seconds, each counted as the message says.
 LOG_TIMINGS = {"loaded": re.compile(r"loaded .* in ([0-9.]+) s"),
                "serving": re.compile(r"serving .*, ([0-9.]+) s after start-up began"),

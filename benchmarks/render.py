@@ -21,10 +21,8 @@ import os
 import sys
 
 from benchmarks.__main__ import HEADLINE, NOT_YET_MEASURED
-from benchmarks.protocol import MIN_REPS
+from benchmarks.protocol import MIN_REPS, RESULTS_DIR, ROOT
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
-RESULTS_DIR = os.path.join(ROOT, "benchmarks", "results")
 DOCUMENT = os.path.join(ROOT, "BENCHMARKS.md")
 ORDER = HEADLINE
 
