@@ -18,12 +18,57 @@ message, and the server keeps running.
 """
 
 import functools
+import importlib.abc
+import importlib.machinery
 import logging
 import os
+import sys
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home unless the user turns them on
+# Gradio runs every event inside a context that asks matplotlib for its backend; with none
+# chosen, matplotlib picks one by importing pyplot (~0.4 s, on the server's first request).
+# The routing view draws with Agg anyway (experts_view.py); a user's own setting wins.
+os.environ.setdefault("MPLBACKEND", "Agg")
 
-import gradio as gr  # noqa: E402
+
+class _SkipGradioStubs(importlib.abc.MetaPathFinder):
+    """Makes `import gradio` skip writing type stubs: about 1 s of the server's start-up.
+
+    Gradio's component metaclass (gradio/component_meta.py) regenerates the
+    `.pyi` stub of every component class as it is defined: it parses the
+    component's source and renders a template, for each of ~80 classes at every
+    `import gradio`, to keep the stubs that the wheel already ships in step
+    with the source for type checkers. A server does not need them. This finder
+    replaces that function with a no-op as soon as its module is loaded (before
+    any component class is defined); if gradio changes, nothing is patched and
+    the import is merely slower.
+    """
+
+    MODULE, FUNCTION = "gradio.component_meta", "create_or_modify_pyi"
+
+    def find_spec(self, name, path, target=None):
+        if name != self.MODULE:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is not None and hasattr(spec.loader, "exec_module"):
+            exec_module = spec.loader.exec_module
+
+            def exec_then_patch(module):
+                exec_module(module)
+                if callable(getattr(module, self.FUNCTION, None)):
+                    setattr(module, self.FUNCTION, lambda *args, **kwargs: None)
+
+            spec.loader.exec_module = exec_then_patch
+        return spec
+
+
+_skip_gradio_stubs = _SkipGradioStubs()
+sys.meta_path.insert(0, _skip_gradio_stubs)
+try:
+    import gradio as gr
+finally:
+    if _skip_gradio_stubs in sys.meta_path:
+        sys.meta_path.remove(_skip_gradio_stubs)
 
 from app import experts_view  # noqa: E402
 from app.service import AUTO, RequestError, TranslationService, language_label  # noqa: E402

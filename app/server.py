@@ -11,14 +11,16 @@ progress at once, and the sentences of those in progress are decoded together
 in batches by one model thread per model (app/batching.py).
 
 Start-up, shortest path to the first translation (BENCHMARKS.md, "Cold start
-of the web UI"): the models are loaded, each compiles its commonest shape (one
-sentence of up to 16 tokens) in a background thread while gradio is imported
-and the page is built and served, and the rest of the warm-up (the language
-detector, the other shapes of --warm-batch) runs once the server serves and
-no request is in progress. XLA executables are kept in JAX's persistent
-compilation cache (--compilation-cache, default ~/.cache/mtmoe/jax), so every
-start after the first loads them instead of compiling them;
---no-compilation-cache turns that off.
+of the web UI"): langid's model starts unpacking in a background thread (so
+that a first "auto" request finds the detector ready), the models are loaded,
+each compiles its commonest shape (one sentence of up to 16 tokens) in a
+background thread while gradio is imported and the page is built and served,
+and the rest of the warm-up (the other shapes of --warm-batch, the routing
+view) runs once the server serves and no request is in progress. XLA
+executables are kept in JAX's persistent compilation cache
+(--compilation-cache, default ~/.cache/mtmoe/jax), so every start after the
+first loads them instead of compiling them; --no-compilation-cache turns that
+off.
 
 This path never imports TensorFlow or seqio: Translator reads the vocabulary
 with sentencepiece, and language names come from mtmoe/data/languages.py.
@@ -33,7 +35,7 @@ import threading
 import time
 from pathlib import Path
 
-from app.service import Limits, TranslationService
+from app.service import Limits, TranslationService, start_unpacking_langid
 from mtmoe import compilation_cache, host_memory
 from mtmoe.compilation_cache import configure_compilation_cache
 
@@ -152,6 +154,7 @@ def main(argv: list[str] | None = None) -> None:
         if not os.path.isdir(path):
             raise SystemExit(f"--checkpoint {path}: no such directory; give a model directory written by mtmoe.train")
     started = time.perf_counter()
+    start_unpacking_langid()  # beside the imports and the loading below: see app/service.py
     cache = configure_compilation_cache(args.compilation_cache)
     log.info("compilation cache: %s", cache or "off")
     # Imported here so `python -m app --help` answers at once.

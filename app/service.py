@@ -97,12 +97,49 @@ def _dominant_script(text: str) -> str | None:
     return max(counts, key=counts.get) if counts else None
 
 
-@functools.cache
+_langid_lock = threading.Lock()
+
+
 def _full_langid_model():
-    """langid's shipped model, unpacked once per process (~1 s)."""
+    """langid's shipped model, unpacked once per process (~1.7 s of CPU); a second caller waits for the first."""
+    with _langid_lock:
+        return _unpack_langid_model()
+
+
+@functools.cache
+def _unpack_langid_model():
     from langid import langid
 
     return langid.LanguageIdentifier.from_modelstring(langid.model, norm_probs=True)
+
+
+def start_unpacking_langid() -> threading.Thread | None:
+    """Unpack langid's model in a background thread, so that the first detection finds it ready.
+
+    The server calls this first thing: about half of the unpacking is a bz2
+    decompression, which runs without the GIL beside the server's imports and
+    model loading, the rest an unpickling. Left to the first "auto" request,
+    it would add its ~1.7 s to that request. A failure is logged here and
+    raised again where a detector is built; returns None if langid cannot be
+    imported.
+    """
+    try:
+        # Imported here rather than in the thread: numpy, which langid imports, must not
+        # initialise in two threads at once (the server imports JAX meanwhile).
+        import langid  # noqa: F401
+    except Exception:
+        log.exception("langid cannot be imported; language detection will fail when asked")
+        return None
+
+    def unpack() -> None:
+        try:
+            _full_langid_model()
+        except Exception:
+            log.exception("unpacking langid's model failed; language detection will try again when asked")
+
+    thread = threading.Thread(target=unpack, name="mtmoe-langid-unpack", daemon=True)
+    thread.start()
+    return thread
 
 
 class LanguageDetector:
@@ -200,9 +237,11 @@ class TranslationService:
     def load_detector(self) -> concurrent.futures.Future:
         """Start building the language detector in a background thread (once); returns its future.
 
-        langid's model takes ~1.5 s of CPU to unpack, so the warm-up builds it
-        once the server serves rather than slowing its start-up; the first
-        detection waits for it (and starts it if nobody has).
+        The warm-up builds it once the server serves; the first detection
+        waits for it (and starts it if nobody has). Building it takes
+        milliseconds once langid's model is unpacked, which the server starts
+        at once (start_unpacking_langid); here it waits for that unpacking,
+        or does it if nobody has.
         """
         with self._detector_lock:
             if self._detector is None:

@@ -169,3 +169,32 @@ def test_python_m_app_serves_the_first_translation_and_fills_the_cache(tiny_chec
         server.terminate()
         server.wait(timeout=30)
         log.close()
+
+
+def test_langid_is_unpacked_once_in_the_background():
+    from app import service as service_lib
+
+    thread = service_lib.start_unpacking_langid()
+    detector = service_lib.LanguageDetector(languages=["en", "de", "fr"], min_probability=0.8)  # waits for it
+    thread.join(60)
+    assert not thread.is_alive()
+    assert service_lib._unpack_langid_model.cache_info().misses == 1  # never unpacked twice, whoever asked first
+    assert detector.detect("Das ist die Datei, die ich gespeichert habe.")[0] == "de"
+
+
+def test_page_import_skips_gradio_stub_writing_and_chooses_agg():
+    """app.page makes `import gradio` skip regenerating its .pyi stubs, and gives matplotlib a backend so
+    that gradio's per-event backend check does not import pyplot (in a fresh interpreter)."""
+    code = textwrap.dedent("""
+        import os, sys
+        os.environ.pop("MPLBACKEND", None)
+        import app.page
+        import gradio.component_meta
+        import matplotlib
+        assert gradio.component_meta.create_or_modify_pyi(None, "X", []) is None  # the real one fails on None
+        assert not any(type(finder).__name__ == "_SkipGradioStubs" for finder in sys.meta_path)
+        assert matplotlib.get_backend().lower() == "agg" and "matplotlib.pyplot" not in sys.modules
+        print("OK")
+    """)
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip().endswith("OK"), result.stderr[-2000:]
