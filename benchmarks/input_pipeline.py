@@ -180,7 +180,7 @@ def main(argv=None) -> None:
         title="Input pipeline against the train step",
         about=(f"`{dataset_cfg.mixture_or_task_name}` as `{args.gin_file}` trains on it (feature lengths "
                f"{lengths['inputs']}/{lengths['targets']}, batch {dataset_cfg.batch_size}, shuffle buffer "
-               f"{dataset_cfg.shuffle_buffer_size or 'seqio default'}), read through "
+               f"{dataset_cfg.shuffle_buffer_size or input_pipeline.MIXTURE_SHUFFLE_BUFFER}), read through "
                f"`input_pipeline.make_source(...).train_batches` as mtmoe.train reads it, against the trainer's "
                f"jitted train step of that gin file's model on one device. Per repetition: the pipeline drained "
                f"for {args.seconds:g} s; {args.steps} steps on one batch drawn earlier (no data work); {args.steps} "
