@@ -1,7 +1,7 @@
-"""mtmoe against Hugging Face `SwitchTransformersForConditionalGeneration`, side by side.
+"""mtmoe against Hugging Face `SwitchTransformersForConditionalGeneration` of the same size and shape.
 
-    .venv/bin/python benchmarks/hf_switch.py                 # ~10 minutes on 2 shared CPU cores
-    .venv/bin/python benchmarks/hf_switch.py --reps 5 --tasks train,beam32
+    .venv/bin/python benchmarks/hf_switch.py                 # the headline: 5 repetitions, ~5 minutes
+    .venv/bin/python benchmarks/hf_switch.py --tasks train --variants mtmoe-relu,hf,hf-compile --reps 7
 
 Needs the peer venv (its own, never the project's dependencies):
     bash benchmarks/peers/setup.sh        # -> benchmarks/.venv-peers with torch (CPU) + transformers
@@ -11,75 +11,109 @@ gin/models/mswitch_tiny.gin (vocabulary, d_model, heads, head_dim, layers,
 experts, every-other-layer MoE, capacity factor 1.25):
 
 - HF's Switch MLP is T5's original Dense-ReLU-Dense (wi, wo), not gated. So the
-  *identical* architecture is mtmoe with activations ("relu",) and the same d_ff
-  ("mtmoe-relu" below, d_ff = 1.5 x the tiny model's gated d_ff, so that
-  2 * D * 1.5F = 3 * D * F); the tiny model itself ("mtmoe", gated GELU, d_ff F)
-  has the same parameter count and the same FLOPs per token, and is what users run.
-  "mtmoe-relu+xent_autodiff" is mtmoe-relu with an autodiff-gradient
-  cross-entropy (benchmarks/patches.py), to show what the committed
-  hand-written gradient gains.
-- Capacity: HF fixes `expert_capacity` tokens per expert per *sequence* (its
-  router's cumulative sum runs over the sequence axis). mtmoe routes over groups
-  of `max_group_size` tokens; we set max_group_size to the sequence length so
-  that both drop the same way, and HF's expert_capacity to mtmoe's
-  `routing.expert_capacity(tokens_per_group=L, capacity_factor=1.25)`.
-  HF computes only the kept tokens (a Python loop over experts with boolean
-  indexing); mtmoe computes every slot of the fixed-shape expert buffers
-  (1.25 x the tokens at capacity factor 1.25) -- mtmoe does the *more* work.
-- Untied output projection in both (T5 v1.1); parameter counts are printed and must match.
+  identical architecture is mtmoe with activations ("relu",) and d_ff = 1.5 x the
+  tiny model's gated d_ff (2 * D * 1.5F = 3 * D * F): `mtmoe-relu`. The tiny
+  model itself (`mtmoe`, gated GELU, d_ff F) has the same parameter count and
+  FLOPs per token, and is what users run. Parameter counts must match.
+- Capacity: HF fixes `expert_capacity` tokens per expert per sequence (its
+  router's cumulative sum runs over the sequence axis); mtmoe routes over groups
+  of `max_group_size` tokens, set here to the sequence length so that both drop
+  alike, and HF's expert_capacity is mtmoe's `routing.expert_capacity` for one
+  sequence. HF computes only the kept tokens (a loop over experts with boolean
+  indexing); mtmoe computes every slot of its fixed-shape expert buffers, i.e.
+  1.25 x the tokens: mtmoe does the more work.
+- Untied output projection in both (T5 v1.1), one input embedding shared by the
+  encoder and the decoder.
 
-Measured (random init, random token ids, no padding):
-  train     target tokens/s of one optimizer step (forward + backward + Adafactor):
-            mtmoe: jax.jit(value_and_grad(loss_fn) + optax.adafactor), donated buffers;
-            HF: model(**batch, labels, output_router_logits=True).loss.backward() +
-            torch.optim.Adafactor(foreach=True) (the fastest Adafactor PyTorch ships).
-  beamB / greedyB  sentences/s translating a batch of B sources with 4 beams /
-            greedily, every output exactly `--gen` tokens long (mtmoe: an EOS id
-            that never occurs; HF: min_new_tokens = max_new_tokens).
-  memory    peak resident set size (VmHWM) of the worker process while it runs the
-            task, reset before each task through /proc/self/clear_refs; the
-            resident size before the task (framework + weights) is given too.
+Two HF variants: `hf`, eager PyTorch, and `hf-compile`, the same model under
+`torch.compile` (inductor) the way HF documents it: training calls
+`torch.compile(model)` (forward and backward compiled; the optimizer stays
+eager), generation runs with a static cache and `CompileConfig`, HF's
+automatic compilation of the decoding step (`_compile_all_devices`, HF's flag
+for compiling on CPU; it covers greedy decoding and sampling, not beam search).
+When compiling fails, or compiles nothing, that is recorded in one line (JSON
+and table note) and the eager row stands.
 
-Each framework runs in its own long-lived worker process (compiled once); the
-driver sends one task at a time, to one worker at a time, alternating, so that
-load from other processes on the shared cores hits both alike. Each
-repetition times each (variant, task) once; we report the median, min..max
-and the ratio of medians, and write benchmarks/results/hf_switch.json.
+Tasks (random init, random token ids, no padding):
+  train     target tokens/s of `--train_steps` whole optimizer steps
+            (forward + backward + Adafactor): mtmoe's jax.jit(value_and_grad(loss_fn)
+            + optax.adafactor) with donated buffers; HF's
+            model(..., labels, output_router_logits=True).loss.backward() +
+            torch.optim.Adafactor(foreach=True).
+  beam32    sentences/s translating 32 sources with beam 4,
+  greedy1   sentences/s translating one source greedily; every output exactly
+            `--gen` tokens long (mtmoe: an EOS id that never occurs; HF:
+            min_new_tokens = max_new_tokens).
+Peak RSS: the worker process's during the timed training calls (VmHWM, reset
+through /proc/self/clear_refs before each call). Not given for decoding: the
+mtmoe workers keep what training freed (mtmoe.host_memory's retain policy, as
+mtmoe.train runs), so their decoding peak would be training's.
+
+Each variant runs in its own long-lived worker process (mtmoe under the
+project's interpreter, HF under the peer venv's), which builds each task and
+runs it `--warmup_calls` times untimed (compilation included) before the
+repetitions. A repetition times every (variant, task) once: the tasks in an
+order of `protocol.orders`, and within a task the variants in an order of
+their own, so the calls a ratio pairs are next to each other in time. Ratios
+are mtmoe's throughput over the best HF row of the task (eager or compiled,
+whichever has the higher median), per repetition.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
-import statistics
+import re
+import select
 import subprocess
 import sys
 import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
+sys.path.insert(0, ROOT)
+
+from benchmarks import protocol  # noqa: E402
+
+NAME = "hf_switch"
 PEER_PYTHON = os.path.join(ROOT, "benchmarks", ".venv-peers", "bin", "python")
-PROJECT_PYTHON = os.path.join(ROOT, ".venv", "bin", "python")
-RESULT_PATH = os.path.join(ROOT, "benchmarks", "results", "hf_switch.json")
-TASKS = ("train", "beam1", "beam32", "greedy1", "greedy32")
+TASKS = ("train", "beam32", "greedy1")
+BEAM_SIZE = 4
+VARIANTS = {  # name: (label in the table, framework)
+    "mtmoe-relu": ("mtmoe, ReLU MLP (HF's architecture)", "mtmoe"),
+    "mtmoe": ("mtmoe, gated GELU (the tiny model)", "mtmoe"),
+    "hf": ("HF, eager", "hf"),
+    "hf-compile": ("HF, torch.compile", "hf"),
+}
+# Why HF runs a task uncompiled when asked to compile it, as far as known (transformers 5.24).
+NOT_COMPILED = {"beam": ": transformers' beam search calls the model directly; generate() compiles the decoding step "
+                        "for greedy decoding and sampling only"}
 NEVER_EMITTED_EOS = -1  # an id no softmax row can produce: forces every output to full length
+git_state = protocol.git_state  # benchmarks/sparsity.py imports it from here
 
 
-def git_state() -> dict:
-    """The commit measured and which library files differed from it (others edit the tree too)."""
-    def git(*args):
-        out = subprocess.run(["git", *args], capture_output=True, text=True, cwd=ROOT)
-        return out.stdout
+def decode_task(task: str) -> tuple[str, int]:
+    """("beam" | "greedy", batch) of a decoding task named like beam32 or greedy1."""
+    match = re.fullmatch(r"(beam|greedy)(\d+)", task)
+    if not match:
+        raise ValueError(f"unknown task {task!r}: train, or beam<batch> / greedy<batch> (e.g. beam32, greedy1)")
+    return match.group(1), int(match.group(2))
 
-    dirty = [line[3:] for line in git("status", "--porcelain", "--", "mtmoe", "gin", "tasks").splitlines() if line]
-    return {"commit": git("rev-parse", "--short", "HEAD").strip(), "uncommitted_library_files": dirty}
+
+def rate_format(task: str) -> str:
+    """How a throughput of `task` reads: whole target tokens/s, 3 significant digits of sentences/s."""
+    return "{:.0f}" if task == "train" else "{:.3g}"
+
+
+def task_label(task: str) -> str:
+    if task == "train":
+        return "train step (target tokens/s)"
+    method, batch = decode_task(task)
+    return f"{'greedy' if method == 'greedy' else f'beam {BEAM_SIZE}'}, batch {batch} (sentences/s)"
 
 
 # ---------------------------------------------------------------------------
 # Memory: peak RSS of this process since the last reset
-# ---------------------------------------------------------------------------
 
 
 def _status_kib(field: str) -> int:
@@ -97,13 +131,11 @@ def reset_peak_rss() -> None:
 
 
 # ---------------------------------------------------------------------------
-# Architecture from the project's gin file
-# ---------------------------------------------------------------------------
+# Architecture and data
 
 
 def read_architecture(gin_file: str) -> dict:
     """The tiny model's architecture macros, read with gin from `gin_file`."""
-    sys.path.insert(0, ROOT)
     import gin
 
     gin.add_config_file_search_path(ROOT)
@@ -116,7 +148,8 @@ def read_architecture(gin_file: str) -> dict:
         return value
 
     if macro("ENCODER_SPARSE_EVERY") != 2 or macro("DECODER_SPARSE_EVERY") != 2:
-        raise ValueError("this benchmark maps mtmoe's every-2nd-layer MoE onto HF's num_sparse_*_layers; keep sparse_every=2")
+        raise ValueError("this benchmark maps mtmoe's every-2nd-layer MoE onto HF's num_sparse_*_layers; "
+                         "keep sparse_every=2")
     arch = {
         "gin_file": gin_file,
         "vocab_size": macro("VOCAB_SIZE"),
@@ -127,20 +160,14 @@ def read_architecture(gin_file: str) -> dict:
         "num_encoder_layers": macro("NUM_ENCODER_LAYERS"),
         "num_decoder_layers": macro("NUM_DECODER_LAYERS"),
         "num_experts": macro("NUM_EXPERTS"),
-        "sparse_every": 2,
         "capacity_factor": macro("TRAIN_CAPACITY_FACTOR"),
         "min_expert_capacity": macro("MIN_EXPERT_CAPACITY"),
     }
+    gin.clear_config()
     if arch["d_ff_gated"] % 2:
         raise ValueError("MLP_DIM must be even so that the ReLU twin has d_ff = 1.5 x MLP_DIM")
     arch["d_ff_relu"] = arch["d_ff_gated"] * 3 // 2  # 2 * D * 1.5F = 3 * D * F parameters and FLOPs
-    gin.clear_config()
     return arch
-
-
-# ---------------------------------------------------------------------------
-# Workers: one process per framework, reading JSON commands on stdin
-# ---------------------------------------------------------------------------
 
 
 def random_tokens(rng, shape, vocab_size):
@@ -149,6 +176,7 @@ def random_tokens(rng, shape, vocab_size):
 
 
 def make_data(arch, *, batch, src_len, tgt_len, seed):
+    """A batch of random tokens as mtmoe's loss reads it: {encoder_input_tokens, decoder_*} numpy arrays."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
@@ -161,28 +189,27 @@ def make_data(arch, *, batch, src_len, tgt_len, seed):
     }
 
 
+# ---------------------------------------------------------------------------
+# Workers: one process per variant, reading JSON commands on stdin
+
+
 class MtmoeWorker:
+    """mtmoe's model, a train step of the trainer's kind, and the model's decoders (`predict_batch`, jitted)."""
+
     def __init__(self, arch, opts):
-        sys.path.insert(0, ROOT)
-        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from mtmoe import host_memory
+
+        host_memory.retain_freed_memory()  # as mtmoe.train and the Translator's entry points do, before JAX allocates
         import jax
-        import jax.numpy as jnp
         import optax
         from flax import linen as nn
 
         from mtmoe import models, network, routing
         from mtmoe.moe_config import MoeConfig
 
-        self.jax, self.jnp = jax, jnp
-        self.opts = opts
-        relu = opts["variant"].startswith("mtmoe-relu")
-        if opts["variant"].endswith("+xent_autodiff"):
-            import patches  # benchmarks/patches.py: the autodiff-gradient cross-entropy, monkeypatched in
-
-            patches.apply("xent_autodiff")
+        self.jax, self.arch, self.opts = jax, arch, opts
+        relu = opts["variant"] == "mtmoe-relu"
         group = opts["tgt_len"]
-        if opts["src_len"] != group:
-            raise ValueError("use --src_len == --tgt_len so that one routing group is one sequence in both stacks")
         self.config = network.TransformerConfig(
             vocab_size=arch["vocab_size"], d_model=arch["d_model"], num_heads=arch["num_heads"],
             head_dim=arch["head_dim"], d_ff=arch["d_ff_relu"] if relu else arch["d_ff_gated"],
@@ -196,19 +223,17 @@ class MtmoeWorker:
         )
         self.capacity = routing.expert_capacity(
             tokens_per_group=group, num_experts=arch["num_experts"], capacity_factor=arch["capacity_factor"],
-            min_expert_capacity=arch["min_expert_capacity"],
-        )
+            min_expert_capacity=arch["min_expert_capacity"])
         models.EOS_ID = NEVER_EMITTED_EOS  # predict_batch reads it at trace time: full-length outputs
-        self.model = models.EncoderDecoderModel(config=self.config)
+        self.model = model = models.EncoderDecoderModel(config=self.config)
         shapes = {"encoder_input_tokens": (2, opts["src_len"]), "decoder_input_tokens": (2, opts["tgt_len"])}
-        variables = jax.jit(lambda r: self.model.get_initial_variables(r, input_shapes=shapes))(jax.random.PRNGKey(0))
+        variables = jax.jit(lambda r: model.get_initial_variables(r, input_shapes=shapes))(jax.random.PRNGKey(0))
         self.params = nn.unbox(variables["params"])
         self.num_params = int(sum(x.size for x in jax.tree.leaves(self.params)))
         # T5X's Adafactor settings (mtmoe/optimizers.py binds the same ones).
         tx = optax.adafactor(learning_rate=1e-3, decay_rate=0.8, clipping_threshold=1.0,
                              multiply_by_parameter_scale=True, min_dim_size_to_factor=128)
         self.opt_state = tx.init(self.params)
-        model = self.model
 
         def train_step(params, opt_state, batch, rng):
             (loss, _), grads = jax.value_and_grad(model.loss_fn, has_aux=True)(params, batch, rng)
@@ -216,67 +241,60 @@ class MtmoeWorker:
             return optax.apply_updates(params, updates), opt_state, loss
 
         self.train_step = jax.jit(train_step, donate_argnums=(0, 1))
-        self.decoders = {}
         self.step_rng = jax.random.PRNGKey(1)
+        self.inputs = {}
 
     def info(self):
         return {"num_params": self.num_params, "expert_capacity_per_sequence": self.capacity,
-                "framework": f"jax {self.jax.__version__}", "threads": "XLA CPU default"}
-
-    def _decoder(self, method):
-        if method not in self.decoders:
-            fn = lambda p, b: self.model.predict_batch(  # noqa: E731
-                p, b, decoding=method, beam_size=4, max_decode_length=self.opts["gen"])
-            self.decoders[method] = self.jax.jit(fn)
-        return self.decoders[method]
+                "framework": f"jax {self.jax.__version__}", "threads": "XLA:CPU default"}
 
     def prepare(self, task):
-        """Builds the task's inputs and compiles and runs it once (not timed)."""
-        jnp = self.jnp
+        """Builds the task's inputs and its jitted function; the first call compiles."""
+        jnp = self.jax.numpy
         if task == "train":
-            data = make_data(self.arch_for_data, batch=self.opts["batch"],
-                             src_len=self.opts["src_len"], tgt_len=self.opts["tgt_len"], seed=0)
-            self.train_batch = {k: jnp.asarray(v) for k, v in data.items()}
-            return self.run("train", steps=1)
-        else:
-            method, batch = ("beam", int(task[4:])) if task.startswith("beam") else ("greedy", int(task[6:]))
-            data = make_data(self.arch_for_data, batch=batch, src_len=self.opts["src_len"], tgt_len=1, seed=1)
-            self.decode_inputs = getattr(self, "decode_inputs", {})
-            self.decode_inputs[task] = ({"encoder_input_tokens": jnp.asarray(data["encoder_input_tokens"])}, method)
-            return self.run(task)
+            data = make_data(self.arch, batch=self.opts["batch"], src_len=self.opts["src_len"],
+                             tgt_len=self.opts["tgt_len"], seed=0)
+            self.inputs[task] = {k: jnp.asarray(v) for k, v in data.items()}
+            return
+        method, batch = decode_task(task)
+        data = make_data(self.arch, batch=batch, src_len=self.opts["src_len"], tgt_len=1, seed=1)
+        decode = self.jax.jit(lambda p, b: self.model.predict_batch(
+            p, b, decoding=method, beam_size=BEAM_SIZE, max_decode_length=self.opts["gen"]))
+        self.inputs[task] = ({"encoder_input_tokens": jnp.asarray(data["encoder_input_tokens"])}, decode)
 
-    def run(self, task, steps=None):
+    def run(self, task):
         jax = self.jax
         if task == "train":
-            steps = steps or self.opts["train_steps"]
+            steps = self.opts["train_steps"]
             start = time.perf_counter()
             for _ in range(steps):
                 self.step_rng, rng = jax.random.split(self.step_rng)
-                self.params, self.opt_state, loss = self.train_step(self.params, self.opt_state, self.train_batch, rng)
+                self.params, self.opt_state, loss = self.train_step(self.params, self.opt_state, self.inputs[task], rng)
             loss = float(loss)  # blocks until the last step is done
-            seconds = time.perf_counter() - start
-            return {"seconds": seconds, "steps": steps, "loss": loss}
-        batch, method = self.decode_inputs[task]
+            return {"seconds": time.perf_counter() - start, "loss": loss}
+        batch, decode = self.inputs[task]
         start = time.perf_counter()
-        tokens = self._decoder(method)(self.params, batch)
-        tokens = jax.device_get(tokens)
-        seconds = time.perf_counter() - start
-        lengths = (tokens != 0).sum(axis=1)
-        return {"seconds": seconds, "generated_tokens_min": int(lengths.min()), "generated_tokens_max": int(lengths.max())}
+        tokens = jax.device_get(decode(self.params, batch))
+        return {"seconds": time.perf_counter() - start, "generated_tokens": output_lengths(tokens.tolist())}
+
+    def compile_counters(self) -> dict:
+        return {}  # jax.jit compiles every task: nothing optional to check
 
 
 class HfWorker:
+    """HF's SwitchTransformers of the same architecture, eager or under torch.compile."""
+
     def __init__(self, arch, opts):
         import torch
         import transformers
         from transformers import SwitchTransformersConfig, SwitchTransformersForConditionalGeneration
 
-        self.torch, self.transformers = torch, transformers
-        self.opts = opts
+        self.torch, self.transformers, self.arch, self.opts = torch, transformers, arch, opts
+        self.compile = opts["variant"] == "hf-compile"
         torch.manual_seed(0)
         torch.set_num_threads(os.cpu_count())
         self.capacity = opts["hf_expert_capacity"]
-        self.config = SwitchTransformersConfig(
+        config = SwitchTransformersConfig(
             vocab_size=arch["vocab_size"], d_model=arch["d_model"], d_kv=arch["head_dim"], d_ff=arch["d_ff_relu"],
             num_heads=arch["num_heads"], num_layers=arch["num_encoder_layers"],
             num_decoder_layers=arch["num_decoder_layers"],
@@ -289,7 +307,7 @@ class HfWorker:
             dense_act_fn="relu", tie_word_embeddings=False, router_z_loss_coef=0.001, router_aux_loss_coef=0.01,
             pad_token_id=0, eos_token_id=1, decoder_start_token_id=0, use_cache=True,
         )
-        self.model = SwitchTransformersForConditionalGeneration(self.config)
+        self.model = SwitchTransformersForConditionalGeneration(config)
         # tie_word_embeddings=False unties the output projection (as T5 v1.1 and mtmoe) but in
         # transformers 5 it also unties the encoder's and decoder's input embeddings from
         # `shared`; mtmoe shares one input table between the stacks, so share it here too.
@@ -297,6 +315,7 @@ class HfWorker:
         self.model.decoder.embed_tokens = self.model.shared
         self.num_params = int(sum(p.numel() for p in self.model.parameters()))
         self.optimizer = torch.optim.Adafactor(self.model.parameters(), lr=1e-3, beta2_decay=-0.8, foreach=True)
+        self.train_model = torch.compile(self.model) if self.compile else self.model
         self.inputs = {}
 
     def info(self):
@@ -304,85 +323,155 @@ class HfWorker:
                 "framework": f"torch {self.torch.__version__}, transformers {self.transformers.__version__}",
                 "threads": self.torch.get_num_threads()}
 
+    def _generate_options(self) -> dict:
+        """Extra generate() arguments: HF's static cache and automatic compilation for hf-compile, none for eager."""
+        if not self.compile:
+            return {}
+        from transformers import CompileConfig
+
+        compile_config = CompileConfig()
+        compile_config._compile_all_devices = True  # HF compiles only on accelerators unless told so
+        return {"cache_implementation": "static", "compile_config": compile_config}
+
     def prepare(self, task):
         torch = self.torch
         if task == "train":
-            data = make_data(self.arch_for_data, batch=self.opts["batch"], src_len=self.opts["src_len"],
+            data = make_data(self.arch, batch=self.opts["batch"], src_len=self.opts["src_len"],
                              tgt_len=self.opts["tgt_len"], seed=0)
-            self.train_batch = {
+            self.inputs[task] = {
                 "input_ids": torch.from_numpy(data["encoder_input_tokens"]).long(),
                 "decoder_input_ids": torch.from_numpy(data["decoder_input_tokens"]).long(),
                 "labels": torch.from_numpy(data["decoder_target_tokens"]).long(),
             }
-            return self.run("train", steps=1)
-        batch = int(task[4:]) if task.startswith("beam") else int(task[6:])
-        data = make_data(self.arch_for_data, batch=batch, src_len=self.opts["src_len"], tgt_len=1, seed=1)
-        self.inputs[task] = torch.from_numpy(data["encoder_input_tokens"]).long()
-        return self.run(task, gen=2)  # eager PyTorch has nothing to compile: a short warm-up call
+        else:
+            _, batch = decode_task(task)
+            data = make_data(self.arch, batch=batch, src_len=self.opts["src_len"], tgt_len=1, seed=1)
+            self.inputs[task] = torch.from_numpy(data["encoder_input_tokens"]).long()
 
-    def run(self, task, steps=None, gen=None):
+    def run(self, task):
         torch = self.torch
         if task == "train":
             self.model.train()
-            steps = steps or self.opts["train_steps"]
             start = time.perf_counter()
-            for _ in range(steps):
-                out = self.model(**self.train_batch, output_router_logits=True)
+            for _ in range(self.opts["train_steps"]):
+                out = self.train_model(**self.inputs[task], output_router_logits=True)
                 out.loss.backward()
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
-            seconds = time.perf_counter() - start
-            return {"seconds": seconds, "steps": steps, "loss": float(out.loss.detach())}
+            return {"seconds": time.perf_counter() - start, "loss": float(out.loss.detach())}
         self.model.eval()
-        gen = gen or self.opts["gen"]
-        beams = 4 if task.startswith("beam") else 1
+        gen = self.opts["gen"]
+        method, _ = decode_task(task)
         input_ids = self.inputs[task]
         start = time.perf_counter()
         with torch.inference_mode():
             tokens = self.model.generate(
-                input_ids=input_ids, attention_mask=torch.ones_like(input_ids), num_beams=beams, do_sample=False,
-                max_new_tokens=gen, min_new_tokens=gen, early_stopping=False,
-            )
+                input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                num_beams=BEAM_SIZE if method == "beam" else 1, do_sample=False,
+                max_new_tokens=gen, min_new_tokens=gen, early_stopping=False, **self._generate_options())
         seconds = time.perf_counter() - start
-        lengths = (tokens[:, 1:] != 0).sum(dim=1)  # drop the decoder start token
-        return {"seconds": seconds, "generated_tokens_min": int(lengths.min()), "generated_tokens_max": int(lengths.max())}
+        return {"seconds": seconds, "generated_tokens": output_lengths(tokens[:, 1:].tolist())}  # less the start token
+
+    def compile_counters(self) -> dict:
+        """Graphs torch.compile has compiled in this process, and the graph breaks it met on the way."""
+        if not self.compile:
+            return {}
+        from torch._dynamo.utils import counters
+
+        return {"graphs": int(counters["stats"]["unique_graphs"]),
+                "graph_breaks": {reason.splitlines()[0]: int(n) for reason, n in counters["graph_break"].items()}}
+
+
+def output_lengths(rows) -> list[int]:
+    """The distinct lengths of decoded rows, up to the last non-pad token (0 pads the end, and may occur inside)."""
+    return sorted({max((i + 1 for i, token in enumerate(row) if token), default=0) for row in rows})
+
+
+def compiled_since(before: dict, after: dict) -> dict:
+    """What torch.compile did between two compile_counters(): graphs compiled, graph breaks by reason."""
+    if not after:
+        return {}
+    breaks = {reason: n - before.get("graph_breaks", {}).get(reason, 0) for reason, n in after["graph_breaks"].items()}
+    return {"graphs": after["graphs"] - before.get("graphs", 0),
+            "graph_breaks": {reason: n for reason, n in breaks.items() if n}}
+
+
+def timed_call(worker, task: str) -> dict:
+    """One call of `task` in a worker: its reply with the peak RSS during the call (and what was compiled)."""
+    before = worker.compile_counters()
+    reset_peak_rss()
+    reply = worker.run(task)
+    reply["peak_rss_kib"] = _status_kib("VmHWM")
+    compiled = compiled_since(before, worker.compile_counters())
+    if compiled:
+        reply["compiled"] = compiled
+    return reply
+
+
+class NotCompiled(RuntimeError):
+    """torch.compile was asked for, and the task ran without compiling anything."""
+
+
+def warm_up(worker, task: str, calls: int) -> dict:
+    """Builds `task` and runs it `calls` times untimed; the compile variant must have compiled something."""
+    started = time.perf_counter()
+    before = worker.compile_counters()
+    worker.prepare(task)
+    replies = [timed_call(worker, task) for _ in range(calls)]
+    reply = {"seconds": time.perf_counter() - started, "calls": replies}
+    compiled = compiled_since(before, worker.compile_counters())
+    if compiled:
+        if not compiled["graphs"]:
+            kind = task.rstrip("0123456789")  # beam32 -> beam
+            raise NotCompiled(f"nothing was compiled, {task} ran eagerly" + NOT_COMPILED.get(kind, ""))
+        reply["compiled"] = compiled
+    return reply
 
 
 def worker_main(kind: str) -> None:
     """Reads {"cmd": "init"|"prepare"|"run"|"quit", ...} lines; answers one JSON line each."""
     out = sys.stdout
-    sys.stdout = sys.stderr  # library chatter must not corrupt the protocol
+    sys.stdout = sys.stderr  # library chatter must not corrupt the replies
     worker = None
     for line in sys.stdin:
         msg = json.loads(line)
-        cmd = msg["cmd"]
         try:
-            if cmd == "quit":
+            if msg["cmd"] == "quit":
                 break
-            if cmd == "init":
-                cls = HfWorker if kind == "hf" else MtmoeWorker
-                reset_peak_rss()
-                worker = cls(msg["arch"], msg["opts"])
-                worker.arch_for_data = msg["arch"]
-                reply = {**worker.info(), "rss_kib": _status_kib("VmRSS"), "peak_rss_kib": _status_kib("VmHWM")}
+            if msg["cmd"] == "init":
+                worker = (HfWorker if kind == "hf" else MtmoeWorker)(msg["arch"], msg["opts"])
+                reply = {**worker.info(), "rss_kib": _status_kib("VmRSS")}
+            elif msg["cmd"] == "prepare":
+                reply = warm_up(worker, msg["task"], msg["calls"])
             else:
-                rss_before = _status_kib("VmRSS")
-                reset_peak_rss()
-                method = worker.prepare if cmd == "prepare" else worker.run
-                reply = method(msg["task"])
-                reply.update(rss_before_kib=rss_before, peak_rss_kib=_status_kib("VmHWM"))
-        except Exception as err:  # reported to the driver, which stops with the message
-            import traceback
+                reply = timed_call(worker, msg["task"])
+        except Exception as err:  # reported to the driver in one line
+            if not isinstance(err, NotCompiled):  # an expected outcome, not a bug to trace
+                import traceback
 
-            traceback.print_exc()
-            reply = {"error": f"{type(err).__name__}: {err}"}
+                traceback.print_exc()
+            reply = {"error": one_line(err)}
         out.write(json.dumps(reply) + "\n")
         out.flush()
 
 
+def one_line(err: BaseException, limit: int = 240) -> str:
+    """`Type: first line of the message`, cut to `limit` characters."""
+    lines = str(err).strip().splitlines()
+    text = f"{type(err).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 # ---------------------------------------------------------------------------
-# Driver
-# ---------------------------------------------------------------------------
+# The driver
+
+
+class WorkerFailed(RuntimeError):
+    """A worker's command failed; `alive` says whether the worker can take the next one."""
+
+    def __init__(self, message: str, *, alive: bool):
+        super().__init__(message)
+        self.alive = alive
 
 
 class Worker:
@@ -390,201 +479,301 @@ class Worker:
 
     def __init__(self, name: str, python: str, kind: str, env=None, script: str = os.path.abspath(__file__)):
         self.name = name
-        self.proc = subprocess.Popen(
-            [python, script, "--worker", kind], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            text=True, env=env, cwd=ROOT,
-        )
+        self.proc = subprocess.Popen([python, script, "--worker", kind], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True, env=env, cwd=ROOT)
 
-    def call(self, **msg):
+    def call(self, timeout: float | None = None, **msg) -> dict:
+        """The worker's reply to `msg`; WorkerFailed on an error reply, a dead worker or (killed) after `timeout` s."""
         self.proc.stdin.write(json.dumps(msg) + "\n")
         self.proc.stdin.flush()
+        if timeout is not None and not select.select([self.proc.stdout], [], [], timeout)[0]:
+            self.proc.kill()
+            raise WorkerFailed(f"no answer within {timeout:.0f} s (worker stopped)", alive=False)
         line = self.proc.stdout.readline()
         if not line:
-            raise RuntimeError(f"worker {self.name} died (see its traceback above)")
+            raise WorkerFailed(f"worker {self.name} died (exit status {self.proc.wait()}; its traceback is above)",
+                               alive=False)
         reply = json.loads(line)
         if "error" in reply:
-            raise RuntimeError(f"worker {self.name}: {reply['error']}")
+            raise WorkerFailed(reply["error"], alive=True)
         return reply
 
     def close(self):
-        try:
-            self.proc.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
-            self.proc.stdin.flush()
-        except BrokenPipeError:
-            pass
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
+                self.proc.stdin.flush()
+            except BrokenPipeError:
+                pass
         self.proc.wait(timeout=60)
 
 
-def throughput(task, reply, opts):
-    """Target tokens/s (train) or sentences/s (decode) of one timed call."""
+def start_workers(variants, arch, opts) -> tuple[dict, dict]:
+    """({variant: Worker}, {variant: its info}), each worker initialised (model built)."""
+    if any(VARIANTS[v][1] == "hf" for v in variants) and not os.path.exists(PEER_PYTHON):
+        raise SystemExit(f"{NAME}: {os.path.relpath(PEER_PYTHON, ROOT)} is missing; run "
+                         "`bash benchmarks/peers/setup.sh` first")
+    env = dict(os.environ)
+    env.pop("XLA_FLAGS", None)  # one CPU device, as a user has
+    workers, info = {}, {}
+    for variant in variants:
+        kind = VARIANTS[variant][1]
+        workers[variant] = Worker(variant, PEER_PYTHON if kind == "hf" else sys.executable, kind, env=env)
+    for variant, worker in workers.items():
+        info[variant] = worker.call(cmd="init", arch=arch, opts={**opts, "variant": variant})
+        print(f"{variant}: {json.dumps(info[variant])}", flush=True)
+    return workers, info
+
+
+def prepare_all(workers, tasks, args) -> tuple[dict, dict]:
+    """Warms every (variant, task) up; ({variant: {task: reply}}, {variant: {task: why it failed}}).
+
+    A failure of a torch.compile variant is recorded and that (variant, task)
+    left out; one of any other variant stops the benchmark. A worker that died
+    or did not answer in --compile_timeout seconds takes its remaining tasks with it."""
+    prepared, failed, stopped = {v: {} for v in workers}, {v: {} for v in workers}, set()
+    for task in tasks:
+        for variant, worker in workers.items():
+            if variant in stopped:
+                failed[variant][task] = "not run: the worker had stopped at an earlier task"
+                continue
+            compiles = variant == "hf-compile"
+            try:
+                reply = worker.call(cmd="prepare", task=task, calls=args.warmup_calls,
+                                    timeout=args.compile_timeout if compiles else None)
+            except WorkerFailed as err:
+                if not compiles:
+                    raise SystemExit(f"{NAME}: {variant} {task}: {err}") from None
+                failed[variant][task] = str(err)
+                if not err.alive:
+                    stopped.add(variant)
+                print(f"{variant} {task}: FAILED: {err}", flush=True)
+                continue
+            prepared[variant][task] = reply
+            print(f"{variant} {task}: built, compiled and ran {args.warmup_calls}x in {reply['seconds']:.1f} s",
+                  flush=True)
+    return prepared, failed
+
+
+def measure(workers, prepared, tasks, reps) -> dict:
+    """{variant: {task: [reply per repetition]}}: tasks in protocol.orders, variants in orders of their own."""
+    runs = {v: {t: [] for t in prepared[v]} for v in workers}
+    variants = list(workers)
+    task_orders, variant_orders = protocol.orders(tasks, reps, seed=1), protocol.orders(variants, reps)
+    for rep in range(reps):
+        started = time.perf_counter()
+        for task in task_orders[rep]:
+            for variant in variant_orders[rep]:
+                if task in runs[variant]:
+                    runs[variant][task].append(workers[variant].call(cmd="run", task=task))
+        timed = ", ".join(f"{v} {t} {r[-1]['seconds']:.2f} s" for v in runs for t, r in runs[v].items())
+        print(f"rep {rep + 1} ({time.perf_counter() - started:.0f} s): {timed}", flush=True)
+    return runs
+
+
+def throughput(task: str, seconds: float, opts: dict) -> float:
+    """Target tokens/s (train) or sentences/s (decoding) of one timed call."""
     if task == "train":
-        return reply["steps"] * opts["batch"] * opts["tgt_len"] / reply["seconds"]
-    batch = int(task[4:]) if task.startswith("beam") else int(task[6:])
-    return batch / reply["seconds"]
+        return opts["train_steps"] * opts["batch"] * opts["tgt_len"] / seconds
+    return decode_task(task)[1] / seconds
 
 
-def spread(values):
-    return {"median": statistics.median(values), "min": min(values), "max": max(values), "values": values}
+def summarise(runs, opts) -> dict:
+    """{variant: {task: throughput and peak RSS spreads}}."""
+    summary = {}
+    for variant, by_task in runs.items():
+        summary[variant] = {}
+        for task, replies in by_task.items():
+            summary[variant][task] = {
+                "throughput": protocol.spread(throughput(task, r["seconds"], opts) for r in replies),
+                "seconds": protocol.spread(r["seconds"] for r in replies),
+                "peak_rss_mib": protocol.spread(r["peak_rss_kib"] / 1024 for r in replies),
+                "recompiled_in_timed_calls": sum(r.get("compiled", {}).get("graphs", 0) for r in replies),
+            }
+            if task != "train":
+                summary[variant][task]["generated_tokens"] = sorted({n for r in replies for n in r["generated_tokens"]})
+    return summary
 
 
-def print_table(result: dict) -> None:
-    """The summary table of a result (also `--show RESULT.json`)."""
-    summary, ratios, runs = result["summary"], result["ratios"], result["runs"]
-    unit = {"train": "target tok/s"}
-    print(f"\n{'task':9s} {'variant':24s} {'median':>9s} {'min..max':>17s} {'unit':12s} "
-          f"{'peak RSS':>9s} {'w/ compile':>10s}  ratio vs HF: median (min..max per repetition)")
-    for task in TASKS:
-        for variant in summary:
-            if task not in summary[variant]:
+def ratios_to_best_hf(runs, summary, opts) -> dict:
+    """{mtmoe variant: {task: mtmoe over the faster HF variant's throughput, per repetition, and which one}}."""
+    out = {}
+    for variant in (v for v in runs if VARIANTS[v][1] == "mtmoe"):
+        out[variant] = {}
+        for task in runs[variant]:
+            hf = [v for v in runs if VARIANTS[v][1] == "hf" and task in runs[v]]
+            if not hf:
+                continue
+            best = max(hf, key=lambda v: summary[v][task]["throughput"]["median"])
+            ours = [throughput(task, r["seconds"], opts) for r in runs[variant][task]]
+            theirs = [throughput(task, r["seconds"], opts) for r in runs[best][task]]
+            out[variant][task] = {"over": best, **protocol.ratio_spread(ours, theirs)}
+    return out
+
+
+def table(tasks, variants, summary, ratios, failed) -> dict:
+    """The result table: one row per (task, variant), failed torch.compile rows included as such."""
+    rows = []
+    for task in tasks:
+        best = {r[task]["over"] for r in ratios.values() if task in r}
+        for variant in variants:
+            label = VARIANTS[variant][0]
+            if task in failed[variant]:
+                rows.append([task_label(task), label, "not measured (see the notes)", "-", "-"])
                 continue
             s = summary[variant][task]
-            t = s["throughput"]
-            run_peak = max(r["peak_rss_kib"] for r in runs[variant][task]) / 1024
-            ratio = ""
             if task in ratios.get(variant, {}):
                 r = ratios[variant][task]
-                ratio = f"{r['ratio_of_medians']:.2f}x ({r['per_repetition']['min']:.2f}..{r['per_repetition']['max']:.2f})"
-            print(f"{task:9s} {variant:24s} {t['median']:9.3g} {t['min']:8.3g}..{t['max']:<8.3g} "
-                  f"{unit.get(task, 'sentences/s'):12s} {run_peak:7.0f}Mi {s['peak_rss_mib']:8.0f}Mi  {ratio}")
+                ratio = f"{r['median']:.2f}x ({r['min']:.2f}..{r['max']:.2f}) over {VARIANTS[r['over']][0]}"
+            else:
+                ratio = "the best HF row" if variant in best else "-"
+            rate = protocol.fmt_spread(s["throughput"], rate_format(task))
+            rss = protocol.fmt_spread(s["peak_rss_mib"], "{:.0f}") if task == "train" else "-"
+            rows.append([task_label(task), label, rate, rss, ratio])
+    return {"columns": ["task", "implementation", "throughput", "peak RSS, MiB", "mtmoe / best HF"], "rows": rows}
+
+
+def compile_notes(prepared, failed, summary) -> list[str]:
+    """One line per torch.compile failure, and one on what it compiled (graphs, graph breaks, recompiles)."""
+    notes = [f"No {VARIANTS[variant][0]} row for {task_label(task).split(' (')[0]}: {why}; the eager row stands."
+             for variant, by_task in failed.items() for task, why in by_task.items()]
+    for variant, by_task in prepared.items():
+        compiled = {task: reply["compiled"] for task, reply in by_task.items() if "compiled" in reply}
+        if not compiled:
+            continue
+        reasons = sorted({reason for c in compiled.values() for reason in c["graph_breaks"]})
+        recompiled = {task: summary[variant][task]["recompiled_in_timed_calls"] for task in compiled}
+        notes.append(
+            f"{variant} compiled " + ", ".join(
+                f"{task} {c['graphs']} graphs with {sum(c['graph_breaks'].values())} graph breaks"
+                for task, c in compiled.items())
+            + (f" (graph breaks: {'; '.join(reasons)})" if reasons else "")
+            + "; graphs compiled during the timed calls: "
+            + ", ".join(f"{task} {n}" for task, n in recompiled.items()) + ".")
+    return notes
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--worker", choices=["mtmoe", "hf"], help=argparse.SUPPRESS)
     parser.add_argument("--gin_file", default="gin/models/mswitch_tiny.gin")
-    parser.add_argument("--variants", default="mtmoe-relu,mtmoe,mtmoe-relu+xent_autodiff,hf",
-                        help="mtmoe-relu: identical architecture to HF; mtmoe: the gated tiny model; "
-                             "+xent_autodiff: with an autodiff-gradient cross-entropy "
-                             "(benchmarks/patches.py)")
-    parser.add_argument("--tasks", default=",".join(TASKS))
-    parser.add_argument("--decode_variants", default="mtmoe-relu,hf",
-                        help="variants that also run the decoding tasks (the others train only)")
-    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, out of {','.join(VARIANTS)}")
+    parser.add_argument("--tasks", default=",".join(TASKS),
+                        help="comma-separated: train, beam<batch>, greedy<batch> (default: %(default)s)")
     parser.add_argument("--batch", type=int, default=32, help="training batch (sequences)")
     parser.add_argument("--src_len", type=int, default=64)
     parser.add_argument("--tgt_len", type=int, default=64)
     parser.add_argument("--gen", type=int, default=24, help="tokens generated per sentence when decoding")
     parser.add_argument("--train_steps", type=int, default=2, help="optimizer steps per timed training call")
+    parser.add_argument("--warmup_calls", type=int, default=2,
+                        help="untimed calls of each (variant, task) before the repetitions, compilation included")
+    parser.add_argument("--compile_timeout", type=float, default=600,
+                        help="seconds the torch.compile variant may take to warm a task up before it counts as failed")
     parser.add_argument("--dispatch", default="sort", choices=["sort", "einsum", "dropless"])
-    parser.add_argument("--out", default=RESULT_PATH)
-    parser.add_argument("--show", metavar="RESULT_JSON", help="print the table of a saved result and exit")
+    protocol.add_arguments(parser, name=NAME)
     args = parser.parse_args(argv)
     if args.worker:
         worker_main(args.worker)
         return
-    if args.show:
-        with open(args.show) as f:
-            print_table(json.load(f))
-        return
+    variants = [v for v in args.variants.split(",") if v]
+    tasks = [t for t in args.tasks.split(",") if t]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown or not variants:
+        parser.error(f"--variants out of {','.join(VARIANTS)} (unknown: {', '.join(unknown) or 'none given'})")
+    for task in (t for t in tasks if t != "train"):
+        try:
+            decode_task(task)
+        except ValueError as err:
+            parser.error(str(err))
+    if args.src_len != args.tgt_len:
+        parser.error("--src_len and --tgt_len must be equal: one routing group is one sequence in both frameworks")
+    run = protocol.Run(NAME, args, argv=argv)
 
-    if not os.path.exists(PEER_PYTHON):
-        raise SystemExit(f"{PEER_PYTHON} is missing; run `bash benchmarks/peers/setup.sh` first")
-    sys.path.insert(0, ROOT)
     from mtmoe import routing
 
     arch = read_architecture(args.gin_file)
-    tasks = [t for t in args.tasks.split(",") if t]
-    for task in tasks:
-        if task not in TASKS:
-            raise SystemExit(f"unknown task {task!r}; use some of {','.join(TASKS)}")
-    variants = [v for v in args.variants.split(",") if v]
-    decode_variants = set(args.decode_variants.split(","))
-
-    def runs_task(variant, task):
-        return task == "train" or variant in decode_variants
-
     opts = {k: getattr(args, k) for k in ("batch", "src_len", "tgt_len", "gen", "train_steps", "dispatch")}
     opts["hf_expert_capacity"] = routing.expert_capacity(
         tokens_per_group=args.tgt_len, num_experts=arch["num_experts"], capacity_factor=arch["capacity_factor"],
         min_expert_capacity=arch["min_expert_capacity"])
-    print(f"architecture ({args.gin_file}): {json.dumps(arch)}")
-    print(f"options: {json.dumps(opts)}", flush=True)
-
-    workers = {}
-    for variant in variants:
-        kind, python = ("hf", PEER_PYTHON) if variant == "hf" else ("mtmoe", PROJECT_PYTHON)
-        env = dict(os.environ)
-        env.pop("XLA_FLAGS", None)  # one CPU device, as a user has
-        workers[variant] = Worker(variant, python, kind, env=env)
-    info = {}
+    print(f"architecture: {json.dumps(arch)}\noptions: {json.dumps(opts)}", flush=True)
+    workers, info = start_workers(variants, arch, opts)
     try:
-        for variant, worker in workers.items():
-            info[variant] = worker.call(cmd="init", arch=arch, opts={**opts, "variant": variant})
-            print(f"{variant}: {info[variant]}", flush=True)
-        counts = {v: info[v]["num_params"] for v in variants}
-        if len(set(counts.values())) != 1:
-            print(f"WARNING: parameter counts differ: {counts}")
-
-        prepared = {v: {} for v in variants}
-        for task in tasks:
-            for variant, worker in workers.items():
-                if not runs_task(variant, task):
-                    continue
-                t0 = time.perf_counter()
-                prepared[variant][task] = worker.call(cmd="prepare", task=task)
-                prepared[variant][task]["wall_seconds"] = time.perf_counter() - t0
-                print(f"prepared {variant:10s} {task:8s} in {prepared[variant][task]['wall_seconds']:.1f}s", flush=True)
-
-        runs = {v: {t: [] for t in tasks if runs_task(v, t)} for v in variants}
-        for rep in range(args.reps):
-            for task in tasks:
-                order = variants if rep % 2 == 0 else variants[::-1]  # alternate who goes first
-                for variant in order:
-                    if not runs_task(variant, task):
-                        continue
-                    reply = workers[variant].call(cmd="run", task=task)
-                    reply["throughput"] = throughput(task, reply, opts)
-                    runs[variant][task].append(reply)
-                    print(f"rep {rep} {variant:10s} {task:8s} {reply['throughput']:10.1f}/s "
-                          f"({reply['seconds']:.2f}s, peak RSS {reply['peak_rss_kib'] / 1024:.0f} MiB)", flush=True)
+        prepared, failed = prepare_all(workers, tasks, args)
+        runs = measure(workers, prepared, tasks, args.reps)
     finally:
         for worker in workers.values():
             worker.close()
 
-    summary = {}
-    for variant in variants:
-        summary[variant] = {}
-        for task in runs[variant]:
-            values = [r["throughput"] for r in runs[variant][task]]
-            summary[variant][task] = {
-                "throughput": spread(values),
-                "peak_rss_mib": max(r["peak_rss_kib"] for r in runs[variant][task] + [prepared[variant][task]]) / 1024,
-                "rss_before_mib": runs[variant][task][0]["rss_before_kib"] / 1024,
-            }
-            if task != "train":
-                summary[variant][task]["generated_tokens"] = sorted(
-                    {r["generated_tokens_min"] for r in runs[variant][task]} | {r["generated_tokens_max"] for r in runs[variant][task]})
-    ratios = {}
-    if "hf" in variants:
-        for variant in variants:
-            if variant == "hf":
-                continue
-            ratios[variant] = {}
-            for task in runs[variant]:
-                if task not in runs["hf"]:
-                    continue
-                ours = [r["throughput"] for r in runs[variant][task]]
-                theirs = [r["throughput"] for r in runs["hf"][task]]
-                # Per-repetition ratios (same repetition = same machine load) give the spread.
-                per_rep = [a / b for a, b in zip(ours, theirs)]
-                ratios[variant][task] = {"ratio_of_medians": statistics.median(ours) / statistics.median(theirs),
-                                         "per_repetition": spread(per_rep)}
+    summary = summarise(runs, opts)
+    ratios = ratios_to_best_hf(runs, summary, opts)
+    result_table = table(tasks, variants, summary, ratios, failed)
+    print("\n".join(["", *render_table(result_table), ""]), flush=True)
+    run.write(
+        title="Training and decoding against Hugging Face",
+        about=about(arch, args),
+        table=result_table,
+        headline=headline(ratios, summary),
+        notes=[*compile_notes(prepared, failed, summary), *setup_notes(info, prepared, summary, opts, args)],
+        results={"architecture": arch, "options": {**opts, "warmup_calls": args.warmup_calls}, "workers": info,
+                 "failed": failed, "prepare": prepared, "summary": summary, "ratios": ratios, "runs": runs},
+    )
 
-    result = {
-        "benchmark": "hf_switch",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
-                    "note": "2 CPU cores shared with other processes; variants interleaved per repetition"},
-        "command": "python benchmarks/hf_switch.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "git": git_state(),
-        "architecture": arch, "options": opts, "workers": info, "summary": summary, "ratios": ratios,
-        "prepare": prepared, "runs": runs,
-    }
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=1)
-    print_table(result)
-    print(f"\nwrote {args.out}")
+
+def about(arch: dict, args) -> str:
+    """What the table measures, on what, in one paragraph."""
+    return (f"mtmoe against Hugging Face `SwitchTransformersForConditionalGeneration` of the same shape, from "
+            f"`{args.gin_file}` (d_model {arch['d_model']}, {arch['num_encoder_layers']}+"
+            f"{arch['num_decoder_layers']} layers, {arch['num_experts']} experts at every other FFN, vocabulary "
+            f"{arch['vocab_size']}), on CPU in float32, random weights and random tokens. HF's expert MLP is ReLU, "
+            f"so `mtmoe, ReLU MLP` is the identical model (d_ff {arch['d_ff_relu']}); the gated tiny model "
+            f"(d_ff {arch['d_ff_gated']}) has the same parameters and FLOPs per token. Train: "
+            f"{args.train_steps} whole optimizer steps (forward, backward, Adafactor) on {args.batch} x "
+            f"({args.src_len} source, {args.tgt_len} target) tokens, peak RSS of the worker process during them; "
+            f"decoding: {args.gen} tokens per sentence from random sources of {args.src_len} tokens. HF runs eager "
+            "and under `torch.compile` (training: the model compiled; generation: static cache and HF's automatic "
+            "compilation). Ratio: mtmoe's throughput over the faster HF row of the task, per repetition (above 1: "
+            "mtmoe is faster).")
+
+
+def setup_notes(info, prepared, summary, opts, args) -> list[str]:
+    """Parameter counts, capacity, frameworks, warm-up times, and any output not --gen tokens long."""
+    params = {v: i["num_params"] for v, i in info.items()}
+    frameworks = {VARIANTS[v][1]: i["framework"] for v, i in info.items()}
+    notes = [
+        "Parameters: " + ", ".join(f"{v} {n:,}" for v, n in params.items())
+        + ("." if len(set(params.values())) == 1 else " -- THE COUNTS DIFFER: the models are not the same size."),
+        f"Expert capacity {opts['hf_expert_capacity']} tokens per expert and sequence in both; "
+        + "; ".join(frameworks.values()) + "; PyTorch threads: "
+        + ", ".join(f"{v} {i['threads']}" for v, i in info.items() if VARIANTS[v][1] == "hf") + ".",
+        f"Before the repetitions, each (variant, task) was built and run {args.warmup_calls}x untimed, compilation "
+        "included (seconds): " + ", ".join(f"{v} {t} {r['seconds']:.0f}" for v in prepared
+                                           for t, r in prepared[v].items()) + ".",
+    ]
+    lengths = {(v, t): s["generated_tokens"] for v in summary for t, s in summary[v].items() if t != "train"}
+    if any(n != [args.gen] for n in lengths.values()):
+        notes.append("Not every output was --gen tokens long: "
+                     + ", ".join(f"{v} {t} {n}" for (v, t), n in lengths.items()) + ".")
+    return notes
+
+
+def headline(ratios, summary) -> str:
+    """mtmoe with HF's architecture against the best HF row, per task."""
+    variant = "mtmoe-relu" if "mtmoe-relu" in ratios else next(iter(ratios), None)
+    if variant is None or not ratios[variant]:
+        return ""
+    def rate(v, task):
+        return rate_format(task).format(summary[v][task]["throughput"]["median"])
+
+    parts = [f"{task_label(task).split(' (')[0]}: {r['median']:.2f}x ({rate(variant, task)} against "
+             f"{rate(r['over'], task)}, {VARIANTS[r['over']][0]})" for task, r in ratios[variant].items()]
+    return f"{VARIANTS[variant][0]} over the faster Hugging Face row: " + "; ".join(parts) + "."
+
+
+def render_table(t: dict) -> list[str]:
+    from benchmarks import render
+
+    return render.table_lines(t)
 
 
 if __name__ == "__main__":
