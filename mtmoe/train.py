@@ -143,7 +143,9 @@ def train(*, model, model_dir: str, train_dataset_cfg: DatasetConfig, train_step
 
     # ---- the loop -----------------------------------------------------------------------------------
     stop = monitoring.StopSignal()
-    healthy = jnp.asarray(True)
+    # Placed as the step returns it (replicated over the mesh): an uncommitted array here would give the
+    # second step another input sharding, and jit would trace and compile the whole step a second time.
+    healthy = jax.device_put(jnp.asarray(True), jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
     step = start_step
     last_saved = start_step if restored is not None else None
     started = time.time()

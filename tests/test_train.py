@@ -278,3 +278,21 @@ def test_two_processes_train_one_model(tmp_path):
     assert sorted(curve) == [1, 2, 3] and all(np.isfinite(list(curve.values())))
     step, params = final_params(model_dir)
     assert step == 3 and all(np.all(np.isfinite(p)) for p in params)
+
+
+def test_train_step_compiles_once(tmp_path, capsys, caplog):
+    """Every step after the first reuses the first step's program (a recompile costs seconds per run)."""
+    import logging
+
+    import jax
+
+    jax.config.update("jax_log_compiles", True)
+    try:
+        with caplog.at_level(logging.WARNING):
+            status, err = run_main([TINY, ONE_DEVICE, f"--gin.MODEL_DIR='{tmp_path / 'run'}'", "--gin.TRAIN_STEPS=3",
+                                    "--gin.EVAL_BATCHES=0", "--gin.BLEU_PAIRS=0"], capsys)
+    finally:
+        jax.config.update("jax_log_compiles", False)
+    assert status == 0, err
+    compiles = [r for r in caplog.records if r.getMessage().startswith("Compiling jit(step_fn)")]
+    assert len(compiles) == 1, f"the train step was compiled {len(compiles)} times"
