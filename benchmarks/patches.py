@@ -8,7 +8,7 @@ checking that it computes the same values and gradients as the committed code;
     xent_autodiff  mtmoe.models.cross_entropy_with_logits written as
                    logsumexp + take_along_axis, gradient by autodiff.
                    The committed version has a hand-written VJP, as T5X's;
-                   benchmarks/mfu.py and hf_switch.py time both side by side.
+                   benchmarks/mfu.py times both side by side.
 """
 
 from __future__ import annotations
