@@ -47,9 +47,8 @@ from tasks import preprocessors, sources, vocab
 MT5_TEMPERATURE = 1.0 / 0.3  # mT5: sampling rate ~ n ** 0.3
 DEFAULT_TEMPERATURE = MT5_TEMPERATURE
 TRANSLATE_101_LANGUAGES = 100  # non-English languages in translate_101 (plus English: 101)
-# translate_demo: the main job (`make demo`) trains on 10 CPU minutes. Few tasks keep
-# seqio's start-up short (one graph and shuffle buffer per task) and leave each
-# language enough updates to learn something visible.
+# translate_demo: the main job (`make demo`) trains for 10 CPU minutes. Few tasks leave
+# each direction enough updates to learn something visible.
 DEMO_LANGUAGES = ("de", "fr", "es", "ja")
 
 
