@@ -80,7 +80,7 @@ class TrainStep:
         data = make_data({"vocab_size": model.config.vocab_size}, batch=self.batch_size, src_len=self.src_len,
                          tgt_len=self.tgt_len, seed=seed)
         self.batch = partitioning.shard_batch(data, self.mesh)
-        self.healthy, self.step = jnp.asarray(True), 0
+        self.healthy, self.step = trainer.healthy_flag(self.mesh), 0
 
     def compilations(self) -> int | None:
         """How many times the jitted step was traced and compiled so far (None if this JAX cannot tell)."""

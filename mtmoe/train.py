@@ -143,9 +143,7 @@ def train(*, model, model_dir: str, train_dataset_cfg: DatasetConfig, train_step
 
     # ---- the loop -----------------------------------------------------------------------------------
     stop = monitoring.StopSignal()
-    # Placed as the step returns it (replicated over the mesh): an uncommitted array here would give the
-    # second step another input sharding, and jit would trace and compile the whole step a second time.
-    healthy = jax.device_put(jnp.asarray(True), jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+    healthy = trainer.healthy_flag(mesh)
     step = start_step
     last_saved = start_step if restored is not None else None
     started = time.time()

@@ -175,6 +175,18 @@ def compile_steps(*, model, optimizer, learning_rate: Callable, num_microbatches
     return train_step, eval_step
 
 
+def healthy_flag(mesh):
+    """The train step's `healthy` input before the first step: True, replicated over `mesh`.
+
+    Placed as the step returns it: an uncommitted array would give the second
+    step another input sharding, and jit would trace and compile the whole step
+    a second time."""
+    import jax
+    import jax.numpy as jnp
+
+    return jax.device_put(jnp.asarray(True), jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+
+
 def checkpoint_meta(*, model, config_text: str, mixture_or_task_name: str, lengths: Mapping[str, int],
                     pairs: list[tuple[str, tuple[str, str]]], vocabulary) -> dict:
     """The run-invariant part of every checkpoint's metadata (the data position is added per save)."""
