@@ -179,8 +179,9 @@ def _shared_preprocessing(tasks) -> list[tuple[list, list[tuple[object, list]]]]
     Returns [(shared preprocessors, [(task, its own leading preprocessors), ...]), ...].
     Tasks whose lists agree after the first preprocessor form a group (a
     translation task's first one adds its own language tag); the group shares
-    the longest common tail of their lists. Preprocessors are alike when they
-    are the same function, or functools.partials of it with equal arguments."""
+    everything after the first, and the first too when all its tasks agree on
+    it. Preprocessors are alike when they are the same function, or
+    functools.partials of it with equal arguments."""
     groups: list[tuple[list, list]] = []
     for task in tasks:
         chain = [_preprocessor_key(p) for p in task.preprocessors]
