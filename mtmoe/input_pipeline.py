@@ -91,10 +91,10 @@ def make_dataset(*, mixture_or_task_name: str, task_feature_lengths: Mapping[str
                  shuffle_buffer_size: int | None = None, module: str | None = "tasks"):
     """Batched tf.data.Dataset of EncDecFeatureConverter features for this process.
 
-    A mixture is read as one pipeline (`_mixture_dataset`); a single task, or
-    any provider with use_cached, as seqio.get_dataset builds it.
-    shuffle_buffer_size: the mixture's one shuffle buffer (None:
-    MIXTURE_SHUFFLE_BUFFER), or a single task's (None: the task's own).
+    A task or mixture is read as one pipeline (`_mixture_dataset`); with
+    use_cached, seqio.get_dataset reads seqio's cache.
+    shuffle_buffer_size: the pipeline's one shuffle buffer, in examples
+    (None: MIXTURE_SHUFFLE_BUFFER).
 
     Deterministic for a given seed: shuffles and mixture sampling are seeded
     and tf.data keeps element order, so skipping n batches after a restart
@@ -104,7 +104,7 @@ def make_dataset(*, mixture_or_task_name: str, task_feature_lengths: Mapping[str
 
     provider = get_mixture_or_task(mixture_or_task_name, module=module)
     shard_info = seqio.ShardInfo(index=shard_index, num_shards=num_shards) if num_shards > 1 else None
-    if isinstance(provider, seqio.Mixture) and not use_cached:
+    if not use_cached:
         dataset = _mixture_dataset(provider, lengths=dict(task_feature_lengths), split=split, shuffle=shuffle,
                                    seed=seed, num_epochs=num_epochs, shard_info=shard_info,
                                    shuffle_buffer_size=shuffle_buffer_size or MIXTURE_SHUFFLE_BUFFER)
@@ -115,8 +115,6 @@ def make_dataset(*, mixture_or_task_name: str, task_feature_lengths: Mapping[str
             feature_converter=seqio.EncDecFeatureConverter(pack=pack), dataset_split=split,
             use_cached=use_cached, shuffle=shuffle, num_epochs=num_epochs, shard_info=shard_info,
             verbose=False, seed=seed)
-        if shuffle_buffer_size and shuffle and not use_cached:
-            dataset = dataset.shuffle(shuffle_buffer_size, seed=seed)
 
     options = tf.data.Options()
     options.deterministic = True  # exact resume: the same seed must give the same batches in the same order
@@ -128,7 +126,8 @@ def make_dataset(*, mixture_or_task_name: str, task_feature_lengths: Mapping[str
 
 
 def _mixture_dataset(mixture, *, lengths, split, shuffle, seed, num_epochs, shard_info, shuffle_buffer_size):
-    """A seqio Mixture as one tf.data pipeline: sample the tasks' sources, then preprocess once.
+    """A seqio Mixture (or a Task: a mixture of one) as one tf.data pipeline: sample the tasks' sources,
+    then preprocess once.
 
     seqio's Mixture.get_dataset builds each task's whole pipeline (every
     preprocessor traced into its own graph, a 1000-example shuffle buffer and
@@ -148,7 +147,7 @@ def _mixture_dataset(mixture, *, lengths, split, shuffle, seed, num_epochs, shar
     """
     import tensorflow as tf
 
-    tasks = [task for task in mixture.tasks if split in task.splits]
+    tasks = [task for task in getattr(mixture, "tasks", [mixture]) if split in task.splits]
     if not tasks:
         raise UsageError(f"no task of {mixture.name} has a {split!r} split")
     keys = list(mixture.output_features)
@@ -160,7 +159,7 @@ def _mixture_dataset(mixture, *, lengths, split, shuffle, seed, num_epochs, shar
             if num_epochs != 1:
                 dataset = dataset.repeat(num_epochs)
             sampled.append(_preprocess(task, own, dataset, lengths=lengths, seed=seed))
-            rates.append(float(mixture.get_rate(task)))
+            rates.append(float(mixture.get_rate(task)) if hasattr(mixture, "get_rate") else 1.0)
         dataset = sampled[0] if len(sampled) == 1 else tf.data.Dataset.sample_from_datasets(
             sampled, weights=rates, seed=seed)
         dataset = _preprocess(members[0][0], shared, dataset, lengths=lengths, seed=seed)

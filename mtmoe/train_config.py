@@ -33,7 +33,7 @@ class DatasetConfig:
     shuffle: bool = True
     module: str | None = "tasks"
     use_cached: bool = False                  # seqio's own cache (seqio's cache_tasks_main output)
-    # A mixture's one shuffle buffer, in examples (None: input_pipeline.MIXTURE_SHUFFLE_BUFFER), or a task's.
+    # The input pipeline's one shuffle buffer, in examples (None: input_pipeline.MIXTURE_SHUFFLE_BUFFER).
     shuffle_buffer_size: int | None = None
     cache_dir: str | None = None
 
