@@ -12,9 +12,9 @@ call, text in and text out (SentencePiece encoding and decoding are included;
 they are a negligible share). Four variants, interleaved:
 
 - greedy, and beam 4 with length penalty 0.6 (the harness's and the web UI's default);
-- batch 32: the sentences sorted longest first in calls of 32, as the harness
-  sends them (`eval/per_language_bleu.py --batch_size 32`, the Translator's
-  largest batch bucket);
+- batch 32: the sentences passed in one translate call of 32, which the
+  Translator decodes as the harness's sentences, longest first, in calls of up
+  to 32 sentences and 1024 source tokens (`Translator._chunks`);
 - batch 1: the first `--single` of the same sentences, one call each, as the web
   UI translates one request (by default the first 16 of the 32, to keep the run
   short; the first of the same list, not picked by length).
@@ -46,7 +46,7 @@ NAME = "decode"
 MODEL = "data/models/mswitch-release"
 SOURCE, TARGET = "en", "de"
 BEAM_SIZE = 4
-BATCH = 32  # the harness's --batch_size, and Translator's MAX_BATCH_BUCKET
+BATCH = 32  # the Translator's MAX_BATCH_BUCKET
 
 
 def read_sentences(count: int) -> list[str]:

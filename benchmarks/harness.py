@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/harness.py --pairs en-de --max_sentences 50 --reps 5
 
 Every repetition runs the harness twice, each a fresh process with its default
-flags (beam 4, batches of 32), in an order that changes per repetition:
+flags (beam 4; the Translator sizes decode calls by sentence length), in an order that changes per repetition:
 
 - first run: an empty JAX compilation cache (`--compilation_cache` on a new
   folder), as the first time a user scores a model of this size: every beam
@@ -104,7 +104,7 @@ def main(argv=None) -> None:
     run.write(
         title="Evaluation harness speed",
         about=(f"`python eval/per_language_bleu.py --pairs {args.pairs} --max_sentences {args.max_sentences}` on "
-               f"`{model}` (beam 4, batches of 32, CPU): {sentences} sentences decoded and scored per run, a fresh "
+               f"`{model}` (beam 4, decode calls of up to 32 sentences and 1024 source tokens, CPU): {sentences} sentences decoded and scored per run, a fresh "
                "process per run. First run: an empty JAX compilation cache, so every beam-search shape compiles "
                "in the run. Later run: the cache a previous run filled. Sentences/s over the seconds the harness "
                "reports (decoding and scoring; the process time adds the interpreter's start and imports). Every "

@@ -255,7 +255,7 @@ def _load_test_sets(source: data_sources.Source, pairs: list[tuple[str, str]], *
 
 def run(*, checkpoint: Path | None = None, translator: Any = None, step: int | None = None, data: str = "embedded",
         split: str = "test", pairs: str = "all", max_sentences: int | None = None, beam_size: int = 4,
-        batch_size: int = 32, decode_batch: int | None = None, baseline: Path | None = None, output: Path | None = None, overwrite: bool = False,
+        batch_size: int = 256, decode_batch: int | None = None, baseline: Path | None = None, output: Path | None = None, overwrite: bool = False,
         bucket_edges: str | None = None, resource_sizes: Path | None = DEFAULT_RESOURCE_SIZES,
         spm_model: Path | None = None, embedded_dir: Path = data_sources.DEFAULT_EMBEDDED_DIR,
         stream: TextIO | None = None) -> RunResult:
@@ -380,7 +380,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "every English-centric pair the checkpoint and the data both hold (for tsv: all its pairs); default all")
     parser.add_argument("--max_sentences", type=_positive_int, default=None, help="score only the first N sentences of each pair (default: all)")
     parser.add_argument("--beam_size", type=_positive_int, default=4, help="default 4 (1: greedy)")
-    parser.add_argument("--batch_size", type=_positive_int, default=32, help="sentences per translate call (default 32)")
+    parser.add_argument("--batch_size", type=_positive_int, default=256, help="sentences per translate call, for progress reports (default 256; the translator splits each into decode calls)")
     parser.add_argument("--decode_batch", type=_positive_int, default=None, metavar="N",
                         help="on an accelerator: pad every decode call to exactly N rows (e.g. 256 with "
                              "--batch_size 256), one compilation per length bucket (default: CPU-sized batches)")

@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from mtmoe import checkpoints, models
+from mtmoe import checkpoints, models, translate
 from mtmoe.translate import PARAM_DTYPE, Translator, _bucket
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -49,6 +49,15 @@ def test_decode_batch_pads_every_call_to_one_shape(translator, monkeypatch):
     assert [rows for rows, _ in shapes] == [2, 2]
     with pytest.raises(ValueError, match="decode_batch=0 must be >= 1"):
         Translator(model=translator.model, params=translator.params, vocab_bytes=b"", decode_batch=0)
+
+
+def test_long_sentences_go_in_smaller_calls(translator, monkeypatch):
+    monkeypatch.setattr(translate, "CPU_TOKENS_PER_CALL", 64)
+    lengths = [3, 40, 9, 20, 5, 33, 4, 6]
+    # Longest first; a call's first (longest) sentence sets its rows, 64 // its length bucket:
+    # 40 and 33 (bucket 64) one each; 20 (bucket 32) two, taking 9 along; 6 (bucket 8) up to 8.
+    chunks = translator._chunks([[7] * n for n in lengths])
+    assert [[lengths[i] for i in chunk] for chunk in chunks] == [[40], [33], [20, 9], [6, 5, 4, 3]]
 
 
 def test_source_formatting_matches_the_tasks(translator):
