@@ -27,19 +27,27 @@ Schedule = Callable[[jax.Array], jax.Array]
 
 
 def rsqrt_schedule(*, base_learning_rate: float = 1.0, warmup_steps: int = 10_000,
-                   linear_warmup: bool = False) -> Schedule:
+                   linear_warmup: bool = False, cooldown_steps: int = 0, total_steps: int | None = None) -> Schedule:
     """T5X's `constant * rsqrt_decay`: base / sqrt(max(step, warmup_steps)).
 
     With linear_warmup=True the first warmup_steps ramp linearly from 0 to the
-    plateau (useful for Adam, which has no relative step size)."""
+    plateau (useful for Adam, which has no relative step size). With
+    cooldown_steps > 0 the last cooldown_steps before total_steps are scaled
+    down linearly to 0 at total_steps (a short run ends on a small step size,
+    as a long rsqrt run does by itself)."""
     if warmup_steps < 1:
         raise ValueError(f"warmup_steps must be >= 1, got {warmup_steps}; set --gin.WARMUP_STEPS")
+    if cooldown_steps < 0 or (cooldown_steps and (total_steps is None or not 0 < cooldown_steps <= total_steps)):
+        raise ValueError(f"cooldown_steps={cooldown_steps} must be >= 0 and, when > 0, at most total_steps="
+                         f"{total_steps}; set --gin.COOLDOWN_STEPS (0 = none)")
 
     def schedule(step):
         step = jnp.asarray(step, jnp.float32)
         lr = base_learning_rate / jnp.sqrt(jnp.maximum(step, warmup_steps))
         if linear_warmup:
             lr = lr * jnp.minimum(1.0, (step + 1.0) / warmup_steps)
+        if cooldown_steps:
+            lr = lr * jnp.clip((total_steps - step) / cooldown_steps, 0.0, 1.0)
         return lr
 
     return schedule
