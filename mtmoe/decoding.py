@@ -3,6 +3,11 @@
 Axis letters: B batch, K beams (or samples per input: `num_decodes`), V vocab,
 L `max_decode_len` (number of output positions).
 
+`max_decode_len` fixes the shapes, so every value compiles its own program;
+`decode_steps`, a traced int32 scalar <= L, stops the loop earlier without a
+new program: one compiled search serves every output limit up to L (positions
+past the limit hold 0). Results equal those of `max_decode_len=decode_steps`.
+
 The model is reached only through `tokens_to_logits(state: DecodingState) ->
 (<float32>[B*K, V] logits, new_cache)`; these functions know nothing about layers.
 
@@ -180,6 +185,13 @@ def _decode_len(inputs: jax.Array, max_decode_len: int | None) -> int:
     return length
 
 
+def _step_limit(length: int, decode_steps) -> jax.Array | int:
+    """The loop's step limit: `length`, or the traced `decode_steps` capped at it."""
+    if decode_steps is None:
+        return length
+    return jnp.minimum(jnp.asarray(decode_steps, jnp.int32), length)
+
+
 def _check_eos(eos_id: int) -> None:
     if eos_id == PAD_ID:
         raise ValueError(f"eos_id must differ from the pad/start id {PAD_ID}; use eos_id=1 (T5)")
@@ -253,6 +265,7 @@ def beam_search(
     num_decodes: int = 4,
     alpha: float = 0.6,
     max_decode_len: int | None = None,
+    decode_steps: jax.Array | int | None = None,
     cache_stages: Sequence[int] = (),
     grow_cache: GrowCache | None = None,
 ) -> tuple[jax.Array, jax.Array]:
@@ -269,6 +282,8 @@ def beam_search(
       alpha: length penalty exponent; score = log_prob / ((5 + n) / 6) ** alpha
         where n counts the generated tokens including EOS.
       max_decode_len: number of output positions L (default `inputs.shape[1]`).
+      decode_steps: at most this many output positions are decoded (default L);
+        may be traced (module docstring). The length penalty's range ends here.
       cache_stages, grow_cache: a cache that grows with the output (module
         docstring); `cache` then holds cache_stages[0] positions.
 
@@ -289,6 +304,7 @@ def beam_search(
         raise ValueError(f"num_decodes must be >= 1, got {num_decodes}")
     length = _decode_len(inputs, max_decode_len)
     stages = _check_stages(cache_stages, grow_cache, length)
+    limit = _step_limit(length, decode_steps)
     batch_size, beam_size = inputs.shape[0], num_decodes
     rows = batch_size * beam_size
 
@@ -309,13 +325,13 @@ def beam_search(
 
     def cond_fn(state: BeamState) -> jax.Array:
         best_live = state.live_logprobs[:, 0]  # [B]
-        # A live beam needs >= 1 more token, so it ends with n in [cur_index+1, L].
-        best_reachable = jnp.maximum(best_live / penalty(state.cur_index + 1), best_live / penalty(length))
+        # A live beam needs >= 1 more token, so it ends with n in [cur_index+1, limit].
+        best_reachable = jnp.maximum(best_live / penalty(state.cur_index + 1), best_live / penalty(limit))
         worst_finished = jnp.where(
             jnp.all(state.finished_flags, axis=1), jnp.min(state.finished_scores, axis=1), NEG_INF
         )  # [B]
         search_done = jnp.all(worst_finished > best_reachable)
-        return (state.cur_index < length) & ~search_done
+        return (state.cur_index < limit) & ~search_done
 
     def body_fn(state: BeamState) -> BeamState:
         i = state.cur_index
@@ -426,6 +442,7 @@ def temperature_sample(
     topk: int = 0,
     topp: float = 1.0,
     max_decode_len: int | None = None,
+    decode_steps: jax.Array | int | None = None,
     cache_stages: Sequence[int] = (),
     grow_cache: GrowCache | None = None,
 ) -> tuple[jax.Array, jax.Array]:
@@ -444,7 +461,7 @@ def temperature_sample(
       topp: Python float in (0, 1], keep the nucleus of mass topp (1 = all).
         Both filters act on the temperature-scaled logits, top-k first.
       max_decode_len: number of output positions L (default `inputs.shape[1]`).
-      cache_stages, grow_cache: as in `beam_search`.
+      decode_steps, cache_stages, grow_cache: as in `beam_search`.
 
     Returns:
       (<int32>[B, N, L] sequences, <float32>[B, N] log-probs), most likely first.
@@ -464,6 +481,7 @@ def temperature_sample(
         raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
     length = _decode_len(inputs, max_decode_len)
     stages = _check_stages(cache_stages, grow_cache, length)
+    limit = _step_limit(length, decode_steps)
     batch_size = inputs.shape[0]
     rows = batch_size * num_decodes
 
@@ -485,7 +503,7 @@ def temperature_sample(
     )
 
     def cond_fn(state: SamplingState) -> jax.Array:
-        return (state.cur_index < length) & ~jnp.all(state.ended)
+        return (state.cur_index < limit) & ~jnp.all(state.ended)
 
     def body_fn(state: SamplingState) -> SamplingState:
         i = state.cur_index
@@ -529,6 +547,7 @@ def greedy(
     *,
     eos_id: int,
     max_decode_len: int | None = None,
+    decode_steps: jax.Array | int | None = None,
     cache_stages: Sequence[int] = (),
     grow_cache: GrowCache | None = None,
 ) -> tuple[jax.Array, jax.Array]:
@@ -545,6 +564,7 @@ def greedy(
         num_decodes=1,
         temperature=0.0,
         max_decode_len=max_decode_len,
+        decode_steps=decode_steps,
         cache_stages=cache_stages,
         grow_cache=grow_cache,
     )

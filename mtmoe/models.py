@@ -304,6 +304,7 @@ class EncoderDecoderModel:
         beam_size: int = 4,
         alpha: float = 0.6,
         max_decode_length: int | None = None,
+        decode_steps: Array | int | None = None,
         rng: Array | None = None,
         temperature: float = 1.0,
         top_k: int = 0,
@@ -316,6 +317,9 @@ class EncoderDecoderModel:
         `beam_size` and length penalty `alpha`, argmax, or sampling with
         `temperature` / `top_k` / `top_p` from `rng`. max_decode_length defaults
         to the width of batch["decoder_input_tokens"] (seqio's target length).
+        decode_steps (traced; default max_decode_length) stops decoding after
+        that many output positions: under jit with max_decode_length static,
+        one program serves every limit up to it (mtmoe.decoding).
         Runs the inference module: with drop-free routing a sentence translates
         the same alone and in any batch.
         Returns <int32>[B, L] tokens (EOS included, 0 after it) and, with
@@ -334,7 +338,8 @@ class EncoderDecoderModel:
         batch_size = encoder_tokens.shape[0]
         # The self-attention cache starts short and grows with the output (network.cache_stages).
         stages = network.cache_stages(max_decode_length)
-        growth = {"max_decode_len": max_decode_length, "cache_stages": stages, "grow_cache": network.grow_cache}
+        growth = {"max_decode_len": max_decode_length, "decode_steps": decode_steps, "cache_stages": stages,
+                  "grow_cache": network.grow_cache}
         cache, memory_cache = self._decode_setup(params, batch, max_decode_length=stages[0])
         # Decoding tiles `cache` to rows b*K .. b*K+K-1 per example; the memory cache and
         # the encoder tokens stay one row per example, shared by its beams.

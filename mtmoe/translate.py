@@ -155,7 +155,7 @@ class Translator:
 
         source_lang is informational (the model reads the source as it is);
         max_length caps the output tokens (default: about 1.5x the source,
-        at least the trained target length)."""
+        at least the trained target length; see _output_limit)."""
         if isinstance(texts, str):
             raise TypeError("translate() takes a list of strings; wrap a single text in [ ]")
         self._check_target(target_lang)
@@ -167,6 +167,8 @@ class Translator:
     def translate_ids(self, sources: Sequence[Sequence[int]], *, beam_size: int = 4,
                       max_length: int | None = None) -> list[str]:
         """Translate already-encoded sources (tag + pieces + EOS each)."""
+        if max_length is not None and max_length < 1:
+            raise ValueError(f"max_length={max_length} must be >= 1 (or None: about 1.5x the source)")
         results: list[str | None] = [None] * len(sources)
         for chunk in self._chunks(sources):
             longest = max(len(sources[i]) for i in chunk)
@@ -176,15 +178,30 @@ class Translator:
             for row, index in enumerate(chunk):
                 tokens[row, :len(sources[index])] = sources[index]
             tokens[len(chunk):] = tokens[0]  # filler rows copy a real one (no all-padding rows)
-            decode_length = max_length or max(self.max_length, int(1.5 * longest) + 8)
-            decode_length = _bucket(decode_length, minimum=MIN_LENGTH_BUCKET)
+            steps, decode_length = self._output_limit(longest, length, max_length)
             decoding = "beam" if beam_size > 1 else "greedy"
             out = self._predict(self.params, {"encoder_input_tokens": jnp.asarray(tokens)}, decoding=decoding,
-                                beam_size=beam_size, alpha=0.6, max_decode_length=decode_length)
+                                beam_size=beam_size, alpha=0.6, max_decode_length=decode_length,
+                                decode_steps=np.int32(steps))
             out = np.asarray(jax.device_get(out))  # [B, L]
             for row, index in enumerate(chunk):
                 results[index] = self.decode_ids(out[row])
         return [r if r is not None else "" for r in results]
+
+    def _output_limit(self, longest: int, length_bucket: int, max_length: int | None) -> tuple[int, int]:
+        """(output tokens decoded at most, output positions of the compiled search) of one call.
+
+        The limit is max_length when given, else max(the trained target
+        length, 1.5 x the longest source + 8) rounded up to a power of two. It
+        is a traced argument (mtmoe.decoding), so the compiled shape depends on
+        the source length bucket alone: the limit its longest possible source
+        would get. Beam search and greedy compile once per (rows, source
+        length bucket), whatever the lengths inside the bucket."""
+        if max_length is not None:
+            return max_length, _bucket(max_length, minimum=MIN_LENGTH_BUCKET)
+        limit = lambda source: _bucket(max(self.max_length, int(1.5 * source) + 8),  # noqa: E731
+                                       minimum=MIN_LENGTH_BUCKET)
+        return limit(longest), limit(length_bucket)
 
     def _chunks(self, sources: Sequence[Sequence[int]]) -> list[list[int]]:
         """Indices of `sources` per decode call, longest sources first.

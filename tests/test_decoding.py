@@ -306,6 +306,37 @@ def test_jit_does_not_retrace_for_same_shapes():
     np.testing.assert_array_equal(first[0][0], second[0][1])  # swapped tables swap the rows
 
 
+def test_traced_decode_steps_equal_a_shorter_decode_in_one_program():
+    """decode_steps stops the loop at a traced limit: one trace serves every limit, and each
+    result equals a search compiled for that length (padded with 0 past it)."""
+    traces = []
+
+    @functools.partial(jax.jit, static_argnames=("alpha",))
+    def run(table_ids, steps, *, alpha):
+        traces.append(1)
+        inputs = jnp.zeros((table_ids.shape[0], 6), jnp.int32)
+        return decoding.beam_search(inputs, markov_cache(table_ids), markov_tokens_to_logits, eos_id=EOS,
+                                    num_decodes=2, alpha=alpha, decode_steps=steps)
+
+    # Never-ending table: 3 steps give C C C, scored with the penalty at n = 3, then padding.
+    seqs, scores = run(jnp.array([3]), jnp.int32(3), alpha=0.6)
+    short_seqs, short_scores = markov_beam(jnp.array([3]), length=3, num_decodes=2, alpha=0.6)
+    assert seqs[0, 0].tolist() == [C, C, C, PAD, PAD, PAD]
+    np.testing.assert_array_equal(seqs[:, :, :3], short_seqs)
+    np.testing.assert_allclose(scores, short_scores, rtol=1e-6)
+    # Length-penalty table (alpha .6): with 1 step only "EOS" can finish; with 2, "A EOS" wins.
+    one, _ = run(jnp.array([2]), jnp.int32(1), alpha=0.6)
+    two, _ = run(jnp.array([2]), jnp.int32(2), alpha=0.6)
+    assert one[0, 0].tolist() == padded([EOS], 6)
+    assert two[0, 0].tolist() == padded([A, EOS], 6)
+    assert len(traces) == 1
+
+    greedy_seqs, _ = jax.jit(lambda steps: decoding.greedy(
+        jnp.zeros((1, 6), jnp.int32), markov_cache([3]), markov_tokens_to_logits, eos_id=EOS,
+        decode_steps=steps))(jnp.int32(2))
+    assert greedy_seqs[0, 0].tolist() == padded([C, C], 6)
+
+
 def test_bad_arguments_fail_with_one_line():
     inputs = jnp.zeros((2, 4), jnp.int32)
     with pytest.raises(ValueError, match="batch .2 rows. on axis 0"):

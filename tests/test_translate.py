@@ -60,6 +60,35 @@ def test_long_sentences_go_in_smaller_calls(translator, monkeypatch):
     assert [[lengths[i] for i in chunk] for chunk in chunks] == [[40], [33], [20, 9], [6, 5, 4, 3]]
 
 
+def test_output_limit_is_traced_so_a_source_bucket_compiles_once(translator, monkeypatch):
+    monkeypatch.setattr(translator, "max_length", 8)
+    # (limit, compiled positions): limit = max(8, 1.5 x longest + 8) rounded up to a power of two;
+    # positions = the limit of the bucket's longest source. 5 tokens: 15.5 -> 16, bucket 8: 20 -> 32.
+    assert translator._output_limit(5, 8, None) == (16, 32)
+    assert translator._output_limit(8, 8, None) == (32, 32)
+    assert translator._output_limit(17, 32, None) == (64, 64)
+    assert translator._output_limit(5, 8, 20) == (20, 32)  # a given max_length is exact
+    calls = []
+    predict = translator._predict
+    monkeypatch.setattr(translator, "_predict", lambda params, batch, **kw: (
+        calls.append((batch["encoder_input_tokens"].shape, kw["max_decode_length"], int(kw["decode_steps"]))),
+        predict(params, batch, **kw))[1])
+    short, full = [7, 9, 1], [7, 9, 11, 12, 13, 14, 15, 1]  # 3 and 8 source tokens: bucket 8
+    traced = translator.translate_ids([short, full], beam_size=2)
+    assert calls == [((2, 8), 32, 32)]  # one call: the longer source sets the limit
+    alone = translator.translate_ids([short], beam_size=2)
+    assert calls[-1] == ((1, 8), 32, 16)  # alone: same program, a lower limit
+    # The traced limit gives what a search compiled for that many positions gives.
+    for ids, steps, got in ((short, 32, traced[0]), (full, 32, traced[1]), (short, 16, alone[0])):
+        tokens = np.zeros((1, 8), np.int32)
+        tokens[0, :len(ids)] = ids
+        out = predict(translator.params, {"encoder_input_tokens": tokens}, decoding="beam", beam_size=2,
+                      alpha=0.6, max_decode_length=steps)
+        assert translator.decode_ids(np.asarray(out)[0]) == got
+    with pytest.raises(ValueError, match="max_length=0 must be >= 1"):
+        translator.translate_ids([short], max_length=0)
+
+
 def test_source_formatting_matches_the_tasks(translator):
     # tasks/preprocessors.add_target_tag: "<2de> " + text, then SentencePiece, then EOS (1)
     ids = translator.encode_source("Save the file", "de")
