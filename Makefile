@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench install clean-venv
+.PHONY: demo test bench claims install clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,12 @@ test: $(STAMP)
 # The headline benchmarks one after the other on an idle machine (benchmarks/__main__.py), then BENCHMARKS.md.
 bench: $(STAMP)
 	$(PY) -m benchmarks
+
+# The Switch Transformer's claims at this project's scale, with seeds (benchmarks/switch_claims.py):
+# hours on this CPU, resumable (rerun to continue), then BENCHMARKS.md.
+claims: $(STAMP)
+	$(PY) -m benchmarks.switch_claims --plan cpu
+	$(PY) -m benchmarks.render
 
 clean-venv:
 	rm -rf $(VENV)

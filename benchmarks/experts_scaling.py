@@ -45,7 +45,8 @@ EXPERTS = (8, 16, 32, 64, 128)
 class TrainStep:
     """The trainer's jitted step for one expert count, with its state kept from call to call."""
 
-    def __init__(self, *, gin_file: str, num_experts: int, seed: int = 0):
+    def __init__(self, *, gin_file: str, num_experts: int, seed: int = 0, bindings=()):
+        """bindings: more gin bindings ("MLP_DIM=768") after NUM_EXPERTS."""
         import gin
         import jax
         import jax.numpy as jnp
@@ -54,7 +55,7 @@ class TrainStep:
         from mtmoe import command_line, partitioning, trainer
 
         command_line.parse_gin(gin_files=[gin_file],
-                               bindings=["MODEL_DIR='/tmp/unused'", f"NUM_EXPERTS={num_experts}"])
+                               bindings=["MODEL_DIR='/tmp/unused'", f"NUM_EXPERTS={num_experts}", *bindings])
         model = gin.query_parameter("%MODEL").scoped_configurable_fn()
         optimizer = gin.query_parameter("%OPTIMIZER").scoped_configurable_fn
         learning_rate = gin.query_parameter("train.train.learning_rate").scoped_configurable_fn()

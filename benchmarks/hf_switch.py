@@ -89,7 +89,6 @@ VARIANTS = {  # name: (label in the table, framework)
 NOT_COMPILED = {"beam": ": transformers' beam search calls the model directly; generate() compiles the decoding step "
                         "for greedy decoding and sampling only"}
 NEVER_EMITTED_EOS = -1  # an id no softmax row can produce: forces every output to full length
-git_state = protocol.git_state  # benchmarks/sparsity.py imports it from here
 
 
 def decode_task(task: str) -> tuple[str, int]:

@@ -70,8 +70,11 @@ def table_lines(table: dict, *, where: str = "") -> list[str]:
 
 
 def provenance(result: dict, file_name: str) -> str:
-    """One paragraph: command, commit, date, CPU, load, repetitions, JSON; marked when it is a note, not a result."""
-    git, machine, load = result["git"], result["machine"], result["load"]
+    """One paragraph: command, commit, date, CPU, load, repetitions, JSON; marked when it is a note, not a result.
+
+    A study (a result with "seeds": benchmarks/switch_claims.py) counts training
+    steps, not seconds: it names its seeds in place of the load and the repetitions."""
+    git, machine = result["git"], result["machine"]
     dirty = len(git.get("dirty_files", ()))
     commit = f"commit {git['commit']}"
     if dirty:
@@ -81,11 +84,13 @@ def provenance(result: dict, file_name: str) -> str:
         when = date.strftime("%Y-%m-%d %H:%M UTC")
     except (TypeError, ValueError):
         when = str(result["date"])
-    parts = [
-        f"`{result['command'].strip()}`",
-        commit,
-        when,
-        f"{machine['cpu']}, {machine['cores']} cores",
+    parts = [f"`{result['command'].strip()}`", commit, when, f"{machine['cpu']}, {machine['cores']} cores"]
+    if "seeds" in result:
+        seeds = result["seeds"]
+        parts += [f"seed{'s' if len(seeds) != 1 else ''} {', '.join(map(str, seeds))}", f"`benchmarks/results/{file_name}`"]
+        return "; ".join(parts) + "."
+    load = result["load"]
+    parts += [
         f"load average {load['loadavg_before'][0]:.2f} -> {load['loadavg_after'][0]:.2f}",
         f"other processes busy {100 * load['other_busy_share_during']:.0f}% of the cores during the run",
         f"{result['reps']} repetition{'s' if result['reps'] != 1 else ''}",

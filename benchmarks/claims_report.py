@@ -1,0 +1,394 @@
+"""Tables and plots of the Switch claims study (benchmarks/switch_claims.py), from the runs' own files.
+
+Reads every run's MODEL_DIR/metrics.jsonl (validation cross-entropy at each
+evaluated step: "cross_ent_loss", without the z-loss and the MoE auxiliary
+losses) and MODEL_DIR/dev_scores/results.json (per-direction dev chrF++), and
+the step times of benchmarks/results/switch_claims_step_time.json. Writes
+benchmarks/results/switch_claims_{scaling,distill,upcycle,languages}.json,
+each with a table that BENCHMARKS.md renders, and one figure.
+
+Speed-ups follow Switch figure 4's reading: for each seed, the step at which a
+model's validation curve first reaches the dense model's final loss (linear
+interpolation between evaluations), and dense steps / that step; wall-clock
+speed-up = that step ratio x dense seconds per step / the model's seconds per
+step. Shares kept by distillation: (dense - student) / (dense - teacher), in
+final validation loss and in mean dev chrF++.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+
+from benchmarks import protocol
+
+STEP_TIME = "switch_claims_step_time"
+
+
+# -- reading runs ----------------------------------------------------------------------------------
+
+
+def curve(model_dir: str) -> tuple[list[int], list[float]]:
+    """(evaluated steps, validation cross-entropy) of a run; a step evaluated twice (a resumed run) keeps the last."""
+    losses: dict[int, float] = {}
+    with open(os.path.join(model_dir, "metrics.jsonl")) as f:
+        for row in map(json.loads, filter(str.strip, f)):
+            if row.get("kind") == "eval" and "cross_ent_loss" in row:
+                losses[int(row["step"])] = float(row["cross_ent_loss"])
+    steps = sorted(losses)
+    return steps, [losses[s] for s in steps]
+
+
+def first_reach(steps: list[int], losses: list[float], target: float) -> float | None:
+    """The step at which the curve first reaches `target`, interpolated between evaluations; None if never.
+
+    Before the first evaluation the curve is taken to fall linearly from where it
+    is at step 0, unknown: a curve already below the target at its first
+    evaluation reaches it there."""
+    previous = None
+    for step, loss in zip(steps, losses):
+        if loss <= target:
+            if previous is None:
+                return float(step)
+            p_step, p_loss = previous
+            return p_step + (p_loss - target) / (p_loss - loss) * (step - p_step)
+        previous = (step, loss)
+    return None
+
+
+def dev_scores(model_dir: str) -> dict | None:
+    """MODEL_DIR/dev_scores/results.json, or None if the languages stage has not scored it."""
+    path = os.path.join(model_dir, "dev_scores", "results.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def mean_chrf(scores: dict) -> float:
+    return statistics.fmean(entry["chrf"] for entry in scores["pairs"].values())
+
+
+def spread_text(values, fmt: str = "{:.3f}") -> str:
+    values = list(values)
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return fmt.format(values[0])
+    s = protocol.spread(values)
+    return f"{fmt.format(s['median'])} ({fmt.format(s['min'])}..{fmt.format(s['max'])})"
+
+
+# -- step time -------------------------------------------------------------------------------------
+
+
+def measure_step_time(study, *, reps: int, allow_load: bool, results_dir: str) -> dict:
+    """Seconds per train step of every scaling configuration, alone, under the protocol: a result file."""
+    import argparse
+
+    from benchmarks import experts_scaling
+
+    out = os.path.join(results_dir, f"{STEP_TIME}.json")
+    args = argparse.Namespace(reps=reps, allow_load=allow_load, out=out)
+    run = protocol.Run(STEP_TIME, args, argv=["--stages", "step_time"])
+    plan = study.plan
+    steps = {}
+    for name in study.configs:
+        bindings = {**study.config_bindings(name)}
+        experts = int(bindings.pop("NUM_EXPERTS"))
+        step = experts_scaling.TrainStep(gin_file=plan.gin_file, num_experts=experts,
+                                         bindings=[*plan.bindings, *(f"{k}={v}" for k, v in bindings.items())])
+        step.run(3)  # compiles and warms up
+        steps[name] = step
+        print(f"  {name}: {step.num_params:,} parameters, compiled", flush=True)
+    seconds = experts_scaling.measure(steps, reps, per_rep=5)
+    summary = {name: {"num_params": steps[name].num_params, "step_seconds": protocol.spread(s)}
+               for name, s in seconds.items()}
+    rows = [[name, f"{s['num_params'] / 1e6:.2f} M", protocol.fmt_spread(s["step_seconds"], "{:.0f}", scale=1000)]
+            for name, s in summary.items()]
+    return run.write(
+        title="Switch claims: seconds per train step of each configuration",
+        about=(f"The trainer's jitted step (forward, backward, Adafactor) of each configuration of the claims "
+               f"study (`{plan.gin_file}`), on a synthetic batch of the run's shape, one CPU device; 5 steps back "
+               "to back per repetition, the configurations interleaved. The study's wall-clock curves are its "
+               "runs' steps times these."),
+        table={"columns": ["configuration", "parameters", "ms per step"], "rows": rows},
+        results={"configs": summary, "seconds": seconds},
+    )
+
+
+def step_seconds(results_dir: str) -> dict[str, float] | None:
+    path = os.path.join(results_dir, f"{STEP_TIME}.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        configs = json.load(f)["results"]["configs"]
+    return {name: entry["step_seconds"]["median"] for name, entry in configs.items()}
+
+
+# -- report ----------------------------------------------------------------------------------------
+
+
+def _write(name: str, study, *, plan_name: str, argv, results_dir: str, title: str, about: str, table: dict,
+           headline: str, results: dict, notes=()) -> None:
+    """A result file the renderer reads: the protocol's fields, with the seeds in place of repetitions."""
+    import datetime
+
+    result = {
+        "benchmark": name, "title": title, "about": about, "headline": headline,
+        "command": "python -m benchmarks.switch_claims " + " ".join(argv),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "git": protocol.git_state(), "machine": protocol.cpu_info(), "versions": protocol.versions(),
+        "seeds": list(study.plan.seeds), "plan": plan_name, "table": table, "notes": list(notes), "results": results,
+    }
+    path = os.path.join(results_dir, f"{name}.json")
+    os.makedirs(results_dir, exist_ok=True)
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(result, f, indent=1)
+        f.write("\n")
+    os.replace(tmp, path)
+    print(f"  wrote {os.path.relpath(path, protocol.ROOT)}", flush=True)
+
+
+def scaling_result(study, seconds: dict[str, float] | None) -> dict:
+    """Per configuration and seed: final loss, step reaching the seed's dense final loss, speed-ups."""
+    plan, out = study.plan, {}
+    for name in study.configs:
+        per_seed = {}
+        for seed in plan.seeds:
+            run = study.run_dir("scaling", name, seed)
+            dense = study.run_dir("scaling", "dense", seed)
+            if not (os.path.exists(os.path.join(run, "metrics.jsonl")) and
+                    os.path.exists(os.path.join(dense, "metrics.jsonl"))):
+                continue
+            steps, losses = curve(run)
+            dense_steps, dense_losses = curve(dense)
+            if not steps or not dense_steps or dense_steps[-1] != plan.steps:
+                continue
+            reach = first_reach(steps, losses, dense_losses[-1])
+            entry = {"steps": steps, "loss": losses, "final_loss": losses[-1] if steps[-1] == plan.steps else None,
+                     "reaches_dense_final_at": reach,
+                     "speedup_steps": plan.steps / reach if reach else None}
+            if seconds and reach and name in seconds:
+                entry["speedup_time"] = entry["speedup_steps"] * seconds["dense"] / seconds[name]
+            per_seed[seed] = entry
+        out[name] = per_seed
+    return out
+
+
+def report(study, *, plan_name: str, argv, results_dir: str, plot_path: str) -> None:
+    plan = study.plan
+    seconds = step_seconds(results_dir)
+    scaling = scaling_result(study, seconds)
+    params = study.dense_params()["params"] if "dense-params" in study.configs else {}
+
+    rows, reached = [], {}
+    for name, per_seed in scaling.items():
+        finals = [e["final_loss"] for e in per_seed.values() if e["final_loss"] is not None]
+        speed = [e["speedup_steps"] for e in per_seed.values() if e["speedup_steps"]]
+        clock = [e["speedup_time"] for e in per_seed.values() if e.get("speedup_time")]
+        reached[name] = speed
+        rows.append([name, f"{params[name] / 1e6:.2f} M" if name in params else "–", f"{len(finals)}",
+                     spread_text(finals), "–" if name == "dense" else spread_text(speed, "{:.2f}x"),
+                     "–" if name == "dense" else spread_text(clock, "{:.2f}x"),
+                     f"{1000 * seconds[name]:.0f}" if seconds and name in seconds else "–"])
+    sparse = [n for n in scaling if n.startswith("switch-")]
+    ordered = [n for n in sorted(sparse, key=lambda n: int(n.split("-")[1])) if reached.get(n)]
+    medians = [statistics.median(reached[n]) for n in ordered]
+    holds_to = None
+    for i in range(1, len(medians)):
+        if medians[i] <= medians[i - 1]:
+            break
+        holds_to = ordered[i]
+    headline = ("More experts, faster: " + (f"the median step speed-up grows with every doubling up to {holds_to}."
+                                             if holds_to else "not seen here: the median step speed-up does not "
+                                             "grow from the smallest expert count to the next.")
+                if len(ordered) > 1 else "Too few finished runs to compare expert counts yet.")
+    _write("switch_claims_scaling", study, plan_name=plan_name, argv=argv, results_dir=results_dir,
+           title="Switch claims: sample efficiency and expert scaling",
+           about=(f"Dense and 2..64-expert mSwitch models at equal FLOPs per token (top-1, each expert as wide as the "
+                  f"dense MLP), and a dense model with switch-8's parameters, trained {plan.steps} steps each by "
+                  f"`python -m mtmoe.train` (`{plan.gin_file}`, plan {plan_name}: {plan.about}), seeds "
+                  f"{', '.join(map(str, plan.seeds))} (each seed sets the initialisation and the data order). "
+                  f"Validation cross-entropy every {plan.eval_every} steps. Speed-up: dense steps / the step at which "
+                  "the model first reaches the same seed's dense final loss; wall-clock: times the configurations' "
+                  "seconds per step measured alone (switch_claims_step_time). Median (min..max) over seeds."),
+           table={"columns": ["model", "parameters", "seeds done", "final validation loss", "speed-up in steps",
+                              "speed-up in time", "ms per step"], "rows": rows},
+           headline=headline, results={"plan": dataclass_dict(plan), "scaling": scaling, "step_seconds": seconds})
+
+    distill_result(study, scaling, plan_name=plan_name, argv=argv, results_dir=results_dir)
+    upcycle_result(study, plan_name=plan_name, argv=argv, results_dir=results_dir)
+    languages_result(study, plan_name=plan_name, argv=argv, results_dir=results_dir)
+    plot(study, scaling, seconds, plot_path)
+
+
+def dataclass_dict(plan) -> dict:
+    import dataclasses
+
+    return dataclasses.asdict(plan)
+
+
+def _best_sparse_or_none(study) -> str | None:
+    try:
+        return study.best_sparse()
+    except SystemExit:
+        return None
+
+
+def distill_result(study, scaling: dict, *, plan_name: str, argv, results_dir: str) -> None:
+    teacher = _best_sparse_or_none(study)
+    if teacher is None:
+        return
+    per_seed = {}
+    for seed in study.plan.seeds:
+        student = study.run_dir("distill", "student", seed)
+        if not os.path.exists(os.path.join(student, "metrics.jsonl")):
+            continue
+        s_steps, s_loss = curve(student)
+        if not s_steps or s_steps[-1] != study.plan.steps:
+            continue
+        dense, sparse = scaling["dense"][seed]["final_loss"], scaling[teacher][seed]["final_loss"]
+        entry = {"dense": dense, "teacher": sparse, "student": s_loss[-1],
+                 "share_loss": (dense - s_loss[-1]) / (dense - sparse) if dense != sparse else None}
+        chrf = [dev_scores(study.run_dir(stage, name, seed)) for stage, name in
+                (("scaling", "dense"), ("scaling", teacher), ("distill", "student"))]
+        if all(chrf):
+            d, t, s = (mean_chrf(c) for c in chrf)
+            entry.update({"chrf_dense": d, "chrf_teacher": t, "chrf_student": s,
+                          "share_chrf": (s - d) / (t - d) if t != d else None})
+        per_seed[seed] = entry
+    if not per_seed:
+        return
+    values = lambda key: [e[key] for e in per_seed.values() if e.get(key) is not None]  # noqa: E731
+    rows = [["validation loss", spread_text(values("dense")), spread_text(values("teacher")),
+             spread_text(values("student")), spread_text([100 * v for v in values("share_loss")], "{:.0f}%")],
+            ["mean dev chrF++", spread_text(values("chrf_dense"), "{:.1f}"), spread_text(values("chrf_teacher"), "{:.1f}"),
+             spread_text(values("chrf_student"), "{:.1f}"), spread_text([100 * v for v in values("share_chrf")], "{:.0f}%")]]
+    shares = values("share_loss")
+    _write("switch_claims_distill", study, plan_name=plan_name, argv=argv, results_dir=results_dir,
+           title="Switch claims: distilling the sparse model into its dense twin",
+           about=(f"Switch section 4's recipe: the {teacher} teacher of each seed (the sparse configuration with the "
+                  f"lowest mean final validation loss) distilled into the dense model for {study.plan.steps} steps, "
+                  "the student starting from the teacher's non-expert weights, its loss 0.75 x the ground truth + "
+                  "0.25 x the teacher's probabilities. Share kept: (dense - student) / (dense - teacher), per seed; "
+                  "chrF++ is the mean over every dev direction (greedy). Median (min..max) over seeds."),
+           table={"columns": ["measure", "dense", f"teacher ({teacher})", "distilled student", "share of the gain kept"],
+                  "rows": rows},
+           headline=(f"The student keeps {100 * statistics.median(shares):.0f}% of the teacher's validation-loss gain "
+                     "(the paper: about 30%)." if shares else ""),
+           results={"teacher": teacher, "per_seed": per_seed})
+
+
+def upcycle_result(study, *, plan_name: str, argv, results_dir: str) -> None:
+    plan = study.plan
+    upcycled = f"switch-{plan.upcycle_experts}"
+    per_seed = {}
+    for seed in plan.seeds:
+        runs = {name: study.run_dir("upcycle", name, seed) for name in ("dense", upcycled)}
+        if not all(os.path.exists(os.path.join(d, "metrics.jsonl")) for d in runs.values()):
+            continue
+        curves = {name: curve(d) for name, d in runs.items()}
+        if any(not c[0] or c[0][-1] != plan.upcycle_steps for c in curves.values()):
+            continue
+        reach = first_reach(*curves[upcycled], curves["dense"][1][-1])
+        per_seed[seed] = {"dense": {"steps": curves["dense"][0], "loss": curves["dense"][1]},
+                          upcycled: {"steps": curves[upcycled][0], "loss": curves[upcycled][1]},
+                          "upcycled_reaches_dense_final_at": reach}
+    if not per_seed:
+        return
+    finals = {name: [e[name]["loss"][-1] for e in per_seed.values()] for name in ("dense", upcycled)}
+    reach = [plan.upcycle_steps / e["upcycled_reaches_dense_final_at"] for e in per_seed.values()
+             if e["upcycled_reaches_dense_final_at"]]
+    _write("switch_claims_upcycle", study, plan_name=plan_name, argv=argv, results_dir=results_dir,
+           title="Switch claims: sparse upcycling",
+           about=(f"Each seed's dense model after {plan.steps} steps, continued for {plan.upcycle_steps} more steps "
+                  f"as dense and upcycled to {plan.upcycle_experts} experts (every expert a copy of its MLP, a fresh "
+                  "router); both restart the optimizer and the learning-rate schedule. Median (min..max) over seeds."),
+           table={"columns": ["continued as", "final validation loss", "speed-up in steps"],
+                  "rows": [["dense", spread_text(finals["dense"]), "–"],
+                           [f"upcycled, {plan.upcycle_experts} experts", spread_text(finals[upcycled]),
+                            spread_text(reach, "{:.2f}x")]]},
+           headline="", results={"per_seed": per_seed})
+
+
+def languages_result(study, *, plan_name: str, argv, results_dir: str) -> None:
+    sparse = _best_sparse_or_none(study)
+    if sparse is None:
+        return
+    per_seed = {}
+    for seed in study.plan.seeds:
+        dense, moe = (dev_scores(study.run_dir("scaling", n, seed)) for n in ("dense", sparse))
+        if not dense or not moe:
+            continue
+        common = sorted(set(dense["pairs"]) & set(moe["pairs"]))
+        gains = {pair: moe["pairs"][pair]["chrf"] - dense["pairs"][pair]["chrf"] for pair in common}
+        buckets = {lang: info["bucket"] for lang, info in {**dense["languages"], **moe["languages"]}.items()}
+        by_bucket: dict[str, list[float]] = {}
+        for pair, gain in gains.items():
+            entry = moe["pairs"][pair]
+            other = entry["tgt"] if entry["src"] == "en" else entry["src"]  # the non-English language
+            by_bucket.setdefault(buckets.get(other, "?"), []).append(gain)
+        per_seed[seed] = {"directions": len(common), "improved": sum(g > 0 for g in gains.values()),
+                          "gains": gains, "mean_gain_by_bucket": {b: statistics.fmean(g) for b, g in by_bucket.items()}}
+    if not per_seed:
+        return
+    buckets = sorted({b for e in per_seed.values() for b in e["mean_gain_by_bucket"]})
+    rows = [[f"seed {seed}", f"{e['improved']} of {e['directions']}",
+             *[f"{e['mean_gain_by_bucket'][b]:+.2f}" if b in e["mean_gain_by_bucket"] else "–" for b in buckets]]
+            for seed, e in per_seed.items()]
+    losers: dict[str, int] = {}
+    for e in per_seed.values():
+        for pair, gain in e["gains"].items():
+            losers[pair] = losers.get(pair, 0) + (gain < 0)
+    always = sorted(p for p, n in losers.items() if n == len(per_seed))
+    _write("switch_claims_languages", study, plan_name=plan_name, argv=argv, results_dir=results_dir,
+           title="Switch claims: every direction, sparse against dense",
+           about=(f"Dev chrF++ of every direction (eval/per_language_bleu.py --split dev --pairs all, greedy, first "
+                  f"{study.plan.eval_sentences} sentences each) of each seed's {sparse} and dense models of the scaling "
+                  "stage; mean chrF++ gain by the non-English language's resource bucket (training pairs in the "
+                  "embedded corpus)."),
+           table={"columns": ["seed", "directions where sparse wins", *[f"mean gain, {b}" for b in buckets]],
+                  "rows": rows},
+           headline=(f"Directions worse with the sparse model under every seed: {len(always)}"
+                     + (f" ({', '.join(always[:12])}{', ...' if len(always) > 12 else ''})." if always else ".")),
+           results={"sparse": sparse, "per_seed": per_seed})
+
+
+def plot(study, scaling: dict, seconds: dict[str, float] | None, path: str) -> None:
+    """docs/switch_claims.png: validation loss against steps and against seconds, median and range over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for name, per_seed in scaling.items():
+        full = [e for e in per_seed.values() if e["final_loss"] is not None]
+        if not full:
+            continue
+        steps = full[0]["steps"]
+        stacked = [e["loss"] for e in full if e["steps"] == steps]
+        median = [statistics.median(v) for v in zip(*stacked)]
+        low, high = [min(v) for v in zip(*stacked)], [max(v) for v in zip(*stacked)]
+        style = {"linestyle": "--"} if name.startswith("dense") else {}
+        line, = axes[0].plot(steps, median, label=f"{name} ({len(stacked)} seeds)", **style)
+        axes[0].fill_between(steps, low, high, color=line.get_color(), alpha=0.15)
+        if seconds and name in seconds:
+            axes[1].plot([s * seconds[name] / 60 for s in steps], median, color=line.get_color(), **style)
+    axes[0].set_xlabel("training step")
+    axes[1].set_xlabel("training minutes (steps x seconds per step measured alone)")
+    for ax in axes:
+        ax.set_ylabel("validation cross-entropy")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Switch claims at this project's scale: dense vs 2..64 experts at equal FLOPs per token")
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp.{os.getpid()}.png"
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    print(f"  wrote {os.path.relpath(path, protocol.ROOT)}", flush=True)

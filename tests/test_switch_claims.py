@@ -1,0 +1,74 @@
+"""The Switch claims driver (benchmarks/switch_claims.py) end to end on the fixture corpus, and its arithmetic."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from benchmarks import claims_report, switch_claims
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_first_reach_interpolates_between_evaluations():
+    # Loss 5.0 at step 10, 3.0 at step 20: 4.0 is reached half way, at step 15.
+    assert claims_report.first_reach([10, 20, 30], [5.0, 3.0, 2.0], 4.0) == pytest.approx(15.0)
+    assert claims_report.first_reach([10, 20], [3.5, 3.0], 4.0) == 10.0  # already below at the first evaluation
+    assert claims_report.first_reach([10, 20], [5.0, 4.5], 4.0) is None
+
+
+def test_configurations_keep_flops_per_token_and_add_the_parameter_twin():
+    plan = switch_claims.PLANS["cpu"]
+    configs = switch_claims.configurations(plan)
+    assert list(configs) == ["dense", "switch-2", "switch-4", "switch-8", "switch-16", "switch-32", "switch-64",
+                             "dense-params"]
+    assert configs["switch-64"] == {"NUM_EXPERTS": "64"}  # no MLP_DIM: each expert as wide as the dense MLP
+    assert "dense-params" not in switch_claims.configurations(switch_claims.dataclasses.replace(plan, experts=(0, 4)))
+
+
+def test_bad_flags_are_one_line(capsys):
+    with pytest.raises(SystemExit):
+        switch_claims.main(["--steps", "5", "--eval_every", "2", "--stages", "report"])
+    assert "must be multiples of --eval_every" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        switch_claims.main(["--experts", "4,8", "--stages", "report"])
+    assert "needs 0 (the dense baseline)" in capsys.readouterr().err
+
+
+def _metrics_evals(model_dir):
+    with open(os.path.join(model_dir, "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    return {row["step"]: row["cross_ent_loss"] for row in rows if row["kind"] == "eval"}
+
+
+def test_driver_trains_resumes_and_reports_from_the_runs_files(tmp_path):
+    work, results, plot = tmp_path / "work", tmp_path / "results", tmp_path / "claims.png"
+    command = [sys.executable, "-m", "benchmarks.switch_claims", "--gin_file", "tests/fixtures/train/tiny.gin",
+               "--work_dir", str(work), "--results_dir", str(results), "--plot", str(plot),
+               "--steps", "4", "--eval_every", "2", "--upcycle_steps", "2", "--seeds", "0", "--experts", "0,4",
+               "--gin_bindings", "DATA_PARALLELISM=1"]
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    done = subprocess.run(command + ["--stages", "scaling,report"], cwd=REPO, capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+    dense, sparse = (work / "scaling" / f"{name}-s0" for name in ("dense", "switch-4"))
+    dense_evals, sparse_evals = _metrics_evals(dense), _metrics_evals(sparse)
+    assert sorted(dense_evals) == sorted(sparse_evals) == [2, 4]
+
+    result = json.loads((results / "switch_claims_scaling.json").read_text())
+    rows = {row[0]: row for row in result["table"]["rows"]}
+    assert set(rows) == {"dense", "switch-4"}
+    assert rows["dense"][3] == f"{dense_evals[4]:.3f}"  # final validation loss, from metrics.jsonl
+    assert rows["switch-4"][3] == f"{sparse_evals[4]:.3f}"
+    steps, losses = [2, 4], [sparse_evals[2], sparse_evals[4]]
+    reach = claims_report.first_reach(steps, losses, dense_evals[4])
+    assert result["results"]["scaling"]["switch-4"]["0"]["reaches_dense_final_at"] == reach
+    assert rows["switch-4"][4] == (f"{4 / reach:.2f}x" if reach else "–")
+    assert result["seeds"] == [0] and result["git"]["commit"]
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    again = subprocess.run(command + ["--stages", "scaling"], cwd=REPO, capture_output=True, text=True, env=env)
+    assert again.returncode == 0 and again.stdout.count(": done") == 2  # finished runs are not trained again
+    assert _metrics_evals(dense) == dense_evals
