@@ -47,7 +47,8 @@ NAME = "train_step_profile"
 # Parts of the model, matched in order against the lower-cased name stack of an operation.
 PARTS = (
     ("cross-entropy", ("cross_entropy", "xent", "log_softmax", "logsumexp")),
-    ("logits (output projection)", ("logits", "attend", "output_projection")),
+    # The tied output projection is an einsum in the decoder's name stack: "btd,dv->btv".
+    ("logits (output projection)", ("logits", "attend", "output_projection", "btd,dv->btv")),
     ("MoE router", ("router",)),
     ("MoE dispatch and combine", ("dispatch", "combine", "scatter", "gather", "sort", "argsort")),
     ("MoE experts", ("expert",)),
@@ -83,6 +84,8 @@ def classify(kernel: str, op_name: str) -> tuple[str, str, str]:
     part = "other"
     if phase == "optimizer":
         part = "Adafactor update"
+    elif "transformer" not in stack:
+        part = "loss (cross-entropy, z-loss)"  # the loss on the logits, outside the model's modules
     else:
         for label, keys in PARTS:
             if any(key in stack for key in keys):
@@ -110,7 +113,9 @@ def main(argv=None) -> None:
     parser.add_argument("--top", type=int, default=15, help="kernels listed by time (default %(default)s)")
     protocol.add_arguments(parser, name=NAME, reps=1)
     args = parser.parse_args(argv)
-    args.reps = max(args.reps, protocol.MIN_REPS)  # one trace; the protocol's repetition rule does not apply
+    if args.steps < protocol.MIN_REPS:
+        parser.error(f"--steps {args.steps}: trace at least {protocol.MIN_REPS} steps (the profile's repetitions)")
+    args.reps = args.steps  # one trace of --steps steps: each traced step is a repetition
     run = protocol.Run(NAME, args, argv=argv)
 
     import jax
