@@ -137,7 +137,8 @@ def measure(steps: dict, reps: int, per_rep: int) -> dict:
     for rep, order in enumerate(protocol.orders(list(steps), reps)):
         for num_experts in order:
             seconds[num_experts].append(steps[num_experts].run(per_rep) / per_rep)
-        print(f"rep {rep + 1}: " + ", ".join(f"{n} experts {1000 * s[-1]:.0f} ms" for n, s in seconds.items()),
+        print(f"rep {rep + 1}: " + ", ".join(f"{n if isinstance(n, str) else f'{n} experts'} {1000 * s[-1]:.0f} ms"
+                                             for n, s in seconds.items()),
               flush=True)
     return seconds
 

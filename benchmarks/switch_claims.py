@@ -73,11 +73,12 @@ class Plan:
 
 PLANS = {
     # The demo's model (d_model 96, 2+2 layers, FFN 384, MoE at every other FFN, 64 x 32-token packed rows a
-    # step, Adafactor at 0.5 / sqrt(step)) on every direction of the embedded corpus. About 0.5 s a step here:
-    # 24 scaling runs of 1,200 steps and the other stages take about 7 hours on the 2 cores.
+    # step, Adafactor at 0.5 / sqrt(step)) on every direction of the embedded corpus. 0.6-0.75 s a step here
+    # (1.3 s for dense-params; benchmarks/results/switch_claims_step_time.json): the scaling stage takes about
+    # 1.7 hours per seed, the whole study about 6.5 hours on the 2 cores.
     "cpu": Plan(
-        gin_file="gin/experiments/claims.gin", steps=1200, eval_every=100, seeds=(0, 1, 2),
-        experts=(0, 2, 4, 8, 16, 32, 64), upcycle_steps=600, upcycle_experts=8, eval_sentences=20,
+        gin_file="gin/experiments/claims.gin", steps=1000, eval_every=100, seeds=(0, 1, 2),
+        experts=(0, 2, 4, 8, 16, 32, 64), upcycle_steps=500, upcycle_experts=8, eval_sentences=20,
         about="the demo's model on all 228 directions, sized for a 2-core CPU"),
     # mSwitch-Small-like width on one accelerator: d_model 512, 6+6 layers, 256 x 64-token rows a step.
     "accelerator": Plan(
