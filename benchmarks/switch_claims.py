@@ -8,7 +8,10 @@ Every training run is an ordinary `python -m mtmoe.train` run with its own
 MODEL_DIR under --work_dir (default runs/switch_claims/<plan>): a stopped study
 is resumed by the same command, each run continuing from its last checkpoint,
 and a finished run (its metrics.jsonl has the evaluation of its last step) is
-not run again. Stages, in order:
+not run again. Every run of a seed reads the same batches, from a pre-tokenized
+cache of that seed's data (mtmoe.token_cache, written once per seed under
+--work_dir/cache; the batches seqio would give, without its per-step cost).
+Stages, in order:
 
   scaling    dense and 2, 4, ..., 64 experts at equal FLOPs per token (top-1,
              every expert as wide as the dense MLP), and "dense-params", a
@@ -112,12 +115,34 @@ def run_done(model_dir: str, steps: int) -> bool:
                    for row in map(json.loads, filter(str.strip, f)))
 
 
-def train(model_dir: str, plan: Plan, *, steps: int, seed: int, bindings: dict[str, str], python: str) -> None:
-    """`python -m mtmoe.train` for `model_dir` up to `steps` (resuming it), its output in MODEL_DIR.log."""
+def write_cache(cache_dir: str, plan: Plan, *, seed: int, python: str) -> None:
+    """The seed's pre-tokenized training batches for plan.steps steps (mtmoe.token_cache), once."""
+    if os.path.exists(os.path.join(cache_dir, "manifest.json")):
+        return
+    command = [python, "-m", "mtmoe.token_cache", f"--gin_file={plan.gin_file}", "--out", cache_dir,
+               "--steps", str(plan.steps), f"--gin.SEED={seed}", *(f"--gin.{b}" for b in plan.bindings)]
+    os.makedirs(os.path.dirname(cache_dir), exist_ok=True)
+    started = time.monotonic()
+    print(f"  {os.path.relpath(cache_dir, ROOT)}: writing seed {seed}'s batches (log: "
+          f"{os.path.relpath(cache_dir, ROOT)}.log)", flush=True)
+    with open(f"{cache_dir}.log", "a") as log:
+        status = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT).returncode
+    if status != 0:
+        raise SystemExit(f"switch_claims: writing the token cache {cache_dir} failed (exit status {status}); "
+                         f"see {cache_dir}.log")
+    print(f"  {os.path.relpath(cache_dir, ROOT)}: written in {time.monotonic() - started:.0f} s", flush=True)
+
+
+def train(model_dir: str, plan: Plan, *, steps: int, seed: int, bindings: dict[str, str], python: str,
+          cache_dir: str) -> None:
+    """`python -m mtmoe.train` for `model_dir` up to `steps` (resuming it) over the seed's token cache,
+    its output in MODEL_DIR.log."""
     if run_done(model_dir, steps):
         print(f"  {os.path.relpath(model_dir, ROOT)}: done", flush=True)
         return
-    gin = {"MODEL_DIR": repr(model_dir), "TRAIN_STEPS": str(steps), "SEED": str(seed),
+    write_cache(cache_dir, plan, seed=seed, python=python)
+    gin = {"MODEL_DIR": repr(model_dir), "TRAIN_CACHE_DIR": repr(cache_dir), "TRAIN_STEPS": str(steps),
+           "SEED": str(seed),
            "EVAL_EVERY": str(plan.eval_every), "SAVE_EVERY": str(plan.eval_every), "KEEP_CHECKPOINTS": "1",
            "COOLDOWN_STEPS": "0", "MAX_TRAIN_SECONDS": "None", "BLEU_PAIRS": "0"}
     command = [python, "-m", "mtmoe.train", f"--gin_file={plan.gin_file}"]
@@ -194,6 +219,10 @@ class Study:
     def run_dir(self, stage: str, name: str, seed: int) -> str:
         return os.path.join(self.work_dir, stage, f"{name}-s{seed}")
 
+    def train(self, model_dir: str, *, steps: int, seed: int, bindings: dict[str, str]) -> None:
+        train(model_dir, self.plan, steps=steps, seed=seed, bindings=bindings, python=self.python,
+              cache_dir=os.path.join(self.work_dir, "cache", f"s{seed}"))
+
     def config_bindings(self, name: str) -> dict[str, str]:
         bindings = dict(self.configs[name])
         if name == "dense-params":
@@ -215,8 +244,8 @@ class Study:
     def scaling(self) -> None:
         for seed in self.plan.seeds:  # seed-major: after the first seed every configuration has a curve
             for name in self.configs:
-                train(self.run_dir("scaling", name, seed), self.plan, steps=self.plan.steps, seed=seed,
-                      bindings=self.config_bindings(name), python=self.python)
+                self.train(self.run_dir("scaling", name, seed), steps=self.plan.steps, seed=seed,
+                           bindings=self.config_bindings(name))
 
     def best_sparse(self) -> str:
         """The sparse configuration with the lowest mean final validation loss over the seeds."""
@@ -234,10 +263,10 @@ class Study:
         teacher = self.best_sparse()
         for seed in self.plan.seeds:
             teacher_dir = self.run_dir("scaling", teacher, seed)
-            train(self.run_dir("distill", "student", seed), self.plan, steps=self.plan.steps, seed=seed,
-                  bindings={"NUM_EXPERTS": "0", "TEACHER_PATH": repr(teacher_dir), "TEACHER_WEIGHT": str(TEACHER_WEIGHT),
-                            "INITIAL_CHECKPOINT_PATH": repr(teacher_dir), "INIT_MODE": "'student'"},
-                  python=self.python)
+            self.train(self.run_dir("distill", "student", seed), steps=self.plan.steps, seed=seed,
+                       bindings={"NUM_EXPERTS": "0", "TEACHER_PATH": repr(teacher_dir),
+                                 "TEACHER_WEIGHT": str(TEACHER_WEIGHT), "INITIAL_CHECKPOINT_PATH": repr(teacher_dir),
+                                 "INIT_MODE": "'student'"})
 
     def upcycle(self) -> None:
         for seed in self.plan.seeds:
@@ -246,9 +275,9 @@ class Study:
                 raise SystemExit(f"switch_claims: {dense} has not finished; run --stages scaling first")
             for name, experts, mode in (("dense", 0, "params"), (f"switch-{self.plan.upcycle_experts}",
                                                                  self.plan.upcycle_experts, "upcycle")):
-                train(self.run_dir("upcycle", name, seed), self.plan, steps=self.plan.upcycle_steps, seed=seed,
-                      bindings={"NUM_EXPERTS": str(experts), "INITIAL_CHECKPOINT_PATH": repr(dense),
-                                "INIT_MODE": repr(mode)}, python=self.python)
+                self.train(self.run_dir("upcycle", name, seed), steps=self.plan.upcycle_steps, seed=seed,
+                           bindings={"NUM_EXPERTS": str(experts), "INITIAL_CHECKPOINT_PATH": repr(dense),
+                                     "INIT_MODE": repr(mode)})
 
     def scored_models(self) -> dict[str, tuple[str, str]]:
         """{label: (stage, name)} of the models the languages stage scores."""
