@@ -120,7 +120,7 @@ def write_cache(cache_dir: str, plan: Plan, *, seed: int, python: str) -> None:
     if os.path.exists(os.path.join(cache_dir, "manifest.json")):
         return
     command = [python, "-m", "mtmoe.token_cache", f"--gin_file={plan.gin_file}", "--out", cache_dir,
-               "--steps", str(plan.steps), f"--gin.SEED={seed}", *(f"--gin.{b}" for b in plan.bindings)]
+               "--steps", str(plan.steps), f"--gin.RANDOM_SEED={seed}", *(f"--gin.{b}" for b in plan.bindings)]
     os.makedirs(os.path.dirname(cache_dir), exist_ok=True)
     started = time.monotonic()
     print(f"  {os.path.relpath(cache_dir, ROOT)}: writing seed {seed}'s batches (log: "
@@ -142,7 +142,7 @@ def train(model_dir: str, plan: Plan, *, steps: int, seed: int, bindings: dict[s
         return
     write_cache(cache_dir, plan, seed=seed, python=python)
     gin = {"MODEL_DIR": repr(model_dir), "TRAIN_CACHE_DIR": repr(cache_dir), "TRAIN_STEPS": str(steps),
-           "SEED": str(seed),
+           "RANDOM_SEED": str(seed),
            "EVAL_EVERY": str(plan.eval_every), "SAVE_EVERY": str(plan.eval_every), "KEEP_CHECKPOINTS": "1",
            "COOLDOWN_STEPS": "0", "MAX_TRAIN_SECONDS": "None", "BLEU_PAIRS": "0"}
     command = [python, "-m", "mtmoe.train", f"--gin_file={plan.gin_file}"]

@@ -1,15 +1,17 @@
 """The gin-configured training loop and its command line (T5X's `t5x.train`).
 
-    python -m mtmoe.train --gin_file=gin/mswitch_tiny.gin --gin.MODEL_DIR=/tmp/tiny
-    python -m mtmoe.train --gin_file=gin/experiments/demo.gin --gin.TRAIN_STEPS=3000
-    mtmoe-train --gin_file=gin/mswitch_base.gin --gin.MODEL_DIR=gs://... --multiprocess
+    python -m mtmoe.train --gin_file=gin/mswitch_tiny.gin --gin.MODEL_DIR="'/tmp/tiny'"
+    python -m mtmoe.train --gin_file=gin/experiments/demo.gin --gin.MODEL_DIR="'/tmp/demo'" --gin.TRAIN_STEPS=3000
+    mtmoe-train --gin_file=gin/mswitch_base.gin --gin.MODEL_DIR="'gs://bucket/run'" --multiprocess_gpu
 
-Flags as in T5X: `--gin_file` (repeatable, searched in `--gin_search_paths`),
-`--gin.NAME=VALUE` bindings (macros or `configurable.param`), and the
-multi-host flags `--multiprocess`, `--coordinator_address`, `--process_count`,
-`--process_index`. The gin config is parsed and finalized before any work, so
-an unset `%gin.REQUIRED` macro, a misspelt binding or a missing file is one
-line on stderr (exit status 2).
+T5X's flags (mtmoe/command_line.py, `--help`): `--gin_file` (repeatable,
+searched in `--gin_search_paths`), `--gin.NAME=VALUE` bindings (macros or
+`configurable.param`), `--run_mode`, `--multiprocess_gpu` (with
+`--coordinator_address`, `--process_count`, `--process_index`),
+`--tfds_data_dir`, `--seqio_additional_cache_dirs` and absl's `--flagfile`.
+The gin config is parsed and finalized before any work, so a bad flag, an
+unset `%gin.REQUIRED` macro, a misspelt binding or a missing file is one line
+on stderr (exit status 2).
 
 One training step: the global batch [B, L] is sharded over ('data', 'expert'),
 split into `num_microbatches` strided microbatches whose gradients are averaged
@@ -297,14 +299,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     host_memory.apply_for_command_line()  # before JAX allocates: see mtmoe/host_memory.py
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    logging.getLogger("absl").setLevel(logging.ERROR)  # seqio's per-run notices drown the progress lines
     try:
         flags, bindings = command_line.parse_command_line(argv)
-        if flags.multiprocess or flags.coordinator_address:
-            from mtmoe import partitioning
-
-            partitioning.initialize_distributed(coordinator_address=flags.coordinator_address,
-                                                num_processes=flags.process_count, process_id=flags.process_index)
+        command_line.apply_process_flags(flags)  # jax.distributed, seqio's directories, absl's log level
         import gin
 
         import mtmoe.train as this_module  # the same module object whether run as __main__ or imported
@@ -313,11 +310,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                                search_paths=flags.gin_search_paths.split(","))
         with gin.unlock_config():
             config_text = gin.config_str()
-        if flags.mode == "eval":
+        if flags.run_mode == "eval":
             from mtmoe import evaluation
 
             result = gin.get_configurable(evaluation.evaluate)()
-        elif flags.mode == "infer":
+        elif flags.run_mode == "infer":
             from mtmoe import evaluation
 
             gin.get_configurable(evaluation.infer)()
