@@ -5,7 +5,8 @@
 registers the public API:
 
     translate(text, source_lang, target_lang, model=None) -> str
-        source_lang "auto" detects; language codes as the model lists them.
+        source_lang "auto" detects; any spelling of a language code the model has
+        (`zh-CN`, `iw`, `sv-SE`, `deu`) is taken for it (mtmoe.data.languages.match_language).
     translate_file(file, source_lang, target_lang, model, beam_size, max_length) -> file
     detect_language(text, model=None) -> str
 
@@ -120,7 +121,7 @@ def _client_snippet(url: str, service: TranslationService) -> str:
         "from gradio_client import Client\n\n"
         f'client = Client("{url}")  # add auth=("user", "password") if the server asks\n'
         f'print(client.predict("The file could not be saved.", "auto", "{target}", api_name="/translate"))\n'
-        "# source \"auto\" detects; codes as in the language lists on this page\n"
+        "# source \"auto\" detects; codes as in the language lists on this page, or e.g. zh-CN, sv-SE\n"
     )
 
 
@@ -146,7 +147,7 @@ def build_app(services: dict[str, TranslationService], *, url: str = "http://127
 
     @_answer_errors
     def translate_api(text: str, source_lang: str, target_lang: str, model: str | None = None) -> str:
-        """Translate text. source_lang "auto" detects the language; codes as listed on the page."""
+        """Translate text. source_lang "auto" detects the language; codes as listed on the page, any spelling."""
         service = service_for(model)
         return service.translate_text(text, source_lang=source_lang, target_lang=target_lang).text
 
@@ -189,9 +190,14 @@ def build_app(services: dict[str, TranslationService], *, url: str = "http://127
         new_target = detected if source_lang == AUTO else source_lang
         if not new_target:
             raise RequestError("the source language is not known yet; translate once or choose it before swapping")
-        if new_target not in service.languages:
-            raise RequestError(f"this model does not translate into {language_label(new_target)}")
-        new_source = target_lang if target_lang in service.source_languages else AUTO
+        try:  # a typed code (`deu`) becomes the model's (`de`)
+            new_target = service.check_target(new_target)
+        except RequestError:
+            raise RequestError(f"this model does not translate into {language_label(new_target)}") from None
+        try:
+            new_source = service.resolve_source("", target_lang)[0] if target_lang else AUTO
+        except RequestError:
+            new_source = AUTO
         return target_text, source_text, new_source, new_target
 
     def on_model(model):
@@ -208,13 +214,16 @@ def build_app(services: dict[str, TranslationService], *, url: str = "http://127
             value=names[0], label="Model", visible=len(names) > 1, interactive=True)
         detected = gr.State(None)
         with gr.Row(equal_height=True):
+            # Custom values: the translate_file API sends these boxes any spelling of a code
+            # (`zh-CN`, `deu`) and any model's languages, not only the first model's list;
+            # the service resolves them or answers in one line.
             source_lang = gr.Dropdown(choices=first.source_choices(), value=AUTO, label="Source language",
                                       info="Detect language: langid, among this model's source languages",
-                                      filterable=True, scale=4, elem_id="source-lang")
+                                      filterable=True, allow_custom_value=True, scale=4, elem_id="source-lang")
             swap = gr.Button("⇄ Swap", scale=1, min_width=80, elem_id="swap")
             target_lang = gr.Dropdown(choices=first.target_choices(), value=first.default_target(),
                                       label="Target language", info="The languages this model writes",
-                                      filterable=True, scale=4, elem_id="target-lang")
+                                      filterable=True, allow_custom_value=True, scale=4, elem_id="target-lang")
         with gr.Tab("Text"):
             with gr.Row():
                 with gr.Column():

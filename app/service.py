@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 from app import text as text_lib
 from app.batching import Batcher
+from mtmoe.data import languages as language_lookup
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +76,9 @@ class Limits:
 
 def language_label(code: str) -> str:
     """'German (de)'; the bare code for a code the language table lacks."""
-    from mtmoe.data.languages import language_name
-
     try:
-        return f"{language_name(code)} ({code})"
-    except (ValueError, KeyError):
+        return f"{language_lookup.language_name(code)} ({code})"
+    except ValueError:
         return code
 
 
@@ -284,19 +283,22 @@ class TranslationService:
     # -- validation ----------------------------------------------------------
 
     def check_target(self, target_lang: str) -> str:
-        target_lang = (target_lang or "").strip()
-        if target_lang not in self.languages:
-            raise RequestError(f"unknown target language {target_lang!r}; this model translates into: {', '.join(self.languages)}")
-        return target_lang
+        """The model's code for `target_lang`, any spelling of it (`zh-CN`, `iw`, `sv-SE`, `deu`: see match_language)."""
+        try:
+            return language_lookup.match_language((target_lang or "").strip(), self.languages, what="target language")
+        except ValueError as error:
+            raise RequestError(str(error)) from None
 
     def resolve_source(self, text: str, source_lang: str | None) -> tuple[str, float | None]:
-        """(source code, detection probability or None); `auto`/empty detects."""
+        """(the model's source code, detection probability or None); `auto`/empty detects."""
         source_lang = (source_lang or AUTO).strip()
         if source_lang == AUTO:
             return self.detector.detect(text)
-        if source_lang not in self.source_languages:
-            raise RequestError(f"unknown source language {source_lang!r}; use 'auto' or one of: {', '.join(self.source_languages)}")
-        return source_lang, None
+        try:
+            code = language_lookup.match_language(source_lang, self.source_languages, what="source language")
+        except ValueError as error:
+            raise RequestError(f"{error}, or 'auto' to detect it") from None
+        return code, None
 
     def check_options(self, beam_size: int | float | None, max_length: int | float | None) -> tuple[int, int | None]:
         """Beam size in [1, max_beam_size]; max length None (model default) or in [1, cap]."""

@@ -12,6 +12,8 @@ layout: the same lines, blank lines and leading indentation.
 import dataclasses
 import re
 
+from mtmoe.data import languages
+
 # Full stops that end a sentence without a following space (CJK, Devanagari
 # danda, Arabic and Urdu marks, Ethiopic, Armenian, Burmese) ...
 _CLOSED_STOPS = "。！？｡؟۔।॥።։။"
@@ -26,8 +28,9 @@ _SPLIT = re.compile(
 # A capital letter then a full stop ("J. Smith", "U.S.") is an initial, not an end.
 _INITIAL = re.compile(r"(?:^|\s)\w\.$")
 
-# Languages written without spaces between sentences (base codes).
-_NO_SPACE_LANGUAGES = frozenset({"zh", "ja", "th", "lo", "km", "my", "bo", "yue", "wuu"})
+# Scripts written without spaces between sentences (ISO 15924): Chinese, Japanese,
+# Thai, Lao, Khmer, Burmese and Tibetan (Dzongkha too).
+_UNSPACED_SCRIPTS = frozenset({"Hans", "Hant", "Jpan", "Thai", "Laoo", "Khmr", "Mymr", "Tibt"})
 
 
 @dataclasses.dataclass
@@ -89,12 +92,12 @@ def join_segments(layout: Layout, translations: list[str], *, target_lang: str) 
 
     translations: one per sentence of `layout.sentences`, in the same order.
     target_lang: decides the separator between sentences on one line ("" for
-    languages written without spaces, " " otherwise).
+    a language whose script goes without spaces, `zh-Hans` or `th`; " " otherwise).
     """
     expected = len(layout.sentences)
     if len(translations) != expected:
         raise ValueError(f"got {len(translations)} translations for {expected} sentences; the translator must return one per input")
-    separator = "" if target_lang.split("-")[0] in _NO_SPACE_LANGUAGES else " "
+    separator = "" if languages.script_of(target_lang) in _UNSPACED_SCRIPTS else " "
     iterator = iter(translations)
     out_lines = []
     for indent, sentences in zip(layout.indents, layout.lines):

@@ -7,7 +7,9 @@ than 1M pairs), low (at most 1M) and very low (at most 100k). Those edges
 would put every language of the embedded corpus in one bucket (its languages
 have 3k to 65k pairs each, median 16k), so its defaults split it near its
 terciles: high more than 30,000 pairs, very low at most 10,000 (28 / 50 / 36
-of its 114 languages). `--bucket_edges 1000000,100000` gives NLLB's; the
+of its 114 languages). The default edges follow from the sizes alone
+(`default_edges`), never from the test data, so a language lands in the same
+bucket on every `--data`. `--bucket_edges 1000000,100000` gives NLLB's; the
 edges used are stated in results.md.
 """
 
@@ -69,6 +71,19 @@ class BucketEdges:
 
 NLLB_BUCKET_EDGES = BucketEdges(high_above=1_000_000, very_low_at_most=100_000)
 EMBEDDED_BUCKET_EDGES = BucketEdges(high_above=30_000, very_low_at_most=10_000)  # see the docstring
+
+
+def default_edges(sizes: Mapping[str, int]) -> tuple[BucketEdges, str]:
+    """The edges for a training corpus of `sizes` ({lang: pairs}) when none are given, and why.
+
+    NLLB's where some language has more than their high edge (1M pairs); on a
+    smaller corpus they would put every language in one bucket, so there the
+    embedded corpus's edges.
+    """
+    if sizes and max(sizes.values()) > NLLB_BUCKET_EDGES.high_above:
+        return NLLB_BUCKET_EDGES, "NLLB's edges"
+    return EMBEDDED_BUCKET_EDGES, ("the embedded corpus's default, near its terciles; with no language over "
+                                   "1,000,000 pairs NLLB's edges would put all languages in one bucket")
 
 
 def load_resource_sizes(path: Path) -> dict[str, int]:

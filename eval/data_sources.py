@@ -16,7 +16,10 @@ languages a model knows (`default_pairs`) and loads one direction's sentences
   falls back to its bare language.
 - `tsv:FILE`: a header line naming the columns `src_lang`, `tgt_lang`, `src`,
   `tgt` (any order, more columns allowed), then one sentence pair a line;
-  `.gz` files are read too.
+  `.gz` files are read too. Its codes may be any spelling of the model's
+  (`zh`, `ZH`, `zh_CN` -> `zh-Hans`; `pt` -> `pt-BR` where the model has no
+  `pt`): `match_languages` ties them to the model's, and the rows of a code
+  that matches none are counted and named in one line, not scored.
 
 Test sets are read strictly, never shortened in silence: problems with the data
 are one-line `DataError`s naming the file and line and what to fix;
@@ -29,7 +32,7 @@ from __future__ import annotations
 import abc
 import collections
 import dataclasses
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 from mtmoe.data import languages as language_table
@@ -92,6 +95,15 @@ class Source(abc.ABC):
     @abc.abstractmethod
     def load(self, src: str, tgt: str) -> TestSet:
         """One direction's test set; DataError when the data lacks it or it is malformed."""
+
+    def match_languages(self, languages: Collection[str]) -> list[str]:
+        """Ties the data's language codes to `languages` (a model's): afterwards `default_pairs`
+        and `load` speak the model's codes. Returns one line per code that matches none.
+
+        The corpora named by folder use the project's codes already (FLORES-200 and
+        OPUS-100 map them through the language table), so only a TSV has work to do.
+        """
+        return []
 
 
 class EmbeddedSource(Source):
@@ -244,13 +256,12 @@ class TsvSource(Source):
             raise DataError(f"{self.path} line 1: the header lacks column {missing[0]!r}; it must name "
                             f"{', '.join(TSV_COLUMNS)} separated by tabs")
         columns = [header.index(column) for column in TSV_COLUMNS]
-        self.rows: dict[tuple[str, str], list[tuple[str, str]]] = collections.defaultdict(list)
-        self.broken: dict[tuple[str, str], list[int]] = collections.defaultdict(list)
+        self._lines: list[tuple[str, str, str, str]] = []  # (src_lang, tgt_lang, src, tgt) as written, in file order
+        self._broken_lines: list[tuple[int, str, str]] = []  # (line number, src_lang, tgt_lang)
         for number, line in lines:
             fields = line.split("\t")
             if len(fields) == len(header):
-                src_lang, tgt_lang, src, tgt = (fields[i] for i in columns)
-                self.rows[(src_lang, tgt_lang)].append((src, tgt))
+                self._lines.append(tuple(fields[i] for i in columns))
             elif len(fields) == 1:
                 self.problems.append(f"{self.path} line {number}: no tab, skipped; each line needs "
                                      f"{len(header)} tab-separated columns ({', '.join(header)})")
@@ -261,7 +272,34 @@ class TsvSource(Source):
                 self.problems.append(f"{self.path} line {number}: {len(fields)} columns, the header has "
                                      f"{len(header)}; {where}; fix the line")
                 if pair:
-                    self.broken[pair].append(number)
+                    self._broken_lines.append((number, *pair))
+        self._group({})
+
+    def _group(self, codes: Mapping[str, str]) -> None:
+        """`rows` and `broken` by (src, tgt), each code as `codes` maps it (else as written), rows in file order."""
+        self.rows: dict[tuple[str, str], list[tuple[str, str]]] = collections.defaultdict(list)
+        self.broken: dict[tuple[str, str], list[int]] = collections.defaultdict(list)
+        for src_lang, tgt_lang, src, tgt in self._lines:
+            self.rows[(codes.get(src_lang, src_lang), codes.get(tgt_lang, tgt_lang))].append((src, tgt))
+        for number, src_lang, tgt_lang in self._broken_lines:
+            self.broken[(codes.get(src_lang, src_lang), codes.get(tgt_lang, tgt_lang))].append(number)
+
+    def match_languages(self, languages):
+        known = set(languages) | {ENGLISH}
+        written = sorted({lang for line in self._lines for lang in line[:2]}
+                         | {lang for line in self._broken_lines for lang in line[1:]})
+        codes, problems = {}, []
+        for lang in written:
+            try:
+                codes[lang] = language_table.match_language(lang, known)
+            except ValueError as error:
+                count = sum(lang in line[:2] for line in self._lines)
+                if count:  # a code met only on malformed lines: those are reported already
+                    problems.append(f"{self.path}: {count} row{'s' if count != 1 else ''} not scored: {error}")
+        self._lines = [line for line in self._lines if line[0] in codes and line[1] in codes]
+        self._broken_lines = [line for line in self._broken_lines if line[1] in codes and line[2] in codes]
+        self._group(codes)
+        return problems
 
     def default_pairs(self, languages):
         known = set(languages) | {ENGLISH}

@@ -77,7 +77,9 @@ def pair_from_task_name(task_name: str) -> tuple[str, str] | None:
     parts = task_name.split("translate_", 1)[1].split("_")
     for cut in range(1, len(parts)):
         source, target = "-".join(parts[:cut]), "-".join(parts[cut:])
-        if languages.find_language(source) and languages.find_language(target):
+        # Task names hold the project's codes as written: a looser lookup would
+        # read `en_CA_af` as `en` / `ca-AF` (Catalan in Afghanistan).
+        if source in languages.LANGUAGES and target in languages.LANGUAGES:
             return source, target
     return None
 

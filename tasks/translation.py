@@ -100,7 +100,10 @@ def register_translation_task(
     `source` yields {"inputs": source text, "targets": target text}.
     `tag_fn(lang) -> "<2xx>"` defaults to mtmoe.data.vocabulary.language_tag.
     """
-    languages.get_language(source_lang), languages.get_language(target_lang)  # validate codes
+    for lang in (source_lang, target_lang):
+        code = languages.get_language(lang).code  # one line for an unknown code
+        if code != lang:  # the code becomes the model's target tag (<2de>): one spelling per language
+            raise ValueError(f"task {name}: write the language {lang!r} as {code!r}, the project's code for it")
     tag = (tag_fn or language_tag)(target_lang)
     seqio.TaskRegistry.remove(name)
     return seqio.TaskRegistry.add(
@@ -267,7 +270,7 @@ def flores200_languages() -> list[str]:
     """Codes with a FLORES-200 code of their own: no English varieties, no legacy aliases."""
     seen, codes = set(), []
     for language in languages.LANGUAGES.values():
-        # The first row with a FLORES code names it (`de` before `de-XX`; `he` before `iw`).
+        # The first row with a FLORES code names it (`pt` before `pt-BR`, `fil` before `tl`).
         if language.flores and language.flores not in seen and language.flores != "eng_Latn":
             seen.add(language.flores)
             codes.append(language.code)

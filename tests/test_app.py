@@ -49,8 +49,9 @@ def serve(services, **kwargs):
 
 @pytest.fixture(scope="module")
 def server():
-    """(client, {name: FakeTranslator}, url): two models, the first the API default."""
-    translators = {"tiny": FakeTranslator(delay_s=0.005), "small": FakeTranslator(languages=("en", "de"), step=3)}
+    """(client, {name: FakeTranslator}, url): three models, the first the API default."""
+    translators = {"tiny": FakeTranslator(delay_s=0.005), "small": FakeTranslator(languages=("en", "de"), step=3),
+                   "wide": FakeTranslator(languages=("de", "en", "he", "nb", "sv", "zh-Hans", "zh-Hant"))}
     demo, url = serve(make_services(translators, limits=LIMITS), concurrency=8, queue_size=64)
     yield Client(url, verbose=False), translators, url
     demo.close()
@@ -69,6 +70,9 @@ def test_sentences_split_and_rejoin_in_layout():
     assert out == "OPEN THE FILE. SAVE IT!\n\n  SEE J. SMITH, E.G. HERE. 3.5 GB FREE.\n文件已保存。 请关闭窗口。"
     chinese = text_lib.split_segments("好。对。")
     assert text_lib.join_segments(chinese, ["好。", "对。"], target_lang="zh-Hans") == "好。对。"  # no space in Chinese
+    # By the script: Japanese, Thai and Traditional Chinese go without spaces, Korean (Hangul) with them.
+    assert [text_lib.join_segments(chinese, ["a", "b"], target_lang=lang) for lang in ("ja", "th", "zh-TW", "ko", "de")] == [
+        "ab", "ab", "ab", "a b", "a b"]
     with pytest.raises(ValueError, match="one per input"):
         text_lib.join_segments(layout, ["x"], target_lang="de")
 
@@ -204,7 +208,7 @@ def test_model_picker_routes_to_the_named_model(server):
     before = len(translators["small"].calls)
     assert client.predict("Hello.", "en", "de", "small", api_name="/translate") == "[de] Hello."
     assert len(translators["small"].calls) == before + 1
-    with pytest.raises(AppError, match="unknown target language 'fr'; this model translates into: en, de"):
+    with pytest.raises(AppError, match=r"unsupported target language 'fr' \(French\); the closest supported code is"):
         client.predict("Hello.", "en", "fr", "small", api_name="/translate")
     with pytest.raises(AppError, match="unknown model 'nope'"):
         client.predict("Hello.", "en", "de", "nope", api_name="/translate")
@@ -224,6 +228,40 @@ def test_bad_text_input_gets_a_clear_message(server, text, source, target, messa
         client.predict(text, source, target, api_name="/translate")
     assert message in str(error.value)
     assert "Traceback" not in str(error.value)
+
+
+@pytest.mark.parametrize("source, target, model_source, model_target", [
+    ("en", "zh-CN", "en", "zh-Hans"),   # likely script of China
+    ("iw", "sv-SE", "he", "sv"),        # deprecated Hebrew code; a region the model does not name
+    ("deu", "zh_TW", "de", "zh-Hant"),  # ISO 639-3; "_" for "-"
+    ("ZH", "no", "zh-Hans", "nb"),      # case; Norwegian -> Bokmål
+])
+def test_any_spelling_of_a_model_language_is_taken_for_it(server, source, target, model_source, model_target):
+    client, translators, _ = server
+    answer = client.predict("Hello.", source, target, "wide", api_name="/translate")
+    assert answer == f"[{model_target}] Hello."
+    assert translators["wide"].calls[-1][1:3] == (model_target, model_source)
+
+
+def test_file_translation_takes_any_spelling_and_names_the_model_language(server):
+    client, translators, _ = server
+    path = client.predict(handle_file(os.path.join(FIXTURES, "sample.txt")), "deu", "zh-CN", "wide", 4, 0,
+                          api_name="/translate_file")
+    assert os.path.basename(path) == "sample.zh-Hans.txt"
+    assert translators["wide"].calls[-1][1:3] == ("zh-Hans", "de")
+
+
+@pytest.mark.parametrize("source, target, message", [
+    ("en", "nn", "unsupported target language 'nn' (Norwegian Nynorsk); the closest supported code is 'nb' "
+                 "(Norwegian Bokmål)"),
+    ("sr-Latn", "de", "unsupported source language 'sr-Latn' (Serbian (Latin)); the closest supported code is "),
+    ("en", "zh-Latn", "unsupported target language 'zh-Latn' (Chinese (Latin)); the closest supported code is "),
+])
+def test_a_language_the_model_lacks_is_one_line_with_the_closest(server, source, target, message):
+    client, _, _ = server
+    with pytest.raises(AppError) as error:
+        client.predict("Hello.", source, target, "wide", api_name="/translate")
+    assert message in str(error.value) and "\n" not in str(error.value)
 
 
 def test_model_failure_is_one_line_and_server_stays_up(server):
@@ -327,8 +365,9 @@ def test_real_translator_round_trip(tiny_checkpoint):
                                 api_name="/translate")
         assert isinstance(answer, str) and "\n" not in answer
         assert client.predict("O arquivo não pôde ser aberto.", api_name="/detect_language") == "pt-BR"
-        with pytest.raises(AppError, match="unknown target language 'ru'"):
+        with pytest.raises(AppError, match="unsupported target language 'ru'"):
             client.predict("Hello.", "en", "ru", api_name="/translate")
+        assert isinstance(client.predict("Die Datei wurde gespeichert.", "deu", "zh-CN", api_name="/translate"), str)
         trace = services["tiny"].route("Open the file.", target_lang="de")
         assert trace["tokens"][-1] == "</s>" and trace["layers"]
         assert all(len(experts) == len(trace["tokens"]) for experts in trace["layers"].values())

@@ -14,6 +14,7 @@ from mtmoe.command_line import UsageError
     ("embedded_translate_en_de", ("en", "de")),
     ("embedded_translate_zh_Hans_en", ("zh-Hans", "en")),   # the first cut 'zh' / 'Hans-en' is no language
     ("opus100_translate_en_pt_BR", ("en", "pt-BR")),
+    ("embedded_translate_en_CA_af", ("en-CA", "af")),  # not `en` / `ca-AF`: task names hold the codes as written
     ("embedded_span_corruption", None),
     ("mc4_span_corruption", None),
 ])

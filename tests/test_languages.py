@@ -192,6 +192,21 @@ def test_opus100_languages():
     assert len(set(OPUS100)) == 99
 
 
+def test_every_corpus_code_finds_the_row_that_lists_it():
+    # mC4's legacy `iw` has no row of its own: the lookup takes it for `he`, whose split it is.
+    for code in languages.MC4_LANGUAGES:
+        assert languages.get_language(code).mc4 == code, code
+    for code in languages.OPUS100_LANGUAGES:
+        assert languages.get_language(code).opus100 == code, code
+    assert languages.get_language("iw").code == "he"
+
+
+def test_every_row_is_a_valid_tag_with_a_script():
+    for code in languages.LANGUAGES:
+        assert languages.normalize_code(code), code
+        assert (languages.script_of(code) is None) == (code == "und"), code
+
+
 def test_flores_codes_are_well_formed_and_match_script():
     hang_or_jpan = {"Kore": "Hang"}  # FLORES-200 writes Korean as Hangul only
     for language in languages.LANGUAGES.values():
@@ -212,18 +227,92 @@ def test_names_and_codes():
     )
     assert languages.language_name("zh-Hant") == "Chinese (Traditional)"
     assert languages.language_name("de", native=True) == "Deutsch"
+    assert languages.language_name("he", native=True) == "עברית"
+    assert languages.language_name("iw") == "Hebrew"
+    # Named as written, not as langcodes normalises them (`sh` -> sr-Latn, `tl` -> fil).
+    assert (languages.language_name("sh"), languages.language_name("tl")) == ("Serbo-Croatian", "Tagalog")
     assert languages.get_language("he").mc4 == "iw"  # TFDS keeps the legacy code
     assert languages.get_language("PT_br").code == "pt-BR"  # case and "_" ignored
     assert languages.task_code("zh-Hans") == "zh_Hans"
     assert languages.flores_code("zh-Hans") == "zho_Hans"
+    assert languages.flores_code("deu") == "deu_Latn"
     with pytest.raises(ValueError, match="FLORES-200 has no Breton"):
         languages.flores_code("br")
 
 
-def test_unknown_code_lists_nearest():
-    with pytest.raises(ValueError, match=r"unknown language code 'deu'; nearest known codes: de\b"):
-        languages.get_language("deu")
-    with pytest.raises(ValueError, match="pt-BR"):
-        languages.get_language("pt-BX")
+@pytest.mark.parametrize("code, normal", [
+    ("ZH", "zh"), ("zh_CN", "zh-CN"), ("sv-se", "sv-SE"),
+    ("deu", "de"),     # ISO 639-3 -> 639-1
+    ("iw", "he"),      # deprecated -> current
+    ("zho", "zh"),
+])
+def test_normalize_code(code, normal):
+    assert languages.normalize_code(code) == normal
+
+
+@pytest.mark.parametrize("code", ["xq", "pt-BX", "english", "", "de-"])
+def test_normalize_code_refuses_what_is_no_code(code):
+    with pytest.raises(ValueError, match="is not a language code"):
+        languages.normalize_code(code)
+
+
+@pytest.mark.parametrize("code, script", [
+    ("zh", "Hans"), ("zh-CN", "Hans"), ("zh-TW", "Hant"), ("ja", "Jpan"), ("th", "Thai"), ("de", "Latn"),
+    ("sr", "Cyrl"), ("sr-Latn", "Latn"), ("ko", "Kore"), ("und", None), ("xq", None),
+])
+def test_script_of(code, script):
+    assert languages.script_of(code) == script
+
+
+MODEL = ("de", "en", "he", "nb", "pt-BR", "sr", "sv", "zh-Hans", "zh-Hant")
+
+
+@pytest.mark.parametrize("code, supported, expected", [
+    ("zh", MODEL, "zh-Hans"), ("ZH", MODEL, "zh-Hans"), ("zh_CN", MODEL, "zh-Hans"),
+    ("zh-CN", MODEL, "zh-Hans"),               # likely script of China: Hans, distance 0
+    ("zh-TW", MODEL, "zh-Hant"), ("zh-HK", MODEL, "zh-Hant"),
+    ("sv-SE", MODEL, "sv"), ("deu", MODEL, "de"), ("iw", MODEL, "he"),
+    ("pt", MODEL, "pt-BR"),                    # CLDR's likely region for pt is BR
+    ("pt-PT", MODEL, "pt-BR"),                 # another region's form, distance 5
+    ("pt", ("en", "pt", "pt-BR"), "pt"),       # an exact code wins
+    ("PT_br", ("pt", "pt-BR"), "pt-BR"),
+    ("no", MODEL, "nb"),                       # Norwegian -> Bokmål, distance 1
+    ("en-GB", MODEL, "en"),
+    ("fil", ("en", "tl"), "tl"),               # the corpus' `tl` is Filipino to langcodes
+])
+def test_match_language(code, supported, expected):
+    assert languages.match_language(code, supported) == expected
+
+
+@pytest.mark.parametrize("code, supported", [
+    ("en", ("de", "fr")),             # different languages: 84 apart
+    ("zh-TW", ("en", "zh-Hans")),     # Traditional vs Simplified Chinese: 54 apart
+    ("sr-Latn", ("en", "sr")),        # 5 apart in CLDR, but another script
+    ("bs", ("en", "hr")),             # neighbouring languages: 8 apart
+    ("nn", ("en", "nb")),             # 20 apart
+])
+def test_match_language_is_strict(code, supported):
+    with pytest.raises(ValueError, match=f"unsupported language code '{code}'"):
+        languages.match_language(code, supported)
+
+
+def test_an_unknown_code_is_one_line_naming_the_closest_match():
+    with pytest.raises(ValueError) as error:
+        languages.match_language("nn", ("de", "en", "nb", "sv"))
+    assert str(error.value) == ("unsupported language code 'nn' (Norwegian Nynorsk); "
+                                "the closest supported code is 'nb' (Norwegian Bokmål)")
+    with pytest.raises(ValueError) as error:
+        languages.match_language("zh-TW", MODEL[:-1], what="target language")
+    assert str(error.value) == ("unsupported target language 'zh-TW' (Chinese (Taiwan)); "
+                                "the closest supported code is 'zh-Hans' (Chinese (Simplified))")
+    with pytest.raises(ValueError) as error:
+        languages.get_language("pt-BX")   # no region BX: the nearest spelling
+    assert str(error.value) == "unknown language code 'pt-BX'; the closest supported code is 'pt-BR' (Portuguese (Brazil))"
     with pytest.raises(ValueError, match="must be a string"):
         languages.get_language(None)
+
+
+def test_get_language_normalises_what_users_type():
+    assert [languages.get_language(code).code for code in ("deu", "iw", "zh-CN", "ZH", "zh-TW", "sv-SE", "sh")] == [
+        "de", "he", "zh", "zh", "zh-Hant", "sv", "sh"]
+    assert languages.find_language("xq") is None

@@ -239,6 +239,11 @@ def test_tsv_task_any_file(tmp_path, vocabulary):
         translation.register_tsv_task(
             name="bad", source_lang="english", target_lang="de", files={"train": path}, vocabulary=vocabulary
         )
+    # A task's codes are the model's tags (<2de>): another spelling of one is refused, naming the project's.
+    with pytest.raises(ValueError, match="task bad: write the language 'deu' as 'de'"):
+        translation.register_tsv_task(
+            name="bad", source_lang="en", target_lang="deu", files={"train": path}, vocabulary=vocabulary
+        )
 
 
 def test_corpus_roots_from_gin_then_environment(monkeypatch):

@@ -1,6 +1,6 @@
 """The data layer: what the corpora hold and where, read without TensorFlow.
 
-- languages   the language table: codes, names, scripts, FLORES-200 / OPUS-100 / mC4 codes
+- languages   the language lookup (langcodes) and each language's FLORES-200 / OPUS-100 / mC4 code
 - vocabulary  special ids (pad 0, eos 1, unk 2), language tags (`<2de>`), the SentencePiece model
 - layouts     split names and the file layouts of the embedded corpus, OPUS-100 and FLORES-200
 - readers     line readers for those files: lenient for training, strict for evaluation
