@@ -16,6 +16,13 @@ use), and writes into OUT (default: CHECKPOINT/per_language_bleu/<data>-<split>-
   -m bleu chrf --chrf-word-order 2 --tokenize 13a` gives the same numbers
 - per_language_bleu.png  BLEU per language, both directions (and the delta to --baseline)
 
+--baseline RESULTS_JSON compares each pair with the run that wrote that file:
+the BLEU and chrF++ deltas and their p-values from sacreBLEU's paired bootstrap
+resampling (`mtmoe.scoring.paired_bootstrap`) over both runs' hyps/ files.
+A pair is compared only when both runs scored it with the same sacreBLEU
+signatures on the same references; otherwise it gets one line naming what
+differs, no delta, and the exit status is 1.
+
 Pairs already in OUT are not decoded again (rerun after an interruption to
 resume); --overwrite starts afresh. Bad input (a pair the model was not
 trained for, an unknown code, a malformed test file, ...) gets one line on
@@ -61,10 +68,14 @@ class RunResult:
     errors: list[str]      # one line per pair (or line of data) that was not scored
     decoded_pairs: list[str]
     seconds: float         # wall time of this run's decoding and scoring
+    # One line per pair shared with --baseline but not comparable. It fails the run like a pair not
+    # scored: a script that gates on the exit status asked for this comparison and must not read a
+    # missing delta as "no regression".
+    not_compared: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.errors else 0
+        return 1 if self.errors or self.not_compared else 0
 
 
 def load_translator(checkpoint: Path, *, step: int | None):
@@ -206,34 +217,85 @@ def _translate(translator, test_set: data_sources.TestSet, *, beam_size: int, ba
     return hypotheses
 
 
-def _summarise(results: dict, *, sizes: dict[str, int], edges: bucket_lib.BucketEdges, baseline: dict | None,
-               baseline_path: Path | None) -> None:
-    """Fills in the per-language sizes, the averages and the baseline deltas from results["pairs"]."""
+def _summarise(results: dict, *, sizes: dict[str, int], edges: bucket_lib.BucketEdges) -> None:
+    """Fills in the per-language sizes and the averages from results["pairs"]."""
     langs = sorted({lang for e in results["pairs"].values() for lang in (e["src"], e["tgt"])} - {"en"})
     results["languages"] = {
         lang: {"name": getattr(languages.find_language(lang), "name", lang), **info}
         for lang, info in bucket_lib.language_sizes(langs, sizes, edges).items()}
     buckets = {lang: info["bucket"] for lang, info in results["languages"].items()}
     results["averages"] = bucket_lib.averages(results["pairs"], buckets=buckets)
-    if baseline is not None:
-        results["baseline"] = {
-            "path": str(baseline_path), "step": baseline.get("step"),
-            "delta_bleu": {pair: entry["bleu"] - baseline["pairs"][pair]["bleu"]
-                           for pair, entry in results["pairs"].items()
-                           if isinstance(baseline["pairs"].get(pair), dict) and "bleu" in baseline["pairs"][pair]}}
 
 
-def _bucket_edges(text: str | None, *, data: str) -> tuple[bucket_lib.BucketEdges, str]:
-    """The edges to use and where they come from (stated in results.md)."""
+def _signature_difference(here: str, there: str) -> str:
+    """The fields two sacreBLEU signatures disagree on: "tok ja-mecab-0.996-IPA here, char in the baseline"."""
+    fields_here, fields_there = (dict(f.partition(":")[::2] for f in s.split("|")) for s in (here, there))
+    return ", ".join(f"{key} {fields_here.get(key, 'absent')} here, {fields_there.get(key, 'absent')} in the baseline"
+                     for key in dict.fromkeys([*fields_here, *fields_there])
+                     if fields_here.get(key) != fields_there.get(key))
+
+
+def _comparable_outputs(pair: str, entry: dict, baseline_entry: dict, baseline_dir: Path,
+                        out_dir: Path) -> tuple[list[str], list[str], list[str]]:
+    """(hypotheses, baseline hypotheses, references) of `pair`; ValueError (one line) when the runs differ in
+    how they scored it or what they scored it on."""
+    for metric, name in (("bleu", "BLEU"), ("chrf", "chrF++")):
+        signature = baseline_entry.get(f"{metric}_signature")
+        if metric not in baseline_entry or signature is None:
+            raise ValueError(f"the baseline has no {name} score or signature; rerun it with this script")
+        if signature != entry[f"{metric}_signature"]:
+            raise ValueError(f"{name} signatures differ ({_signature_difference(entry[f'{metric}_signature'], signature)}); "
+                             "rerun the baseline with this script and sacreBLEU (--overwrite) to score both alike")
+    baseline_hyps, baseline_refs = (baseline_dir / folder / f"{pair}.txt" for folder in ("hyps", "refs"))
+    if not (baseline_hyps.is_file() and baseline_refs.is_file()):
+        raise ValueError(f"{baseline_hyps} or {baseline_refs} is missing; pass the results.json in the folder "
+                         "its run wrote, beside its hyps/ and refs/")
+    references = report.read_lines(out_dir / "refs" / f"{pair}.txt")
+    theirs = report.read_lines(baseline_refs)
+    if theirs != references:
+        where = (f"{len(theirs)} sentences there, {len(references)} here" if len(theirs) != len(references) else
+                 f"sentence {next(i for i, (a, b) in enumerate(zip(theirs, references)) if a != b) + 1} differs")
+        raise ValueError(f"the baseline's references differ ({where}); score both runs with the same --data, "
+                         "--split and --max_sentences")
+    return report.read_lines(out_dir / "hyps" / f"{pair}.txt"), report.read_lines(baseline_hyps), references
+
+
+def _compare_with_baseline(results: dict, baseline: dict, baseline_path: Path, out_dir: Path) -> list[str]:
+    """Fills results["baseline"] with each pair's BLEU and chrF++ deltas and their paired-bootstrap p-values.
+
+    Pairs the baseline lacks get neither; a shared pair that cannot be compared gets one line, in
+    results["baseline"]["not_compared"] and in the returned list.
+    """
+    comparison = {"path": str(baseline_path), "step": baseline.get("step"),
+                  "test": f"paired bootstrap resampling (sacreBLEU --paired-bs), "
+                          f"{scoring.PAIRED_BOOTSTRAP_RESAMPLES} resamples, seed {scoring.PAIRED_BOOTSTRAP_SEED}",
+                  "delta_bleu": {}, "p_bleu": {}, "delta_chrf": {}, "p_chrf": {}, "not_compared": {}}
+    for pair, entry in results["pairs"].items():
+        baseline_entry = baseline["pairs"].get(pair)
+        if not isinstance(baseline_entry, dict):
+            continue
+        try:
+            hyps, baseline_hyps, refs = _comparable_outputs(pair, entry, baseline_entry, Path(baseline_path).parent,
+                                                            out_dir)
+            p_values = scoring.paired_bootstrap(hyps, baseline_hyps, refs, target_lang=entry["tgt"])
+        except ValueError as error:
+            comparison["not_compared"][pair] = f"{pair}: not compared with the baseline: {error}"
+            continue
+        for metric in ("bleu", "chrf"):
+            comparison[f"delta_{metric}"][pair] = entry[metric] - baseline_entry[metric]
+            comparison[f"p_{metric}"][pair] = p_values[metric]
+    results["baseline"] = comparison
+    return list(comparison["not_compared"].values())
+
+
+def _bucket_edges(text: str | None, *, sizes: dict[str, int]) -> tuple[bucket_lib.BucketEdges, str]:
+    """The edges to use and where they come from (stated in results.md): by the sizes, whatever the --data."""
     if text is not None:
         try:
             return bucket_lib.BucketEdges.parse(text), "from --bucket_edges"
         except ValueError as error:
             raise UsageError(str(error)) from None
-    if data.partition(":")[0] == "embedded":
-        return bucket_lib.EMBEDDED_BUCKET_EDGES, ("the embedded corpus's default, near its terciles; NLLB's "
-                                                  "1,000,000 / 100,000 would put all its languages in one bucket")
-    return bucket_lib.NLLB_BUCKET_EDGES, "NLLB's edges"
+    return bucket_lib.default_edges(sizes)
 
 
 def _load_test_sets(source: data_sources.Source, pairs: list[tuple[str, str]], *, max_sentences: int | None,
@@ -286,7 +348,6 @@ def run(*, checkpoint: Path | None = None, translator: Any = None, step: int | N
     if spm_model is not None and not Path(spm_model).is_file():
         raise UsageError(f"--spm_model {spm_model}: no such file; pass the FLORES-200 SentencePiece model "
                          "(it is never downloaded)")
-    edges, edges_note = _bucket_edges(bucket_edges, data=data)
     baseline_results = _load_baseline(baseline) if baseline is not None else None
     try:
         source = data_sources.open_source(data, split=split, embedded_dir=embedded_dir)
@@ -297,9 +358,13 @@ def run(*, checkpoint: Path | None = None, translator: Any = None, step: int | N
     if not given and isinstance(source, data_sources.EmbeddedSource):
         resource_sizes = source.directory / "stats.json"  # --data embedded:DIR brings its own sizes
     sizes, sizes_note = _resource_sizes(resource_sizes, required=given)
+    edges, edges_note = _bucket_edges(bucket_edges, sizes=sizes)
 
     if translator is None:
         translator = load_translator(checkpoint, step=step)
+    model_languages = set(translator.languages) | set(translator.source_languages)
+    if model_languages:  # the data's codes as the model spells them (TSV `zh` -> zh-Hans); none listed: as written
+        errors += source.match_languages(model_languages)
     if decode_batch is not None:
         translator.decode_batch = decode_batch
     if output is None:
@@ -320,8 +385,7 @@ def run(*, checkpoint: Path | None = None, translator: Any = None, step: int | N
 
     results = {**run_info, "resource_sizes": sizes_note, "bucket_edges": edges.to_json(),
                "bucket_edges_note": edges_note, "pairs": dict(done), "errors": errors}
-    summarise = lambda: _summarise(results, sizes=sizes, edges=edges, baseline=baseline_results,  # noqa: E731
-                                   baseline_path=baseline)
+    summarise = lambda: _summarise(results, sizes=sizes, edges=edges)  # noqa: E731
     progress = Progress(total_pairs=len(test_sets), total_sentences=sum(map(len, test_sets)), stream=stream)
     for message in errors:
         progress.message(f"error: {message}")
@@ -354,10 +418,16 @@ def run(*, checkpoint: Path | None = None, translator: Any = None, step: int | N
     seconds = time.monotonic() - started
     results["seconds"] = round(seconds, 3)
     summarise()
+    # Once, after decoding: the resamples take about a second per pair of 1,000 sentences.
+    not_compared = (_compare_with_baseline(results, baseline_results, baseline, out_dir)
+                    if baseline_results is not None else [])
+    for message in not_compared:
+        print(f"error: {message}", file=stream)
     report.write_reports(out_dir, results)
     if results["pairs"]:
         plot.plot(results, out_dir / "per_language_bleu.png")
-    return RunResult(results=results, out_dir=out_dir, errors=errors, decoded_pairs=decoded, seconds=seconds)
+    return RunResult(results=results, out_dir=out_dir, errors=errors, decoded_pairs=decoded, seconds=seconds,
+                     not_compared=not_compared)
 
 
 def _positive_int(text: str) -> int:
@@ -385,16 +455,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="on an accelerator: pad every decode call to exactly N rows (e.g. 256 with "
                              "--batch_size 256), one compilation per length bucket (default: CPU-sized batches)")
     parser.add_argument("--baseline", type=Path, default=None,
-                        help="results.json of another run: adds the BLEU delta per language (as GShard fig. 6)")
+                        help="results.json of another run, beside its hyps/ and refs/: adds per pair the BLEU and "
+                        "chrF++ deltas (as GShard fig. 6) and their paired-bootstrap p-values")
     parser.add_argument("--output", type=Path, default=None,
                         help="output folder (default: CHECKPOINT/per_language_bleu/<data>-<split>-step<N>)")
     parser.add_argument("--overwrite", action="store_true", help="decode pairs already scored in OUT again")
     compilation_cache.add_arguments(parser, separator="_")
     parser.add_argument("--bucket_edges", default=None, metavar="HIGH,VERY_LOW",
                         help="resource buckets: high > HIGH pairs, very low <= VERY_LOW, low between "
-                        f"(default {bucket_lib.EMBEDDED_BUCKET_EDGES.high_above},"
-                        f"{bucket_lib.EMBEDDED_BUCKET_EDGES.very_low_at_most} for --data embedded, "
-                        "else NLLB's 1000000,100000)")
+                        "(default: NLLB's 1000000,100000 where a language has over 1000000 training pairs, else "
+                        f"{bucket_lib.EMBEDDED_BUCKET_EDGES.high_above},"
+                        f"{bucket_lib.EMBEDDED_BUCKET_EDGES.very_low_at_most}, the embedded corpus's)")
     parser.add_argument("--resource_sizes", type=Path, default=DEFAULT_RESOURCE_SIZES,
                         help="training pairs per language: a corpus stats.json or {\"de\": n, ...} "
                         "(default: the embedded corpus's stats.json)")
@@ -420,7 +491,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(report.table_markdown(outcome.results))
     print(f"Wrote {outcome.out_dir}/results.{{json,csv,md}}, per_language_bleu.png, hyps/, refs/ "
           f"({len(outcome.decoded_pairs)} pairs decoded in {outcome.seconds:.1f}s"
-          f"{', ' + str(len(outcome.errors)) + ' not scored' if outcome.errors else ''})", file=sys.stderr)
+          f"{', ' + str(len(outcome.errors)) + ' not scored' if outcome.errors else ''}"
+          f"{', ' + str(len(outcome.not_compared)) + ' not compared with the baseline' if outcome.not_compared else ''})",
+          file=sys.stderr)
     return outcome.exit_code
 
 

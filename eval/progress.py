@@ -1,8 +1,10 @@
-"""A one-line progress bar on stderr: pairs done, sentences per second, ETA.
+"""The harness's progress on stderr: a tqdm bar of sentences decoded, with pairs done and the pair at work.
 
-On a terminal the line is redrawn in place (at most every `min_interval`
-seconds); in a log file one line is written per finished pair, so CI logs stay
-readable.
+On a terminal tqdm redraws the bar in place (at most every `min_interval`
+seconds). Elsewhere (a log file, CI) the bar is off and one line is written per
+finished pair, so logs stay readable:
+
+    1/4 pairs  25%|######                  | 25/100 sentences,  2.50 sent/s, ETA 00:30, en-de
 """
 
 from __future__ import annotations
@@ -11,77 +13,57 @@ import sys
 import time
 from typing import TextIO
 
+from tqdm import tqdm
 
-def format_seconds(seconds: float) -> str:
-    """`75` -> `"1m15s"`, `3725` -> `"1h02m"`."""
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+BAR_FORMAT = "{desc} {percentage:3.0f}%|{bar:24}| {n_fmt}/{total_fmt} sentences, {rate_fmt}, ETA {remaining}{postfix}"
 
 
 class Progress:
     """Tracks decoding over pairs; `advance` after each batch, `finish_pair` after each pair."""
 
     def __init__(self, *, total_pairs: int, total_sentences: int, stream: TextIO | None = None,
-                 width: int = 24, min_interval: float = 0.5, clock=time.monotonic):
+                 min_interval: float = 0.5, clock=time.monotonic):
         self.total_pairs, self.total_sentences = total_pairs, total_sentences
         self.stream = stream if stream is not None else sys.stderr
-        self.width, self.min_interval, self.clock = width, min_interval, clock
-        self.interactive = getattr(self.stream, "isatty", lambda: False)()
+        self.clock = clock
         self.pairs_done = self.sentences_done = 0
         self.pair = ""
         self.start = clock()
-        self._last_draw = -float("inf")
+        # disable=None: tqdm turns the bar off where the stream is not a terminal.
+        self.bar = tqdm(total=total_sentences, file=self.stream, disable=None, mininterval=min_interval,
+                        unit=" sent", bar_format=BAR_FORMAT, desc=self._pairs())
+        self.interactive = not self.bar.disable
 
-    @property
-    def sentences_per_second(self) -> float:
-        elapsed = self.clock() - self.start
-        return self.sentences_done / elapsed if elapsed > 0 else 0.0
+    def _pairs(self) -> str:
+        return f"{self.pairs_done}/{self.total_pairs} pairs"
 
     def line(self) -> str:
-        fraction = self.sentences_done / self.total_sentences if self.total_sentences else 1.0
-        filled = int(round(fraction * self.width))
-        rate = self.sentences_per_second
-        remaining = self.total_sentences - self.sentences_done
-        eta = format_seconds(remaining / rate) if rate > 0 else "?"
-        return (f"[{'#' * filled}{'.' * (self.width - filled)}] {self.pairs_done}/{self.total_pairs} pairs  "
-                f"{self.sentences_done}/{self.total_sentences} sentences  {rate:.1f} sent/s  ETA {eta}  {self.pair}")
+        """The progress so far as one line (what a log gets per finished pair)."""
+        return tqdm.format_meter(self.sentences_done, self.total_sentences, self.clock() - self.start,
+                                 prefix=self._pairs(), unit=" sent", postfix=self.pair, bar_format=BAR_FORMAT,
+                                 ascii=True)
 
     def start_pair(self, pair: str) -> None:
         self.pair = pair
-        self._draw()
+        self.bar.set_postfix_str(pair)
 
     def advance(self, sentences: int) -> None:
         self.sentences_done += sentences
-        self._draw()
+        self.bar.update(sentences)
 
     def finish_pair(self) -> None:
         self.pairs_done += 1
-        self._draw(force=True)
-
-    def _draw(self, force: bool = False) -> None:
-        now = self.clock()
         if self.interactive:
-            if force or now - self._last_draw >= self.min_interval:
-                self.stream.write("\r" + self.line() + "\x1b[K")
-                self.stream.flush()
-                self._last_draw = now
-        elif force:
+            self.bar.set_description_str(self._pairs())
+        else:
             self.stream.write(self.line() + "\n")
             self.stream.flush()
 
     def close(self) -> None:
-        """Ends the redrawn line so later messages start on their own line."""
-        if self.interactive:
-            self.stream.write("\n")
-            self.stream.flush()
+        """Ends the bar's line so later messages start on their own line."""
+        self.bar.close()
 
     def message(self, text: str) -> None:
         """Writes one line (an error or a note) without garbling the bar."""
-        prefix = "\r\x1b[K" if self.interactive else ""
-        self.stream.write(prefix + text + "\n")
+        self.bar.write(text, file=self.stream)
         self.stream.flush()
-        self._last_draw = -float("inf")

@@ -99,11 +99,11 @@ def table_markdown(results: Mapping) -> str:
     """The per-language table and the averages: what results.md holds and the CLI prints."""
     pairs, info = results["pairs"], results.get("languages", {})
     by_direction = {(e["src"], e["tgt"]): e for e in pairs.values()}
-    deltas = results.get("baseline", {}).get("delta_bleu", {})
+    baseline = results.get("baseline")
     header = ["lang", "language", "train pairs", "bucket", "en→X BLEU", "en→X chrF++", "X→en BLEU", "X→en chrF++",
               "n"]
-    if deltas:
-        header += ["Δ en→X BLEU", "Δ X→en BLEU"]
+    if baseline:
+        header += ["Δ en→X BLEU (p)", "Δ en→X chrF++ (p)", "Δ X→en BLEU (p)", "Δ X→en chrF++ (p)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for lang in sorted_languages(results):
         into, out_of = by_direction.get((ENGLISH, lang), {}), by_direction.get((lang, ENGLISH), {})
@@ -113,15 +113,19 @@ def table_markdown(results: Mapping) -> str:
                info.get(lang, {}).get("bucket", "unknown").replace("_", " "),
                _score(into.get("bleu")), _score(into.get("chrf")),
                _score(out_of.get("bleu")), _score(out_of.get("chrf")), "/".join(map(str, counts))]
-        if deltas:
-            row += [_signed(deltas.get(f"{ENGLISH}-{lang}")), _signed(deltas.get(f"{lang}-{ENGLISH}"))]
+        if baseline:
+            row += _compared(baseline, f"{ENGLISH}-{lang}") + _compared(baseline, f"{lang}-{ENGLISH}")
         lines.append("| " + " | ".join(row) + " |")
     text = "\n".join(lines) + "\n"
 
     others = [(pair, e) for pair, e in pairs.items() if ENGLISH not in (e["src"], e["tgt"])]
     if others:
-        text += "\nPairs without English:\n\n| pair | BLEU | chrF++ | n |\n|---|---|---|---|\n"
-        text += "".join(f"| {pair} | {_score(e['bleu'])} | {_score(e['chrf'])} | {e['n']} |\n" for pair, e in others)
+        columns = ["pair", "BLEU", "chrF++", "n"] + (["Δ BLEU (p)", "Δ chrF++ (p)"] if baseline else [])
+        text += "\nPairs without English:\n\n| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
+        for pair, e in others:
+            row = [pair, _score(e["bleu"]), _score(e["chrf"]), str(e["n"])]
+            row += _compared(baseline, pair) if baseline else []
+            text += "| " + " | ".join(row) + " |\n"
 
     averages = results.get("averages", {})
     spbleu = any("spbleu" in e for e in pairs.values())
@@ -139,8 +143,13 @@ def table_markdown(results: Mapping) -> str:
     return text
 
 
-def _signed(value) -> str:
-    return "–" if value is None else f"{value:+.1f}"
+def _compared(baseline: Mapping, pair: str) -> list[str]:
+    """["+1.2 (p 0.013)", "+0.8 (p 0.041)"]: the BLEU and chrF++ deltas of `pair` and their p-values."""
+    cells = []
+    for metric in ("bleu", "chrf"):
+        delta, p_value = baseline[f"delta_{metric}"].get(pair), baseline[f"p_{metric}"].get(pair)
+        cells.append("–" if delta is None else f"{delta:+.1f} (p {p_value:.3f})")
+    return cells
 
 
 def markdown(results: Mapping) -> str:
@@ -158,8 +167,11 @@ def markdown(results: Mapping) -> str:
     text += (f"- Train pairs: sentence pairs per language in the training corpus ({results.get('resource_sizes')}); "
              "rows are sorted by it.\n")
     text += f"- Resource buckets ({results.get('bucket_edges_note', '')}): {edges.describe()}.\n"
-    if results.get("baseline"):
-        text += f"- Δ: BLEU minus the baseline's ({results['baseline']['path']}).\n"
+    baseline = results.get("baseline")
+    if baseline:
+        text += (f"- Δ: this run's score minus the baseline's ({baseline['path']}, step {baseline['step']}); "
+                 f"p: {baseline['test']}, two-sided. A pair is compared only when both runs have the same "
+                 "sacreBLEU signatures and references.\n")
     text += "\n" + table_markdown(results)
     signatures = sorted({e[key] for e in results["pairs"].values()
                          for key in ("bleu_signature", "chrf_signature", "spbleu_signature") if key in e})
@@ -167,6 +179,8 @@ def markdown(results: Mapping) -> str:
         text += "\nSignatures:\n\n" + "".join(f"- `{s}`\n" for s in signatures)
     if results.get("errors"):
         text += "\nNot scored:\n\n" + "".join(f"- {e}\n" for e in results["errors"])
+    if baseline and baseline["not_compared"]:
+        text += "\nNot compared with the baseline:\n\n" + "".join(f"- {e}\n" for e in baseline["not_compared"].values())
     return text
 
 

@@ -39,6 +39,7 @@ import time
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
+from tqdm import tqdm
 
 from mtmoe import command_line
 from mtmoe.command_line import UsageError
@@ -183,8 +184,7 @@ def write(*, config, eval_config, seed: int, rows: int, out_dir: str,
     shutil.rmtree(partial, ignore_errors=True)
     try:
         started = time.time()
-        features = _write_train_rows(source, rows=rows, directory=os.path.join(partial, "train"),
-                                     print_fn=print_fn)
+        features = _write_train_rows(source, rows=rows, directory=os.path.join(partial, "train"))
         try:
             eval_rows = source.eval_rows(split=eval_config.split, limit=eval_config.batches * config.batch_size,
                                          process_index=0, process_count=1)
@@ -224,25 +224,25 @@ def write(*, config, eval_config, seed: int, rows: int, out_dir: str,
         shutil.rmtree(partial, ignore_errors=True)
 
 
-def _write_train_rows(source, *, rows: int, directory: str, print_fn) -> list[str]:
+def _write_train_rows(source, *, rows: int, directory: str) -> list[str]:
     """The first `rows` training rows of `source` as int32[rows, L] .npy files; returns the features."""
     os.makedirs(directory)
     batches = source.train_batches(batch_size=CHUNK_ROWS, skip_batches=0, process_index=0, process_count=1)
     outputs: dict[str, np.ndarray] = {}
-    written, last_report = 0, time.time()
-    while written < rows:
-        batch = next(batches)
-        if not outputs:
-            outputs = {name: np.lib.format.open_memmap(os.path.join(directory, f"{name}.npy"), mode="w+",
-                                                       dtype=np.int32, shape=(rows,) + value.shape[1:])
-                       for name, value in batch.items()}
-        take = min(CHUNK_ROWS, rows - written)
-        for name, value in batch.items():
-            outputs[name][written:written + take] = value[:take]
-        written += take
-        if time.time() - last_report > 30:
-            print_fn(f"  {written}/{rows} rows")
-            last_report = time.time()
+    written = 0
+    # disable=None: drawn on a terminal only; a log gets the one "wrote" line at the end.
+    with tqdm(total=rows, unit="row", desc="training rows", disable=None, mininterval=1.0) as bar:
+        while written < rows:
+            batch = next(batches)
+            if not outputs:
+                outputs = {name: np.lib.format.open_memmap(os.path.join(directory, f"{name}.npy"), mode="w+",
+                                                           dtype=np.int32, shape=(rows,) + value.shape[1:])
+                           for name, value in batch.items()}
+            take = min(CHUNK_ROWS, rows - written)
+            for name, value in batch.items():
+                outputs[name][written:written + take] = value[:take]
+            written += take
+            bar.update(take)
     for array in outputs.values():
         array.flush()
     return sorted(outputs)

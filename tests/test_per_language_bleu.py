@@ -9,6 +9,7 @@ trainer's `tiny_checkpoint` fixture (tests/conftest.py).
 
 import csv
 import gzip
+import io
 import json
 import os
 import shutil
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from eval import buckets, data_sources, per_language_bleu, report
-from eval.progress import Progress, format_seconds
+from eval.progress import Progress
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures" / "eval"
@@ -353,8 +354,40 @@ def test_progress_line_counts_rate_and_eta():
     progress.advance(25)
     progress.finish_pair()
     line = progress.line()
-    assert "1/4 pairs" in line and "25/100 sentences" in line and "2.5 sent/s" in line and "ETA 30s" in line
-    assert format_seconds(75) == "1m15s" and format_seconds(3725) == "1h02m"
+    assert "1/4 pairs" in line and "25/100 sentences" in line and "2.50 sent/s" in line and "ETA 00:30" in line
+    assert line.endswith("en-de") and "\r" not in line
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def _two_pairs(stream) -> str:
+    progress = Progress(total_pairs=2, total_sentences=10, stream=stream)
+    progress.message("note: kept")
+    for pair in ("en-de", "de-en"):
+        progress.start_pair(pair)
+        progress.advance(5)
+        progress.finish_pair()
+    progress.message("error: after")
+    progress.close()
+    return stream.getvalue()
+
+
+def test_progress_in_a_log_is_one_line_per_pair():
+    lines = _two_pairs(io.StringIO()).splitlines()
+    assert "\r" not in "".join(lines) and len(lines) == 4
+    assert lines[0] == "note: kept" and lines[3] == "error: after"
+    assert lines[1].startswith("1/2 pairs") and "5/10 sentences" in lines[1] and lines[1].endswith("en-de")
+    assert lines[2].startswith("2/2 pairs") and "10/10 sentences" in lines[2] and lines[2].endswith("de-en")
+
+
+def test_progress_on_a_terminal_is_redrawn_and_messages_keep_their_lines():
+    text = _two_pairs(_Terminal())
+    assert "\r2/2 pairs 100%" in text and text.endswith("\n")
+    # A message clears the bar first, so it starts at the left edge and has its own line.
+    assert "\rnote: kept\n" in text and "\rerror: after\n" in text
 
 
 def test_the_script_imports_neither_tensorflow_nor_seqio(tmp_path):
@@ -404,3 +437,101 @@ def test_decode_batch_reaches_the_translator(tmp_path):
     assert translator.decode_batch == 256  # Translator pads every decode call to 256 rows
     with pytest.raises(per_language_bleu.UsageError, match="--decode_batch"):
         run(tmp_path, pairs="en-de", decode_batch=0)
+
+
+def test_baseline_with_another_tokenizer_is_refused_for_that_pair(tmp_path, full_run):
+    baseline_dir = shutil.copytree(full_run[0].out_dir, tmp_path / "baseline")  # the module's run stays as it is
+    path = baseline_dir / "results.json"
+    baseline = json.loads(path.read_text(encoding="utf-8"))
+    entry = baseline["pairs"]["en-th"]
+    entry["bleu_signature"] = entry["bleu_signature"].replace("|tok:char|", "|tok:13a|")
+    path.write_text(json.dumps(baseline), encoding="utf-8")
+    stream = io.StringIO()
+    outcome = run(tmp_path, baseline=path, stream=stream)
+    (line,) = outcome.not_compared
+    assert _one_line(line).startswith(
+        "en-th: not compared with the baseline: BLEU signatures differ (tok char here, 13a in the baseline); rerun")
+    assert f"error: {line}\n" in stream.getvalue()
+    comparison = outcome.results["baseline"]
+    assert "en-th" not in comparison["delta_bleu"] and "en-th" not in comparison["p_bleu"]
+    assert len(comparison["delta_bleu"]) == len(comparison["p_chrf"]) == 7
+    assert outcome.errors == [] and outcome.exit_code == 1  # scored, but the comparison asked for is incomplete
+    markdown = (tmp_path / "out" / "results.md").read_text(encoding="utf-8")
+    assert f"Not compared with the baseline:\n\n- {line}\n" in markdown
+    assert "| – | – | +0.0 (p 1.000) | +0.0 (p 1.000) |" in markdown  # th: en→X refused, X→en compared
+
+
+def test_baseline_p_values_for_identical_and_clearly_better_outputs(tmp_path, full_run):
+    from tests.test_scoring import sacrebleu_paired_bs_cli  # pylint: disable=import-outside-toplevel
+
+    baseline = full_run[0].out_dir / "results.json"
+    same = run(tmp_path, FakeTranslator(), baseline=baseline, output=tmp_path / "same")
+    comparison = same.results["baseline"]
+    assert comparison["p_bleu"] == comparison["p_chrf"] == dict.fromkeys(same.results["pairs"], 1.0)
+    assert set(comparison["delta_bleu"].values()) == {0.0} and same.exit_code == 0
+    assert "| +0.0 (p 1.000) | +0.0 (p 1.000) | +0.0 (p 1.000) | +0.0 (p 1.000) |" in (
+        tmp_path / "same" / "results.md").read_text(encoding="utf-8")
+
+    # Every sentence right instead of half of them three characters short.
+    better = run(tmp_path, FakeTranslator(short_by=0), baseline=baseline, output=tmp_path / "better")
+    written = json.loads((tmp_path / "better" / "results.json").read_text(encoding="utf-8"))["baseline"]
+    assert written == better.results["baseline"] and better.exit_code == 0
+    assert all(delta > 0 for delta in written["delta_chrf"].values())
+    assert written["p_bleu"]["en-de"] < 0.01 and written["p_bleu"]["de-en"] < 0.01  # 8 sentences, +11 and +18 BLEU
+    # The p-values sacreBLEU's command line gives on the two runs' files.
+    hyps, refs = (report.read_lines(tmp_path / "better" / folder / "en-de.txt") for folder in ("hyps", "refs"))
+    (tmp_path / "cli").mkdir()
+    assert [written["p_bleu"]["en-de"], written["p_chrf"]["en-de"]] == pytest.approx(sacrebleu_paired_bs_cli(
+        tmp_path / "cli", hyps, report.read_lines(full_run[0].out_dir / "hyps" / "en-de.txt"), refs, "13a"), abs=5e-5)
+    p_text = f"(p {written['p_bleu']['en-de']:.3f})"
+    assert p_text in next(line for line in (tmp_path / "better" / "results.md").read_text(encoding="utf-8").splitlines()
+                          if line.startswith("| de |"))
+
+
+def test_baseline_on_other_references_is_refused(tmp_path, full_run):
+    outcome = run(tmp_path, pairs="en-de,en-fr", max_sentences=5, baseline=full_run[0].out_dir / "results.json")
+    assert outcome.results["baseline"]["delta_bleu"] == {} and outcome.exit_code == 1
+    assert [_one_line(line) for line in outcome.not_compared] == [
+        f"{pair}: not compared with the baseline: the baseline's references differ (8 sentences there, 5 here); "
+        "score both runs with the same --data, --split and --max_sentences" for pair in ("en-de", "en-fr")]
+
+
+def test_tsv_codes_are_scored_as_the_model_spells_them_and_unknown_ones_counted(tmp_path, monkeypatch, capsys):
+    """Rows for zh, ZH, zh_CN and pt go to the model's zh-Hans and pt-BR; the rows of `xq` are named once."""
+    rows = [("en", "zh", "Open the file.", "打开文件。"), ("en", "xq", "Open the file.", "Qa."),
+            ("en", "ZH", "Save the file.", "保存文件。"), ("en", "zh_CN", "Close the window.", "关闭窗口。"),
+            ("en", "pt", "Save the file.", "Salve o arquivo."), ("xq", "en", "Qb.", "Open the file."),
+            ("en", "de", "Open the file.", "Datei öffnen.")]
+    tsv = tmp_path / "mixed.tsv"
+    tsv.write_text("src_lang\ttgt_lang\tsrc\ttgt\n" + "".join("\t".join(r) + "\n" for r in rows), encoding="utf-8")
+    translator = FakeTranslator(languages=("en", "de", "pt-BR", "zh-Hans"))
+    monkeypatch.setattr(per_language_bleu, "load_translator", lambda checkpoint, step: translator)
+    code = per_language_bleu.main(["--checkpoint", str(tmp_path), "--data", f"tsv:{tsv}",
+                                   "--output", str(tmp_path / "out")])
+    assert code == 1  # some rows were not scored
+    results = json.loads((tmp_path / "out" / "results.json").read_text(encoding="utf-8"))
+    assert {pair: entry["n"] for pair, entry in results["pairs"].items()} == {
+        "en-de": 1, "en-pt-BR": 1, "en-zh-Hans": 3}
+    assert {call[1] for call in translator.calls} == {"de", "pt-BR", "zh-Hans"}
+    # The three spellings of Chinese make one test set, in file order.
+    assert report.read_lines(tmp_path / "out" / "refs" / "en-zh-Hans.txt") == ["打开文件。", "保存文件。", "关闭窗口。"]
+    (error,) = results["errors"]
+    assert _one_line(error).startswith(f"{tsv}: 2 rows not scored: unknown language code 'xq'; "
+                                       "the closest supported code is")
+    assert "1 not scored" in capsys.readouterr().err
+
+
+def test_buckets_do_not_depend_on_the_test_data(tmp_path):
+    sizes = EMBEDDED / "stats.json"  # de 56,064 training pairs
+    embedded = run(tmp_path, pairs="en-de", resource_sizes=sizes, output=tmp_path / "embedded")
+    tsv = run(tmp_path, pairs="en-de", resource_sizes=sizes, data=f"tsv:{FIXTURES / 'pairs.tsv'}",
+              output=tmp_path / "tsv")
+    assert embedded.results["languages"]["de"]["bucket"] == tsv.results["languages"]["de"]["bucket"] == "high"
+    assert embedded.results["bucket_edges"] == tsv.results["bucket_edges"] == {"high_above": 30_000,
+                                                                               "very_low_at_most": 10_000}
+
+
+def test_default_edges_follow_the_corpus_size():
+    assert buckets.default_edges({"de": 2_000_000, "fr": 50_000})[0] == buckets.NLLB_BUCKET_EDGES
+    assert buckets.default_edges({"de": 1_000_000, "fr": 50_000})[0] == buckets.EMBEDDED_BUCKET_EDGES  # not over
+    assert buckets.default_edges({})[0] == buckets.EMBEDDED_BUCKET_EDGES

@@ -9,3 +9,13 @@ leak-free split) and corpus_write (the files of `mtmoe.data.layouts`). They
 live beside the readers because they write the layout the readers read; none
 of them imports seqio or TensorFlow.
 """
+
+import sys
+
+from tqdm import tqdm
+
+
+def log_line(line: str) -> None:
+    """The commands' log: one line on stdout, flushed at once, never written into a progress bar on stderr."""
+    tqdm.write(line, file=sys.stdout)
+    sys.stdout.flush()

@@ -30,6 +30,8 @@ import sys
 import tempfile
 import time
 
+from tqdm import tqdm
+
 from mtmoe.data import layouts
 from mtmoe.data.build import corpus_clean, corpus_firefox, corpus_gettext, corpus_help, corpus_packages, corpus_write
 
@@ -110,7 +112,8 @@ def collect_pairs(packages: list[corpus_packages.Package], *, cache_dir: str, lo
                 log(f"{name} is missing: no English originals, so no {english_needed[name]} pairs")
 
     corpus: dict[str, dict[tuple[str, str], set[str]]] = collections.defaultdict(dict)
-    for package in packages:
+    # disable=None: a bar on a terminal; a log gets the per-package lines only.
+    for package in tqdm(packages, desc="reading packages", unit="package", disable=None):
         if package.name not in debs or (package.source != "libreoffice_ui" and package.source not in english):
             continue
         start = time.time()
@@ -204,8 +207,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.full and os.path.abspath(args.out) == DEFAULT_OUT:
         parser.error("--full writes about 105 MB: give --out DIR outside the repository")
+    from mtmoe.data.build import log_line
+
     stats = build(out_dir=args.out, full=args.full, languages=args.languages, cache_dir=args.cache,
-                  train_budget_mb=args.train_budget_mb, log=lambda line: print(line, flush=True))
+                  train_budget_mb=args.train_budget_mb, log=log_line)
     return 0 if stats is not None else 1
 
 

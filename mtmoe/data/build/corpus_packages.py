@@ -29,6 +29,8 @@ import re
 import shutil
 import subprocess
 
+from tqdm import tqdm
+
 HELP_PREFIX = "libreoffice-help-"
 L10N_PREFIX = "libreoffice-l10n-"
 FIREFOX_PREFIX = "firefox-esr-l10n-"
@@ -148,6 +150,8 @@ def download(names: list[str], *, cache_dir: str, log=print) -> dict[str, str]:
         missing = []
     # Batches keep apt's start-up cost down; a failed batch is retried one by
     # one so a single missing package does not cost its neighbours.
+    bar = tqdm(total=len(missing), desc="downloading packages", unit="package",
+               disable=None if missing else True)  # None: a bar on a terminal only
     for start in range(0, len(missing), 25):
         batch = missing[start:start + 25]
         if _apt_get_download(batch, cache_dir=cache_dir) != 0:
@@ -156,6 +160,8 @@ def download(names: list[str], *, cache_dir: str, log=print) -> dict[str, str]:
                     log(f"apt-get download {name} failed (not in the apt sources? try `apt-get update`); skipping it")
         for name in batch:
             paths[name] = cached_deb(name, cache_dir=cache_dir)
+        bar.update(len(batch))
+    bar.close()
     return {name: path for name, path in paths.items() if path is not None}
 
 

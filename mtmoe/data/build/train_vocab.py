@@ -28,7 +28,10 @@ import sys
 import tempfile
 import time
 
+from tqdm import tqdm
+
 from mtmoe.data import layouts, vocabulary
+from mtmoe.data.build import log_line
 
 DEFAULT_CORPUS = os.fspath(layouts.DEFAULT_EMBEDDED_DIR)
 DEFAULT_OUT = vocabulary.DEFAULT_SPM_PATH.removesuffix(".model")
@@ -161,9 +164,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     table = {}
     with tempfile.TemporaryDirectory(prefix="mtmoe-spm-measure-") as work:
-        for size in args.measure:
+        # Each size is a full training: a bar on a terminal (disable=None) with the ETA of the rest.
+        for size in tqdm(args.measure, desc="vocabulary sizes", unit="model", disable=None):
             path = train(corpus_dir=args.corpus, model_prefix=os.path.join(work, f"v{size}"), vocab_size=size,
-                         sample_sentences=args.sample_sentences)
+                         sample_sentences=args.sample_sentences, log=log_line)
             table[size] = measure(path, corpus_dir=args.corpus)
     print(json.dumps(table, indent=1))
     return 0
