@@ -2,15 +2,19 @@
 
 `build_app(services)` lays out the page for one or more loaded models
 (a `TranslationService` each, keyed by the name shown in the model picker) and
-registers the public API:
+registers the public API (examples: README.md, "Web UI and API"):
 
-    translate(text, source_lang, target_lang, model=None) -> str
+    translate(text, source_lang="auto", target_lang=..., model=..., beam_size=4, max_length=0) -> str
         source_lang "auto" detects; any spelling of a language code the model has
         (`zh-CN`, `iw`, `sv-SE`, `deu`) is taken for it (mtmoe.data.languages.match_language).
-    translate_file(file, source_lang, target_lang, model, beam_size, max_length) -> file
-    detect_language(text, model=None) -> str
+        target_lang and model default to the first model's default target and the first model.
+    translate_file(file, source_lang="auto", target_lang=..., model=..., beam_size=4, max_length=0) -> file
+        the same options, defaults and checks as translate (TranslationService.check_options).
+    detect_language(text, model=None) -> {"language": code, "probability": float in [0, 1]}
+    languages(model=None) -> {model name: {"source": [...], "target": [...]}}
+        each language {"code", "name" (English), "native_name"}; every model served, or the one named.
 
-Every answer is plain text: the output box is a Textbox, the routing view a
+Every answer on the page is plain text: the output box is a Textbox, the routing view a
 PNG drawn by matplotlib and a table of strings, so nothing the model or the
 user wrote is rendered as HTML. Bad input raises `gr.Error` with a one-line
 message (shown on the page and raised by gradio_client as AppError); any other
@@ -72,7 +76,14 @@ finally:
         sys.meta_path.remove(_skip_gradio_stubs)
 
 from app import experts_view  # noqa: E402
-from app.service import AUTO, RequestError, TranslationService, language_label  # noqa: E402
+from app.service import (  # noqa: E402
+    AUTO,
+    DEFAULT_BEAM_SIZE,
+    UNKNOWN,
+    RequestError,
+    TranslationService,
+    language_label,
+)
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +133,7 @@ def _client_snippet(url: str, service: TranslationService) -> str:
         f'client = Client("{url}")  # add auth=("user", "password") if the server asks\n'
         f'print(client.predict("The file could not be saved.", "auto", "{target}", api_name="/translate"))\n'
         "# source \"auto\" detects; codes as in the language lists on this page, or e.g. zh-CN, sv-SE\n"
+        'print(client.predict(api_name="/languages"))  # each model\'s languages, with their names\n'
     )
 
 
@@ -146,16 +158,47 @@ def build_app(services: dict[str, TranslationService], *, url: str = "http://127
     # -- handlers (plain functions; gr.Error on bad input) -------------------
 
     @_answer_errors
-    def translate_api(text: str, source_lang: str, target_lang: str, model: str | None = None) -> str:
-        """Translate text. source_lang "auto" detects the language; codes as listed on the page, any spelling."""
+    def translate_api(text: str, source_lang: str = AUTO, target_lang: str = first.default_target(),
+                      model: str = names[0], beam_size: int = DEFAULT_BEAM_SIZE, max_length: int = 0) -> str:
+        """Translate text, sentence by sentence; line breaks are kept.
+
+        Args:
+            text: the text to translate.
+            source_lang: its language code (any spelling: zh-CN, iw, deu), or "auto" to detect it.
+            target_lang: the code of the language to translate into.
+            model: which model, when several are served (see /languages).
+            beam_size: beams of the beam search (1 = greedy).
+            max_length: most tokens per translated sentence (0 = the model's default).
+        """
         service = service_for(model)
-        return service.translate_text(text, source_lang=source_lang, target_lang=target_lang).text
+        return service.translate_text(text, source_lang=source_lang, target_lang=target_lang,
+                                      beam_size=beam_size, max_length=max_length).text
 
     @_answer_errors
-    def detect_api(text: str, model: str | None = None) -> str:
-        """The code of the language `text` is written in, among the model's source languages."""
+    def detect_api(text: str, model: str | None = None) -> dict:
+        """The language `text` is written in, among the model's source languages, and py3langid's probability of it.
+
+        Args:
+            text: the text to look at.
+            model: which model's source languages to choose among (default: the first model).
+        Returns:
+            {"language": code, "probability": number in [0, 1]}
+        """
         service = service_for(model)
-        return service.resolve_source(service.check_text(text), AUTO)[0]
+        code, probability = service.resolve_source(service.check_text(text), AUTO)
+        return {"language": code, "probability": probability}
+
+    @_answer_errors
+    def languages_api(model: str | None = None) -> dict:
+        """The source and target languages of every model served (or of the one named), with their names.
+
+        Args:
+            model: one model's name; empty for every model.
+        Returns:
+            {model name: {"source": [{"code", "name", "native_name"}, ...], "target": [...]}}
+        """
+        chosen = [model] if model else names
+        return {name: service_for(name).language_table for name in chosen}
 
     @_answer_errors
     def on_translate(model, text, source_lang, target_lang, beam_size, max_length):
@@ -163,18 +206,23 @@ def build_app(services: dict[str, TranslationService], *, url: str = "http://127
         result = service.translate_text(text, source_lang=source_lang, target_lang=target_lang,
                                         beam_size=beam_size, max_length=max_length)
         how = f"detected {result.detected_probability:.0%}" if result.detected_probability is not None else "chosen"
-        info = (f"From {language_label(result.source_lang)} ({how}) · {result.num_sentences} "
+        unknown = result.source_lang == UNKNOWN  # detection unsure: translated all the same
+        source = "an undetected language" if unknown else language_label(result.source_lang)
+        info = (f"From {source} ({how}) · {result.num_sentences} "
                 f"sentence{'s' if result.num_sentences != 1 else ''} · {result.seconds:.2f} s")
-        detected = result.source_lang if result.detected_probability is not None else None
+        detected = result.source_lang if result.detected_probability is not None and not unknown else None
         return result.text, info, detected
 
     @_answer_errors
     def on_translate_file(file, source_lang, target_lang, model, beam_size, max_length, progress=gr.Progress()):
-        if file is None:
+        # Not preprocessed (see its event): `file` is gradio's FileData as a dict, already checked to lie in
+        # the upload folder, and the options arrive as sent, for the service to check as /translate's.
+        if not file:
             raise RequestError("no file uploaded; choose a UTF-8 .txt file with one segment per line")
         service = service_for(model)
-        path, _ = service.translate_file(file, source_lang=source_lang, target_lang=target_lang, beam_size=beam_size,
-                                         max_length=max_length, progress=lambda fraction, desc: progress(fraction, desc=desc))
+        path, _ = service.translate_file(file["path"] if isinstance(file, dict) else file, source_lang=source_lang,
+                                         target_lang=target_lang, beam_size=beam_size, max_length=max_length,
+                                         progress=lambda fraction, desc: progress(fraction, desc=desc))
         return path
 
     @_answer_errors
@@ -218,7 +266,7 @@ def build_app(services: dict[str, TranslationService], *, url: str = "http://127
             # (`zh-CN`, `deu`) and any model's languages, not only the first model's list;
             # the service resolves them or answers in one line.
             source_lang = gr.Dropdown(choices=first.source_choices(), value=AUTO, label="Source language",
-                                      info="Detect language: langid, among this model's source languages",
+                                      info="Detect language: py3langid, among this model's source languages",
                                       filterable=True, allow_custom_value=True, scale=4, elem_id="source-lang")
             swap = gr.Button("⇄ Swap", scale=1, min_width=80, elem_id="swap")
             target_lang = gr.Dropdown(choices=first.target_choices(), value=first.default_target(),
@@ -238,7 +286,7 @@ def build_app(services: dict[str, TranslationService], *, url: str = "http://127
             translate_button = gr.Button("Translate", variant="primary", elem_id="translate")
             with gr.Accordion("Advanced", open=False):
                 with gr.Row():
-                    beam_size = gr.Slider(1, limits.max_beam_size, value=4, step=1, label="Beam size",
+                    beam_size = gr.Slider(1, limits.max_beam_size, value=DEFAULT_BEAM_SIZE, step=1, label="Beam size",
                                           info="1 = greedy; more beams: slower, often better")
                     max_length = gr.Slider(0, limits.max_length_cap, value=0, step=1, label="Max length (tokens)",
                                            info="0 = the model's default")
@@ -267,12 +315,15 @@ def build_app(services: dict[str, TranslationService], *, url: str = "http://127
         # -- events ---------------------------------------------------------
         gr.api(translate_api, api_name="translate")
         gr.api(detect_api, api_name="detect_language")
+        gr.api(languages_api, api_name="languages")
         translate_inputs = [model, source_text, source_lang, target_lang, beam_size, max_length]
         for trigger in (translate_button.click, source_text.submit):
             trigger(on_translate, inputs=translate_inputs, outputs=[target_text, info, detected],
                     api_visibility="private")
+        # preprocess=False: the sliders' and dropdowns' own checks would answer out-of-range or
+        # unknown values in gradio's words (a traceback for None); the service checks them as for /translate.
         file_button.click(on_translate_file, inputs=[upload, source_lang, target_lang, model, beam_size, max_length],
-                          outputs=download, api_name="translate_file")
+                          outputs=download, api_name="translate_file", preprocess=False)
         route_button.click(on_route, inputs=[model, source_text, target_lang],
                            outputs=[route_plot, route_table, route_note], api_visibility="private")
         swap.click(on_swap, inputs=[model, source_text, target_text, source_lang, target_lang, detected],

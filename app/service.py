@@ -4,15 +4,12 @@ detection, sentence batching, file translation and routing traces.
 Nothing here imports gradio: the page (app/page.py) turns `RequestError` into
 `gr.Error` so the message reaches the browser and gradio_client unchanged.
 
-Source-language detection uses `langid` (Lui & Baldwin 2012): it ships its
-naive-Bayes model inside the package (no download at run time), covers 97
-languages, answers in well under a millisecond per sentence and, with
-`set_languages`, can be restricted to the languages the checkpoint actually
-reads, so it never answers a language the model cannot translate from. Asking
-the model itself (score the input under every source tag) would cost one
-forward pass per language and only works for languages whose tag the model
-learned on the source side. Languages outside langid's 97 can still be chosen
-by hand in the Source list.
+Source-language detection is app/language_detection.py. Asking the model
+itself (score the input under every source tag) would cost one forward pass
+per language and only works for languages whose tag the model learned on the
+source side. A source the detector is unsure of is translated all the same and
+reported as "unknown" (the model reads the source as it is); languages the
+detector does not know can still be chosen by hand in the Source list.
 """
 
 import concurrent.futures
@@ -23,17 +20,20 @@ import os
 import tempfile
 import threading
 import time
-import unicodedata
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from app import text as text_lib
 from app.batching import Batcher
+from app.language_detection import UNKNOWN, LanguageDetector, start_unpacking_langid  # noqa: F401 (app/server.py)
 from mtmoe.data import languages as language_lookup
 
 log = logging.getLogger(__name__)
 
 AUTO = "auto"  # the source "language" that asks for detection
+DEFAULT_BEAM_SIZE = 4
+# Closes every "unknown language" message: the closest code is named, the full list is one call away.
+SEE_LANGUAGES = "see the /languages endpoint for the rest"
 
 
 class RequestError(ValueError):
@@ -61,8 +61,8 @@ class Limits:
     batch_size: most sentences per translator call (one request's and others'
     batched together); bounds the memory of one call.
     max_beam_size / max_length_cap: upper ends of the Advanced controls.
-    min_detect_probability: langid's normalised probability below which the
-    source counts as undetectable (two-letter strings score ~0.5).
+    min_detect_probability: the detector's probability below which the source
+    is reported as unknown (and translated all the same).
     """
 
     max_chars: int = 5000
@@ -82,125 +82,24 @@ def language_label(code: str) -> str:
         return code
 
 
-# Script subtags that decide between variants sharing one langid code.
-_SCRIPT_OF_SUBTAG = {"Latn": "LATIN", "Cyrl": "CYRILLIC", "Arab": "ARABIC", "Deva": "DEVANAGARI"}
-
-
-def _dominant_script(text: str) -> str | None:
-    """First word of the Unicode name of the commonest letter script ('LATIN', 'CJK', ...)."""
-    counts: dict[str, int] = {}
-    for char in text:
-        if char.isalpha():
-            script = unicodedata.name(char, "UNKNOWN").split()[0]
-            counts[script] = counts.get(script, 0) + 1
-    return max(counts, key=counts.get) if counts else None
-
-
-_langid_lock = threading.Lock()
-
-
-def _full_langid_model():
-    """langid's shipped model, unpacked once per process (~1.7 s of CPU); a second caller waits for the first."""
-    with _langid_lock:
-        return _unpack_langid_model()
-
-
-@functools.cache
-def _unpack_langid_model():
-    from langid import langid
-
-    return langid.LanguageIdentifier.from_modelstring(langid.model, norm_probs=True)
-
-
-def start_unpacking_langid() -> threading.Thread | None:
-    """Unpack langid's model in a background thread, so that the first detection finds it ready.
-
-    The server calls this first thing: about half of the unpacking is a bz2
-    decompression, which runs without the GIL beside the server's imports and
-    model loading, the rest an unpickling. Left to the first "auto" request,
-    it would add its ~1.7 s to that request. A failure is logged here and
-    raised again where a detector is built; returns None if langid cannot be
-    imported.
-    """
+def describe_language(code: str) -> dict[str, str]:
+    """{"code": "de", "name": "German", "native_name": "Deutsch"}; both names are the code where the table lacks it."""
     try:
-        # Imported here rather than in the thread: numpy, which langid imports, must not
-        # initialise in two threads at once (the server imports JAX meanwhile).
-        import langid  # noqa: F401
-    except Exception:
-        log.exception("langid cannot be imported; language detection will fail when asked")
-        return None
-
-    def unpack() -> None:
-        try:
-            _full_langid_model()
-        except Exception:
-            log.exception("unpacking langid's model failed; language detection will try again when asked")
-
-    thread = threading.Thread(target=unpack, name="mtmoe-langid-unpack", daemon=True)
-    thread.start()
-    return thread
+        return {"code": code, "name": language_lookup.language_name(code),
+                "native_name": language_lookup.language_name(code, native=True)}
+    except ValueError:
+        return {"code": code, "name": code, "native_name": code}
 
 
-class LanguageDetector:
-    """langid restricted to the model's source languages.
-
-    Model codes map to langid's by their base (`pt-BR` -> `pt`). Variants of one
-    base are told apart by script (`sr` vs `sr-Latn`) and, for Chinese, by
-    whether the text fits GB2312, the simplified character set (`zh-Hans` vs
-    `zh-Hant`); region variants (`pt` vs `pt-BR`) go to the plainer code.
-    """
-
-    def __init__(self, *, languages: Sequence[str], min_probability: float):
-        from langid import langid
-
-        full = _full_langid_model()  # shared read-only arrays; set_languages below slices copies
-        self._identifier = langid.LanguageIdentifier(full.nb_ptc, full.nb_pc, full.nb_numfeats, full.nb_classes,
-                                                     full.tk_nextmove, full.tk_output, norm_probs=True)
-        known = set(self._identifier.nb_classes)
-        self._variants: dict[str, list[str]] = {}
-        for code in languages:
-            base = code.split("-")[0]
-            if base in known:
-                self._variants.setdefault(base, []).append(code)
-        self.detectable = sorted(code for codes in self._variants.values() for code in codes)
-        if len(self._variants) >= 2:
-            self._identifier.set_languages(sorted(self._variants))
-        self._min_probability = min_probability
-
-    def detect(self, text: str) -> tuple[str, float]:
-        """Returns (model language code, probability); RequestError when unsure."""
-        if not self._variants:
-            raise RequestError("this model reads no language that the detector (langid) knows; choose the source language in the list")
-        if not any(char.isalpha() for char in text):
-            raise RequestError("could not detect the source language: the text has no letters; choose the source language in the list")
-        if len(self._variants) == 1:
-            base, probability = next(iter(self._variants)), 1.0
-        else:
-            base, probability = self._identifier.classify(text)
-        if probability < self._min_probability:
-            raise RequestError(f"could not detect the source language (best guess {base} at {probability:.0%}); "
-                               "choose it in the Source list or enter a longer text")
-        return self._pick_variant(base, text), float(probability)
-
-    def _pick_variant(self, base: str, text: str) -> str:
-        variants = sorted(self._variants[base], key=len)
-        if len(variants) == 1:
-            return variants[0]
-        if base == "zh":
-            try:
-                text.encode("gb2312")
-                wanted = "Hans"
-            except UnicodeEncodeError:
-                wanted = "Hant"
-            for code in variants:
-                if code.endswith(wanted):
-                    return code
-        script = _dominant_script(text)
-        for code in variants:
-            subtag = code.split("-")[-1]
-            if _SCRIPT_OF_SUBTAG.get(subtag) == script:
-                return code
-        return variants[0]
+def _whole_number(value: object, what: str, allowed: str) -> int:
+    """`value` as an int when it is a whole number (4, 4.0, "4"); RequestError naming `allowed` otherwise."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        number = float("nan")
+    if isinstance(value, bool) or not number.is_integer():
+        raise RequestError(f"{what} must be a whole number {allowed}, got {value!r}")
+    return int(number)
 
 
 @dataclasses.dataclass
@@ -238,7 +137,7 @@ class TranslationService:
 
         The warm-up builds it once the server serves; the first detection
         waits for it (and starts it if nobody has). Building it takes
-        milliseconds once langid's model is unpacked, which the server starts
+        milliseconds once py3langid's model is unpacked, which the server starts
         at once (start_unpacking_langid); here it waits for that unpacking,
         or does it if nobody has.
         """
@@ -262,6 +161,7 @@ class TranslationService:
 
     def _call_model(self, segments: list[str], key: tuple) -> list[str]:
         target_lang, source_lang, beam_size, max_length = key
+        source_lang = None if source_lang == UNKNOWN else source_lang  # the model reads the source as it is
         return self.translator.translate(segments, target_lang=target_lang, source_lang=source_lang,
                                          beam_size=beam_size, max_length=max_length)
 
@@ -280,36 +180,53 @@ class TranslationService:
         """English when the model writes it and something else is there, else the first language."""
         return "en" if "en" in self.languages else self.languages[0]
 
+    @functools.cached_property
+    def language_table(self) -> dict[str, list[dict[str, str]]]:
+        """{"source": [...], "target": [...]}: `describe_language` of each code, in the page's order (by English name)."""
+        def described(codes: Sequence[str]) -> list[dict[str, str]]:
+            return sorted((describe_language(code) for code in codes), key=lambda row: row["name"].casefold())
+
+        return {"source": described(self.source_languages), "target": described(self.languages)}
+
     # -- validation ----------------------------------------------------------
 
     def check_target(self, target_lang: str) -> str:
         """The model's code for `target_lang`, any spelling of it (`zh-CN`, `iw`, `sv-SE`, `deu`: see match_language)."""
+        code = target_lang.strip() if isinstance(target_lang, str) else target_lang
         try:
-            return language_lookup.match_language((target_lang or "").strip(), self.languages, what="target language")
+            return language_lookup.match_language(code, self.languages, what="target language")
         except ValueError as error:
-            raise RequestError(str(error)) from None
+            raise RequestError(f"{error}; {SEE_LANGUAGES}") from None
 
     def resolve_source(self, text: str, source_lang: str | None) -> tuple[str, float | None]:
-        """(the model's source code, detection probability or None); `auto`/empty detects."""
-        source_lang = (source_lang or AUTO).strip()
+        """(the model's source code, detection probability or None); `auto`/empty detects (UNKNOWN when unsure)."""
+        source_lang = source_lang or AUTO
+        if isinstance(source_lang, str):
+            source_lang = source_lang.strip()
         if source_lang == AUTO:
             return self.detector.detect(text)
         try:
             code = language_lookup.match_language(source_lang, self.source_languages, what="source language")
         except ValueError as error:
-            raise RequestError(f"{error}, or 'auto' to detect it") from None
+            raise RequestError(f"{error}, or 'auto' to detect it; {SEE_LANGUAGES}") from None
         return code, None
 
     def check_options(self, beam_size: int | float | None, max_length: int | float | None) -> tuple[int, int | None]:
-        """Beam size in [1, max_beam_size]; max length None (model default) or in [1, cap]."""
-        beam = 4 if beam_size is None else int(beam_size)
+        """(beam size, max length) of a request, as ints: beam size None (the default) or a whole number in
+        [1, max_beam_size]; max length None or 0 (the model's default) or a whole number in [1, cap].
+
+        The one check of these options: the page's sliders, /translate and /translate_file all come here.
+        """
+        beam_range = f"from 1 to {self.limits.max_beam_size}"
+        beam = DEFAULT_BEAM_SIZE if beam_size is None else _whole_number(beam_size, "beam size", beam_range)
         if not 1 <= beam <= self.limits.max_beam_size:
-            raise RequestError(f"beam size must be between 1 and {self.limits.max_beam_size}, got {beam}")
-        if max_length is None or int(max_length) == 0:
+            raise RequestError(f"beam size must be a whole number {beam_range}, got {beam}")
+        length_range = f"from 1 to {self.limits.max_length_cap} tokens (0 = the model's default)"
+        length = 0 if max_length is None else _whole_number(max_length, "max length", length_range)
+        if length == 0:
             return beam, None
-        length = int(max_length)
         if not 1 <= length <= self.limits.max_length_cap:
-            raise RequestError(f"max length must be between 1 and {self.limits.max_length_cap} tokens (0 = the model's default), got {length}")
+            raise RequestError(f"max length must be a whole number {length_range}, got {length}")
         return beam, length
 
     def check_text(self, text: str | None) -> str:
@@ -339,14 +256,15 @@ class TranslationService:
         return out
 
     def translate_text(self, text: str | None, *, source_lang: str | None, target_lang: str,
-                       beam_size: int | float | None = 4, max_length: int | float | None = None) -> Translation:
+                       beam_size: int | float | None = DEFAULT_BEAM_SIZE,
+                       max_length: int | float | None = None) -> Translation:
         """Translate typed text: split into sentences, one batch, same layout back."""
         started = time.perf_counter()
         text = self.check_text(text)
         target_lang = self.check_target(target_lang)
         beam, length = self.check_options(beam_size, max_length)
         source, probability = self.resolve_source(text, source_lang)
-        layout = text_lib.split_segments(text)
+        layout = text_lib.split_segments(text, language=source)
         sentences = layout.sentences
         translations = self._translate_batch(sentences, target_lang=target_lang, source_lang=source,
                                              beam_size=beam, max_length=length)
@@ -383,7 +301,7 @@ class TranslationService:
         return lines, ends_with_newline
 
     def translate_file(self, path: str | os.PathLike, *, source_lang: str | None, target_lang: str,
-                       beam_size: int | float | None = 4, max_length: int | float | None = None,
+                       beam_size: int | float | None = DEFAULT_BEAM_SIZE, max_length: int | float | None = None,
                        progress: Progress | None = None) -> tuple[str, str]:
         """Translate a .txt file line by line (one segment per line, blank lines kept).
 

@@ -1,36 +1,32 @@
 """Sentence splitting and joining, so that paragraphs translate as one batch.
 
 The model was trained on single segments (localisation strings and sentences),
-so a paragraph is cut into sentences, every sentence of the input goes to the
-translator in one batch, and the translations are put back in the input's
-layout: the same lines, blank lines and leading indentation.
+so a paragraph is cut into sentences by sentencex (Wikimedia's segmenter:
+every script's sentence-final punctuation, and per language its abbreviations,
+so that "Dr. Smith" and "Nr. 5" stay whole), every sentence of the input goes
+to the translator in one batch, and the translations are put back in the
+input's layout: the same lines, blank lines and leading indentation, the
+sentences of a line joined as the target language's script joins them.
 
-    >>> split_segments("Open the file. Save it!\\n\\nClose it.")
-    Layout(lines=[['Open the file.', 'Save it!'], [], ['Close it.']], indents=['', '', ''])
+    >>> split_segments("Dr. Smith kam. Er ging.\\n\\n  Gut.", language="de")
+    Layout(lines=[['Dr. Smith kam.', 'Er ging.'], [], ['Gut.']], indents=['', '', '  '])
 """
 
 import dataclasses
 import re
 
+import sentencex
+
 from mtmoe.data import languages
 
-# Full stops that end a sentence without a following space (CJK, Devanagari
-# danda, Arabic and Urdu marks, Ethiopic, Armenian, Burmese) ...
-_CLOSED_STOPS = "。！？｡؟۔।॥።։။"
-# ... and the Latin-style ones that need whitespace and a next character that
-# is not lower case ("e.g. this" and "3.5 GB" stay whole).
-_OPEN_STOPS = ".!?…"
-_CLOSERS = "\"'”’»)]）」』"
-_SPLIT = re.compile(
-    rf"(?<=[{re.escape(_CLOSED_STOPS)}])[{re.escape(_CLOSERS)}]*\s*"  # after a closed stop: any closers, optional space
-    rf"|(?<=[{re.escape(_OPEN_STOPS)}])[{re.escape(_CLOSERS)}]*\s+(?=\S)"  # after an open stop: closers, then space
-)
-# A capital letter then a full stop ("J. Smith", "U.S.") is an initial, not an end.
-_INITIAL = re.compile(r"(?:^|\s)\w\.$")
+# Khmer's full stops, khan and bariyoosan, are not Sentence_Terminal in
+# Unicode, so sentencex reads on past them: a sentence ends after each.
+_KHMER_STOP = re.compile(r"(?<=[។៕])\s*(?=\S)")
 
-# Scripts written without spaces between sentences (ISO 15924): Chinese, Japanese,
-# Thai, Lao, Khmer, Burmese and Tibetan (Dzongkha too).
-_UNSPACED_SCRIPTS = frozenset({"Hans", "Hant", "Jpan", "Thai", "Laoo", "Khmr", "Mymr", "Tibt"})
+# Scripts written without spaces between sentences (ISO 15924): Chinese and
+# Japanese. Thai, Lao, Khmer and Burmese write no space between words but one
+# between sentences.
+_UNSPACED_SCRIPTS = frozenset({"Hans", "Hant", "Jpan"})
 
 
 @dataclasses.dataclass
@@ -50,40 +46,37 @@ class Layout:
         return [sentence for line in self.lines for sentence in line]
 
 
-def split_sentences(line: str) -> list[str]:
-    """Cut one line into sentences; no text is lost or reordered.
+def _rules(language: str | None) -> str:
+    """The sentencex rules for `language`: its language subtag (`pt-BR` -> `pt`); for no language or an
+    unknown one ("unknown"), English's, which end sentences at every script's full stop."""
+    if not language or languages.script_of(language) is None:
+        return "en"
+    return language.split("-")[0].lower()
 
-    >>> split_sentences("Save the file. Then close it?  Yes.")
-    ['Save the file.', 'Then close it?', 'Yes.']
-    >>> split_sentences("文件已保存。请关闭窗口。")
+
+def split_sentences(line: str, *, language: str | None = None) -> list[str]:
+    """Cut one line into sentences, stripped; no text is lost or reordered.
+
+    language: the line's language (a model code such as `de` or `zh-Hant`),
+    whose abbreviations do not end a sentence; None when it is not known.
+
+    >>> split_sentences("Er ging Nr. 5 entlang. Dann kam er.", language="de")
+    ['Er ging Nr. 5 entlang.', 'Dann kam er.']
+    >>> split_sentences("文件已保存。请关闭窗口。", language="zh-Hans")
     ['文件已保存。', '请关闭窗口。']
     """
-    pieces = []
-    start = 0
-    for match in _SPLIT.finditer(line):
-        end = match.end()
-        candidate = line[start:end].strip()
-        rest = line[end:]
-        boundary_text = line[start : match.start()]
-        if not candidate or not rest.strip():
-            continue
-        if rest[0].islower() or _INITIAL.search(boundary_text):
-            continue  # "e.g. the file", "J. Smith": not a sentence end
-        pieces.append(candidate)
-        start = end
-    tail = line[start:].strip()
-    if tail:
-        pieces.append(tail)
-    return pieces
+    pieces = (piece.strip() for sentence in sentencex.segment(_rules(language), line)
+              for piece in _KHMER_STOP.split(sentence))
+    return [piece for piece in pieces if piece]
 
 
-def split_segments(text: str) -> Layout:
-    """Split text into lines (kept) and each line into sentences."""
+def split_segments(text: str, *, language: str | None = None) -> Layout:
+    """Split text into lines (kept) and each line into sentences (see `split_sentences`)."""
     lines, indents = [], []
     for line in text.splitlines():
         stripped = line.lstrip()
         indents.append(line[: len(line) - len(stripped)])
-        lines.append(split_sentences(stripped))
+        lines.append(split_sentences(stripped, language=language))
     return Layout(lines=lines, indents=indents)
 
 
@@ -91,8 +84,8 @@ def join_segments(layout: Layout, translations: list[str], *, target_lang: str) 
     """Put translated sentences back in the input's layout.
 
     translations: one per sentence of `layout.sentences`, in the same order.
-    target_lang: decides the separator between sentences on one line ("" for
-    a language whose script goes without spaces, `zh-Hans` or `th`; " " otherwise).
+    target_lang: decides the separator between sentences on one line: none
+    for Chinese and Japanese, a space for every other script.
     """
     expected = len(layout.sentences)
     if len(translations) != expected:

@@ -25,7 +25,7 @@ from app import text as text_lib
 from app.batching import Batcher
 from app.page import build_app
 from app.server import build_parser, launch, make_services, model_names, parse_auth
-from app.service import AUTO, Limits, RequestError, TranslationService
+from app.service import AUTO, Limits, TranslationService
 from tests.fixtures.app.fake_translator import FakeTranslator
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "app")
@@ -70,9 +70,10 @@ def test_sentences_split_and_rejoin_in_layout():
     assert out == "OPEN THE FILE. SAVE IT!\n\n  SEE J. SMITH, E.G. HERE. 3.5 GB FREE.\n文件已保存。 请关闭窗口。"
     chinese = text_lib.split_segments("好。对。")
     assert text_lib.join_segments(chinese, ["好。", "对。"], target_lang="zh-Hans") == "好。对。"  # no space in Chinese
-    # By the script: Japanese, Thai and Traditional Chinese go without spaces, Korean (Hangul) with them.
+    # By the script: Japanese and Traditional Chinese go without spaces; Thai puts a space between sentences,
+    # and Korean (Hangul) and German do.
     assert [text_lib.join_segments(chinese, ["a", "b"], target_lang=lang) for lang in ("ja", "th", "zh-TW", "ko", "de")] == [
-        "ab", "ab", "ab", "a b", "a b"]
+        "ab", "a b", "ab", "a b", "a b"]
     with pytest.raises(ValueError, match="one per input"):
         text_lib.join_segments(layout, ["x"], target_lang="de")
 
@@ -88,9 +89,8 @@ def test_detector_restricted_to_model_languages_and_variants():
     assert service.resolve_source("無法開啟這個檔案，請檢查權限。", AUTO)[0] == "zh-Hant"
     # Italian is not a language of this model: the detector answers among the model's own.
     assert service.resolve_source("Impossibile aprire il file richiesto.", AUTO)[0] in service.source_languages
-    for undetectable in ("12345 67", "ok", "!!!"):
-        with pytest.raises(RequestError, match="could not detect"):
-            service.resolve_source(undetectable, AUTO)
+    for undetectable in ("12345 67", "ok", "!!!"):  # translated all the same, from an "unknown" source
+        assert service.resolve_source(undetectable, AUTO)[0] == "unknown"
 
 
 def test_batcher_joins_waiting_requests_and_isolates_a_failure():
@@ -200,7 +200,22 @@ def test_auto_detects_the_source(server):
                             api_name="/translate")
     assert answer == "[en] Die Datei konnte nicht gespeichert werden, weil der Datenträger voll ist."
     assert translators["tiny"].calls[-1][2] == "de"
-    assert client.predict("Не удалось открыть файл.", api_name="/detect_language") == "ru"
+    assert client.predict("Не удалось открыть файл.", api_name="/detect_language")["language"] == "ru"
+
+
+@pytest.mark.parametrize("text, model, language", [
+    ("Не удалось открыть файл.", None, "ru"),
+    ("Die Datei konnte nicht gespeichert werden.", "tiny", "de"),
+    ("Filen kunde inte sparas eftersom disken är full.", "wide", "sv"),
+])
+def test_detect_language_answers_the_code_and_its_probability(server, text, model, language):
+    client, _, _ = server
+    answer = client.predict(text, model, api_name="/detect_language")
+    assert set(answer) == {"language", "probability"} and answer["language"] == language
+    assert LIMITS.min_detect_probability <= answer["probability"] <= 1
+    # Below min_detect_probability the language is "unknown", with the probability of the best guess.
+    unsure = client.predict("12345 678", model, api_name="/detect_language")
+    assert unsure["language"] == "unknown" and 0 <= unsure["probability"] < LIMITS.min_detect_probability
 
 
 def test_model_picker_routes_to_the_named_model(server):
@@ -220,7 +235,6 @@ def test_model_picker_routes_to_the_named_model(server):
     ("x" * (LIMITS.max_chars + 1), "en", "de", f"over the limit of {LIMITS.max_chars}"),
     ("Hello.", "en", "xx", "unknown target language 'xx'"),
     ("Hello.", "klingon", "de", "unknown source language 'klingon'"),
-    ("12345 678", "auto", "de", "could not detect the source language"),
 ])
 def test_bad_text_input_gets_a_clear_message(server, text, source, target, message):
     client, _, _ = server
@@ -285,6 +299,85 @@ def test_file_translation_keeps_lines(server, tmp_path):
     assert translators["tiny"].calls[-1][3:] == (2, 40)  # beam size and max length reach the model
 
 
+def test_translate_takes_the_options_of_translate_file(server):
+    client, translators, _ = server
+    fake = translators["tiny"]
+    assert client.predict("Hello.", "en", "de", "tiny", 2, 40, api_name="/translate") == "[de] Hello."
+    assert fake.calls[-1][3:] == (2, 40)
+    client.predict("Hello.", "en", "de", beam_size=1, max_length=7, api_name="/translate")  # as in the README
+    assert fake.calls[-1][3:] == (1, 7)
+    # Left out: the first model, its default target (English), beam 4, the model's own max length.
+    assert client.predict("Hello.", "en", api_name="/translate") == "[en] Hello."
+    assert fake.calls[-1][1:] == ("en", "en", 4, None)
+    api = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    options = {name: [(p["parameter_name"], p["parameter_has_default"], p["parameter_default"])
+                      for p in api[name]["parameters"][1:]] for name in ("/translate", "/translate_file")}
+    assert options["/translate"] == options["/translate_file"] == [
+        ("source_lang", True, AUTO), ("target_lang", True, "en"), ("model", True, "tiny"),
+        ("beam_size", True, 4), ("max_length", True, 0)]
+
+
+@pytest.mark.parametrize("beam_size, max_length, message", [
+    (LIMITS.max_beam_size + 1, 0, f"beam size must be a whole number from 1 to {LIMITS.max_beam_size}, got 9"),
+    (0, 0, "beam size must be a whole number from 1 to 8, got 0"),
+    (2.5, 0, "beam size must be a whole number from 1 to 8, got 2.5"),
+    ("four", 0, "beam size must be a whole number from 1 to 8, got 'four'"),
+    (4, LIMITS.max_length_cap + 1, f"max length must be a whole number from 1 to {LIMITS.max_length_cap} tokens"),
+    (4, -1, "max length must be a whole number from 1 to 512 tokens (0 = the model's default), got -1"),
+])
+def test_both_endpoints_check_the_options_alike(server, beam_size, max_length, message):
+    client, _, _ = server
+    sample = handle_file(os.path.join(FIXTURES, "sample.txt"))
+    for first, endpoint in (("Hello.", "/translate"), (sample, "/translate_file")):
+        with pytest.raises(AppError) as error:
+            client.predict(first, "en", "de", "tiny", beam_size, max_length, api_name=endpoint)
+        assert message in str(error.value) and "\n" not in str(error.value), endpoint
+    for first, endpoint in (("Hello.", "/translate"), (sample, "/translate_file")):
+        with pytest.raises(AppError, match="unknown model 'nope'; choose one of: tiny, small, wide"):
+            client.predict(first, "en", "de", "nope", api_name=endpoint)
+
+
+def test_languages_lists_each_model_with_english_and_native_names(server):
+    client, translators, _ = server
+    english, german = ({"code": "en", "name": "English", "native_name": "English"},
+                       {"code": "de", "name": "German", "native_name": "Deutsch"})
+    assert client.predict("small", api_name="/languages") == {"small": {"source": [english, german],
+                                                                        "target": [english, german]}}
+    every = client.predict(api_name="/languages")
+    assert list(every) == ["tiny", "small", "wide"]  # the first is the API's default model
+    for name, table in every.items():
+        for side, codes in (("source", translators[name].source_languages), ("target", translators[name].languages)):
+            assert sorted(row["code"] for row in table[side]) == sorted(codes)
+            names = [row["name"].casefold() for row in table[side]]
+            assert names == sorted(names)  # the page's order
+    wide = {row["code"]: (row["name"], row["native_name"]) for row in every["wide"]["target"]}
+    assert wide["he"] == ("Hebrew", "עברית") and wide["nb"] == ("Norwegian Bokmål", "norsk bokmål")
+    assert wide["zh-Hant"] == ("Chinese (Traditional)", "中文（繁體）")
+    with pytest.raises(AppError, match="unknown model 'nope'"):
+        client.predict("nope", api_name="/languages")
+
+
+@pytest.mark.parametrize("endpoint, source, target, what", [
+    ("/translate", "en", "xq", "unknown target language 'xq'"),
+    ("/translate", "en", "nn", "unsupported target language 'nn' (Norwegian Nynorsk)"),
+    ("/translate_file", "klingon", "de", "unknown source language 'klingon'"),
+    ("/translate_file", "en", "nn", "unsupported target language 'nn' (Norwegian Nynorsk)"),
+])
+def test_an_unknown_code_is_one_line_naming_the_closest_and_pointing_to_languages(server, endpoint, source, target,
+                                                                                 what):
+    client, _, _ = server
+    first = "Hello." if endpoint == "/translate" else handle_file(os.path.join(FIXTURES, "sample.txt"))
+    with pytest.raises(AppError) as error:
+        client.predict(first, source, target, "wide", api_name=endpoint)
+    message = str(error.value)
+    assert message.startswith(what + "; the closest supported code is '") and "\n" not in message
+    assert message.endswith("; see the /languages endpoint for the rest")
+    named = message.split("the closest supported code is '")[1].split("'")[0]
+    table = client.predict("wide", api_name="/languages")["wide"]["source" if "source" in what else "target"]
+    assert named in {row["code"] for row in table}
+    assert named == "nb" or target != "nn"  # a related language before a code spelled alike
+
+
 @pytest.mark.parametrize("content, message", [
     ("Grüße aus Köln.\n".encode("latin-1"), "is not UTF-8 text"),
     (b"\x89PNG\r\n\x1a\n\x00\x00\x00", "is not a text file"),
@@ -336,7 +429,7 @@ def test_page_and_api_view_are_served(server):
     translate = api["named_endpoints"]["/translate"]
     assert [p["parameter_name"] for p in translate["parameters"]][:3] == ["text", "source_lang", "target_lang"]
     # The page's own events are not part of the public API.
-    assert set(api["named_endpoints"]) == {"/translate", "/detect_language", "/translate_file"}
+    assert set(api["named_endpoints"]) == {"/translate", "/detect_language", "/translate_file", "/languages"}
 
 
 def test_auth_is_required_when_asked():
@@ -364,7 +457,7 @@ def test_real_translator_round_trip(tiny_checkpoint):
         answer = client.predict("Die Datei wurde gespeichert. Bitte schließen Sie das Fenster.", "auto", "en",
                                 api_name="/translate")
         assert isinstance(answer, str) and "\n" not in answer
-        assert client.predict("O arquivo não pôde ser aberto.", api_name="/detect_language") == "pt-BR"
+        assert client.predict("O arquivo não pôde ser aberto.", api_name="/detect_language")["language"] == "pt-BR"
         with pytest.raises(AppError, match="unsupported target language 'ru'"):
             client.predict("Hello.", "en", "ru", api_name="/translate")
         assert isinstance(client.predict("Die Datei wurde gespeichert.", "deu", "zh-CN", api_name="/translate"), str)

@@ -143,6 +143,8 @@ def test_compilation_cache_is_written_then_read_by_the_next_process(tmp_path):
     assert run() >= 1
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(600)  # above its own 300 s start-up deadline, which prints the server's log
 def test_python_m_app_serves_the_first_translation_and_fills_the_cache(tiny_checkpoint, tmp_path):
     """The real start-up path: `python -m app` on the tiny checkpoint answers through gradio_client."""
     port = free_port()
@@ -172,13 +174,13 @@ def test_python_m_app_serves_the_first_translation_and_fills_the_cache(tiny_chec
 
 
 def test_langid_is_unpacked_once_in_the_background():
-    from app import service as service_lib
+    from app import language_detection
 
-    thread = service_lib.start_unpacking_langid()
-    detector = service_lib.LanguageDetector(languages=["en", "de", "fr"], min_probability=0.8)  # waits for it
+    thread = language_detection.start_unpacking_langid()
+    detector = language_detection.LanguageDetector(languages=["en", "de", "fr"], min_probability=0.8)  # waits for it
     thread.join(60)
     assert not thread.is_alive()
-    assert service_lib._unpack_langid_model.cache_info().misses == 1  # never unpacked twice, whoever asked first
+    assert language_detection._unpack_langid_model.cache_info().misses == 1  # never unpacked twice, whoever asked first
     assert detector.detect("Das ist die Datei, die ich gespeichert habe.")[0] == "de"
 
 
