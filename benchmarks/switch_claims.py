@@ -115,22 +115,27 @@ def run_done(model_dir: str, steps: int) -> bool:
                    for row in map(json.loads, filter(str.strip, f)))
 
 
+def run_logged(command: list[str], path: str, doing: str) -> tuple[int, float]:
+    """Runs `command` from the repository root, its output appended to PATH.log; (exit status, seconds)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    started = time.monotonic()
+    print(f"  {os.path.relpath(path, ROOT)}: {doing} (log: {os.path.relpath(path, ROOT)}.log)", flush=True)
+    with open(f"{path}.log", "a") as log:
+        status = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT).returncode
+    return status, time.monotonic() - started
+
+
 def write_cache(cache_dir: str, plan: Plan, *, seed: int, python: str) -> None:
     """The seed's pre-tokenized training batches for plan.steps steps (mtmoe.token_cache), once."""
     if os.path.exists(os.path.join(cache_dir, "manifest.json")):
         return
     command = [python, "-m", "mtmoe.token_cache", f"--gin_file={plan.gin_file}", "--out", cache_dir,
                "--steps", str(plan.steps), f"--gin.RANDOM_SEED={seed}", *(f"--gin.{b}" for b in plan.bindings)]
-    os.makedirs(os.path.dirname(cache_dir), exist_ok=True)
-    started = time.monotonic()
-    print(f"  {os.path.relpath(cache_dir, ROOT)}: writing seed {seed}'s batches (log: "
-          f"{os.path.relpath(cache_dir, ROOT)}.log)", flush=True)
-    with open(f"{cache_dir}.log", "a") as log:
-        status = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT).returncode
+    status, seconds = run_logged(command, cache_dir, f"writing seed {seed}'s batches")
     if status != 0:
         raise SystemExit(f"switch_claims: writing the token cache {cache_dir} failed (exit status {status}); "
                          f"see {cache_dir}.log")
-    print(f"  {os.path.relpath(cache_dir, ROOT)}: written in {time.monotonic() - started:.0f} s", flush=True)
+    print(f"  {os.path.relpath(cache_dir, ROOT)}: written in {seconds:.0f} s", flush=True)
 
 
 def train(model_dir: str, plan: Plan, *, steps: int, seed: int, bindings: dict[str, str], python: str,
@@ -148,16 +153,11 @@ def train(model_dir: str, plan: Plan, *, steps: int, seed: int, bindings: dict[s
     command = [python, "-m", "mtmoe.train", f"--gin_file={plan.gin_file}"]
     command += [f"--gin.{binding}" for binding in plan.bindings]
     command += [f"--gin.{name}={value}" for name, value in {**gin, **bindings}.items()]
-    os.makedirs(os.path.dirname(model_dir), exist_ok=True)
-    started = time.monotonic()
-    print(f"  {os.path.relpath(model_dir, ROOT)}: training to step {steps} "
-          f"(log: {os.path.relpath(model_dir, ROOT)}.log)", flush=True)
-    with open(f"{model_dir}.log", "a") as log:
-        status = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT).returncode
+    status, seconds = run_logged(command, model_dir, f"training to step {steps}")
     if status != 0 or not run_done(model_dir, steps):
         raise SystemExit(f"switch_claims: the run {model_dir} stopped (exit status {status}) before step {steps}; "
                          f"see {model_dir}.log, then rerun the same command to resume it")
-    print(f"  {os.path.relpath(model_dir, ROOT)}: done in {time.monotonic() - started:.0f} s", flush=True)
+    print(f"  {os.path.relpath(model_dir, ROOT)}: done in {seconds:.0f} s", flush=True)
 
 
 def final_loss(model_dir: str) -> float:
@@ -297,9 +297,7 @@ class Study:
                            "--pairs", "all", "--max_sentences", str(self.plan.eval_sentences), "--beam_size", "1",
                            "--data", self.plan.eval_data, "--output", out,
                            "--compilation_cache", os.path.join(self.work_dir, "jax_cache")]
-                print(f"  {os.path.relpath(out, ROOT)}: scoring every direction", flush=True)
-                with open(f"{out}.log", "a") as log:
-                    status = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT).returncode
+                status, _ = run_logged(command, out, "scoring every direction")
                 if status != 0:
                     raise SystemExit(f"switch_claims: scoring {model_dir} failed (exit status {status}); see {out}.log")
 

@@ -135,8 +135,8 @@ def make_train_step(*, model, optimizer, learning_rate: Callable, num_microbatch
             metrics = {k: jnp.sum(v) if _is_summed(k) else jnp.mean(v) for k, v in stacked.items()}
         updates, new_opt_state = optimizer.update(grads, opt_state, params)
         new_params = optax.apply_updates(params, updates)
-        grad_norm = optax.global_norm(grads)
-        param_norm = optax.global_norm(new_params)
+        grad_norm = optax.tree.norm(grads)
+        param_norm = optax.tree.norm(new_params)
         finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm) & jnp.isfinite(param_norm)
         ok = healthy & finite
         keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)  # noqa: E731

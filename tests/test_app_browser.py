@@ -41,6 +41,8 @@ def page_url():
     demo.close()
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(1200)  # set-up may install Chromium first (browser.py allows it 900 s)
 def test_translate_in_the_browser(chromium_executable, page_url, tmp_path):
     try:
         from playwright.sync_api import expect, sync_playwright

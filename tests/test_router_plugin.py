@@ -66,6 +66,7 @@ def gin_model():
         gin.clear_config()
 
 
+@pytest.mark.slow
 def test_a_router_bound_in_gin_trains_the_tiny_model(gin_model):
     model = gin_model
     assert type(model.config.moe.router) is RoundRobinRouter

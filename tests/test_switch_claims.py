@@ -43,6 +43,7 @@ def _metrics_evals(model_dir):
     return {row["step"]: row["cross_ent_loss"] for row in rows if row["kind"] == "eval"}
 
 
+@pytest.mark.slow
 def test_driver_trains_resumes_and_reports_from_the_runs_files(tmp_path):
     work, results, plot = tmp_path / "work", tmp_path / "results", tmp_path / "claims.png"
     command = [sys.executable, "-m", "benchmarks.switch_claims", "--gin_file", "tests/fixtures/train/tiny.gin",

@@ -92,6 +92,7 @@ def test_cache_holds_what_evaluation_needs(tiny_cache):
     assert os.path.isfile(cache.vocabulary.sentencepiece_model_file)
 
 
+@pytest.mark.slow
 def test_training_from_cache_gives_the_seqio_losses(tiny_checkpoint, tiny_cache, tmp_path, capsys):
     model_dir = tmp_path / "model"
     status = train.main([TINY, f"--gin.MODEL_DIR='{model_dir}'", ONE_DEVICE, f"--gin.TRAIN_CACHE_DIR='{tiny_cache}'"])
@@ -104,6 +105,8 @@ def test_training_from_cache_gives_the_seqio_losses(tiny_checkpoint, tiny_cache,
     np.testing.assert_allclose([cached[s] for s in range(1, 7)], [reference[s] for s in range(1, 7)], rtol=1e-6)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # above its own deadlines (240 s to the step, 300 s to rerun), which kill the trainer
 def test_resume_on_the_cache_path_without_tensorflow(tiny_checkpoint, tiny_cache, tmp_path):
     """Killed at a random step, the TensorFlow-free trainer resumes and ends on the seqio run's losses."""
     model_dir = tmp_path / "model"

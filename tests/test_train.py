@@ -154,6 +154,8 @@ def test_tiny_run_learns_and_saves(tiny_checkpoint):
     assert np.isfinite(eval_record["loss"]) and ("bleu/de-en" in eval_record or "bleu/en-de" in eval_record)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # above its own deadlines (240 s to the step, 300 s to rerun), which kill the trainer
 def test_resume_after_sigkill_is_exact(tiny_checkpoint, tmp_path):
     """Killed at a random step and restarted with the same command, the run ends where the uninterrupted one did."""
     model_dir = tmp_path / "model"
@@ -179,6 +181,8 @@ def test_resume_after_sigkill_is_exact(tiny_checkpoint, tmp_path):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(600)  # above its own deadlines (240 s to the step, 120 s to save), which say which one it missed
 def test_sigterm_saves_before_exiting(tmp_path):
     model_dir = tmp_path / "model"
     command = trainer_command(model_dir, ONE_DEVICE, "--gin.TRAIN_STEPS=1000", "--gin.SAVE_EVERY=1000")
@@ -193,6 +197,7 @@ def test_sigterm_saves_before_exiting(tmp_path):
     assert f"saved checkpoint {model_dir}/checkpoints/{saved[0]}" in err and "rerun the same command" in err
 
 
+@pytest.mark.slow
 def test_nan_stops_and_keeps_last_good_checkpoint(tiny_checkpoint, tmp_path, capsys):
     from mtmoe import checkpoints
 
@@ -210,6 +215,7 @@ def test_nan_stops_and_keeps_last_good_checkpoint(tiny_checkpoint, tmp_path, cap
     assert ckpt.read_meta(6)["fingerprint"] == before
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:MoE layer.*GSPMD:UserWarning")  # 2 groups over 8 devices: the GSPMD fallback
 def test_eight_devices_match_one(tiny_checkpoint, tmp_path, capsys):
     """data=2 x expert=4 fake CPU devices give the one-device losses (same global batch, same routing groups)."""
@@ -232,6 +238,7 @@ def test_eight_devices_match_one(tiny_checkpoint, tmp_path, capsys):
     assert {len(x.devices()) for x in jax.tree_util.tree_leaves(translator.params)} == {1}
 
 
+@pytest.mark.slow
 def test_microbatches_match_full_batch(tiny_checkpoint, tmp_path, capsys):
     model_dir = tmp_path / "model"
     status, err = run_main([TINY, f"--gin.MODEL_DIR='{model_dir}'", ONE_DEVICE, "--gin.NUM_MICROBATCHES=2",
@@ -249,6 +256,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # above its own deadline (400 s a process), which kills both trainers
 def test_two_processes_train_one_model(tmp_path):
     """Two jax.distributed processes on loopback (one CPU device each) train one model together."""
     model_dir = tmp_path / "model"
@@ -280,6 +289,7 @@ def test_two_processes_train_one_model(tmp_path):
     assert step == 3 and all(np.all(np.isfinite(p)) for p in params)
 
 
+@pytest.mark.slow
 def test_train_step_compiles_once(tmp_path, capsys, caplog):
     """Every step after the first reuses the first step's program (a recompile costs seconds per run)."""
     import logging

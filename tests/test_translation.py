@@ -153,6 +153,7 @@ def test_every_fixture_task_packs(fixture_pairs):
         assert batch["encoder_segment_ids"].max() >= 1 and batch["decoder_loss_weights"].sum() > 0
 
 
+@pytest.mark.slow
 def test_every_real_corpus_task_yields_and_translate_all_packs():
     """Each embedded task's files give a pair whose tag is one piece; the mixture packs.
 

@@ -29,6 +29,8 @@ TFDS mC4 split name (None where the corpus lacks the language).
     >>> match_language("sv-SE", ["de", "en", "sv"]), match_language("pt", ["en", "pt-BR"])
     ('sv', 'pt-BR')
     >>> match_language("nn", ["de", "nb"])
+    Traceback (most recent call last):
+    ...
     ValueError: unsupported language code 'nn' (Norwegian Nynorsk); the closest supported code is 'nb' (Norwegian Bokmål)
 """
 

@@ -9,8 +9,11 @@ for span corruption, as T5 and mT5 do, so a model's vocab_size is
 `sp.vocab_size() + 100` rounded up to a multiple of 128 (`model_vocab_size`).
 
     >>> sp = load_sentencepiece()
-    >>> sp.encode(language_tag("de") + " Save the file", out_type=str)[:1]
-    ['<2de>']
+    >>> sp.encode(language_tag("de") + " Save the file", out_type=str)[:2]
+    ['▁', '<2de>']
+
+The tag is one piece; the `▁` before it is SentencePiece's dummy prefix, there
+alike in training (`tasks/`) and in the Translator, which both encode `<2de> text`.
 
 Imports only sentencepiece (when a model is loaded): the Translator and the web
 UI use it. The seqio vocabulary over the same file is `tasks.vocab.get_vocabulary`.
