@@ -13,8 +13,9 @@ Its MFU is the model FLOPs it does per second over two references:
   (interleaved with the steps in an order that changes per repetition, so both
   see the same host): what XLA:CPU achieves on its best case here;
 - the CPU's float32 peak from its arithmetic: cores x clock x FLOPs per cycle
-  (AVX2 with two 256-bit FMA units: 2 x 8 lanes x 2 = 32 float32 FLOPs per
-  cycle and core), the clock read from /proc/cpuinfo ("cpu MHz").
+  (two FMA units per core: with AVX2, 2 x 8 lanes x 2 = 32 float32 FLOPs per
+  cycle and core; with AVX-512, 2 x 16 x 2 = 64), the clock read from
+  /proc/cpuinfo ("cpu MHz") and the vector width from its flags.
 
 Model FLOPs per step are counted from the shapes (`count_flops`, the formula is
 in its docstring) with each token's one expert, i.e. the useful work; the
@@ -53,7 +54,9 @@ FLAG_SET_LABELS = {"default": "XLA:CPU defaults", "no_ynn": "YNNPACK dot fusions
 VARIANTS = ("as_is", "xent_autodiff")  # compiled in this order: the patch stays applied once installed
 VARIANT_LABELS = {"as_is": "train step", "xent_autodiff": "train step, autodiff cross-entropy gradient"}
 MATMUL = "matmul"
-FLOPS_PER_CYCLE = 32  # float32, AVX2 with two 256-bit FMA units: 2 units x 8 lanes x 2 (multiply and add)
+# float32 FLOPs per cycle and core with two FMA units: units x lanes x 2 (multiply and add). AVX-512 doubles
+# the lanes; a CPU with one 512-bit unit reaches half of it, which the matmul row then shows.
+FLOPS_PER_CYCLE = {"avx2": 32, "avx512f": 64}
 
 
 def count_flops(config, *, batch: int, src_len: int, tgt_len: int, capacity_per_group=None, groups=None) -> dict:
@@ -119,7 +122,8 @@ def load_config(gin_file: str):
 
 
 def cpu_peak(cores: int | None = None) -> dict:
-    """The float32 peak from the arithmetic: cores x clock ("cpu MHz" of /proc/cpuinfo, their mean) x FLOPS_PER_CYCLE."""
+    """The float32 peak from the arithmetic: cores x clock ("cpu MHz" of /proc/cpuinfo, their mean) x
+    FLOPS_PER_CYCLE of the widest vector unit its flags name."""
     cores = cores or os.cpu_count()
     clocks, flags = [], set()
     with open("/proc/cpuinfo") as f:
@@ -132,8 +136,9 @@ def cpu_peak(cores: int | None = None) -> dict:
     if not clocks:
         raise SystemExit(f"{NAME}: /proc/cpuinfo gives no \"cpu MHz\"; the arithmetic peak cannot be computed")
     ghz = sum(clocks) / len(clocks) / 1000
-    return {"cores": cores, "ghz": ghz, "flops_per_cycle": FLOPS_PER_CYCLE,
-            "flops_per_s": cores * ghz * 1e9 * FLOPS_PER_CYCLE,
+    per_cycle = FLOPS_PER_CYCLE["avx512f" if "avx512f" in flags else "avx2"]
+    return {"cores": cores, "ghz": ghz, "flops_per_cycle": per_cycle,
+            "flops_per_s": cores * ghz * 1e9 * per_cycle,
             "avx2_fma": {"avx2", "fma"} <= flags, "avx512f": "avx512f" in flags}
 
 
@@ -369,7 +374,7 @@ def main(argv=None):
              f"{config['num_decoder_layers']} layers, {config['num_experts']} experts, {first['num_params']:,} "
              f"parameters)")
     notes = [
-        f"Peak: {peak['cores']} cores x {peak['ghz']:.3f} GHz x {FLOPS_PER_CYCLE} float32 FLOPs per cycle = "
+        f"Peak: {peak['cores']} cores x {peak['ghz']:.3f} GHz x {peak['flops_per_cycle']} float32 FLOPs per cycle = "
         f"{peak['flops_per_s'] / 1e9:.1f} GFLOP/s. The clock is /proc/cpuinfo's \"cpu MHz\" "
         f"({1000 * peak['ghz']:.0f} MHz), what the OS reports (a virtual machine reports the nominal clock; "
         f"a boost clock raises the real peak); the cores are the logical CPUs the OS counts; 32 FLOPs per "
