@@ -17,6 +17,7 @@ final validation loss and in mean dev chrF++.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import statistics
@@ -217,18 +218,12 @@ def report(study, *, plan_name: str, argv, results_dir: str, plot_path: str) -> 
                   "seconds per step measured alone (switch_claims_step_time). Median (min..max) over seeds."),
            table={"columns": ["model", "parameters", "seeds done", "final validation loss", "speed-up in steps",
                               "speed-up in time", "ms per step"], "rows": rows},
-           headline=headline, results={"plan": dataclass_dict(plan), "scaling": scaling, "step_seconds": seconds})
+           headline=headline, results={"plan": dataclasses.asdict(plan), "scaling": scaling, "step_seconds": seconds})
 
     distill_result(study, scaling, plan_name=plan_name, argv=argv, results_dir=results_dir)
     upcycle_result(study, plan_name=plan_name, argv=argv, results_dir=results_dir)
     languages_result(study, plan_name=plan_name, argv=argv, results_dir=results_dir)
     plot(study, scaling, seconds, plot_path)
-
-
-def dataclass_dict(plan) -> dict:
-    import dataclasses
-
-    return dataclasses.asdict(plan)
 
 
 def _best_sparse_or_none(study) -> str | None:

@@ -285,12 +285,14 @@ class Study:
                 "distilled": ("distill", "student")}
 
     def languages(self) -> None:
+        from benchmarks import claims_report
+
         for seed in self.plan.seeds:
             for stage, name in self.scored_models().values():
                 model_dir = self.run_dir(stage, name, seed)
                 out = os.path.join(model_dir, "dev_scores")
-                if os.path.exists(os.path.join(out, "results.json")) and "seconds" in json.load(
-                        open(os.path.join(out, "results.json"))):
+                scores = claims_report.dev_scores(model_dir)
+                if scores and "seconds" in scores:  # written when every direction is scored
                     print(f"  {os.path.relpath(out, ROOT)}: done", flush=True)
                     continue
                 command = [self.python, "eval/per_language_bleu.py", "--checkpoint", model_dir, "--split", "dev",
