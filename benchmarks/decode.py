@@ -107,7 +107,10 @@ def main(argv=None) -> None:
         parser.error(f"--sentences {args.sentences} must be at least 2, and --single {args.single} between 1 and it")
     run = protocol.Run(NAME, args, argv=argv)
 
+    from mtmoe import host_memory
     from mtmoe.translate import Translator
+
+    host_memory.retain_freed_memory()  # as the harness and the web UI do, before JAX allocates
 
     started = time.perf_counter()
     translator = Translator.from_checkpoint(os.path.join(ROOT, args.checkpoint))

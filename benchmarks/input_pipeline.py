@@ -126,6 +126,9 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     run = protocol.Run(NAME, args, argv=argv)
 
+    from mtmoe import host_memory
+
+    host_memory.retain_freed_memory()  # the trainer's host memory policy (mtmoe.train), before JAX allocates
     import gin
 
     from mtmoe import command_line, input_pipeline

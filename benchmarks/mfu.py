@@ -6,7 +6,9 @@
 The train step is the trainer's kind: jax.jit(value_and_grad(models.loss_fn) +
 optax.adafactor), parameters and optimizer state donated, on the model of
 `--gin_file` (default the tiny mSwitch: d_model 256, 2+2 layers, 8 experts at
-every other FFN) with a batch of 32 x (64 source, 64 target) random tokens.
+every other FFN) with a batch of 32 x (64 source, 64 target) random tokens, in a process
+holding the trainer's host memory policy (mtmoe/host_memory.py: without it
+each step page-faults its ~750 MiB of freshly mapped buffers back in).
 Its MFU is the model FLOPs it does per second over two references:
 
 - a 2048 x 2048 x 2048 float32 matrix product timed in the same repetition
@@ -150,6 +152,9 @@ class MfuWorker:
     """Compiles the matmul and the train-step variants once; `time` times one of them."""
 
     def __init__(self, opts):
+        from mtmoe import host_memory
+
+        host_memory.retain_freed_memory()  # the trainer's host memory policy (mtmoe.train), before JAX allocates
         import jax
         import jax.numpy as jnp
         import optax

@@ -105,9 +105,19 @@ def _trained(translator, src: str, tgt: str) -> bool:
     return src in translator.source_languages and tgt in translator.languages
 
 
+def _model_code(code: str, supported: Sequence[str]) -> str:
+    """The checkpoint's code for a user's `code` (`zh-CN` -> `zh-Hans`, `deu` -> `de`); `code` when none is near."""
+    try:
+        return languages.match_language(code, supported)
+    except ValueError:
+        return code  # _check_pair says why it cannot be scored
+
+
 def _check_pair(pair: str, translator) -> tuple[str, str]:
-    """(src, tgt) of a --pairs entry; ValueError (one line) when it cannot be scored."""
+    """(src, tgt) of a --pairs entry, in the checkpoint's codes; ValueError (one line) when it cannot be scored."""
     src, tgt = bucket_lib.split_pair(pair)
+    src = _model_code(src, translator.source_languages)
+    tgt = _model_code(tgt, translator.languages)
     for lang in (src, tgt):
         try:
             languages.get_language(lang)
@@ -134,16 +144,22 @@ def _some(codes: Sequence[str], limit: int = 12) -> str:
     return ", ".join(codes[:limit]) + (", ..." if len(codes) > limit else "")
 
 
-def _requested_pairs(spec: str, source: data_sources.Source, translator, errors: list[str]) -> list[tuple[str, str]]:
+def _requested_pairs(spec: str, source: data_sources.Source, translator, errors: list[str],
+                     notes: list[str]) -> list[tuple[str, str]]:
     if spec == "all":
         known = set(translator.languages) | set(translator.source_languages)
         return [(s, t) for s, t in source.default_pairs(known) if _trained(translator, s, t)]
     pairs = []
     for pair in dict.fromkeys(p.strip() for p in spec.split(",") if p.strip()):
         try:
-            pairs.append(_check_pair(pair, translator))
+            checked = _check_pair(pair, translator)
         except ValueError as error:
             errors.append(str(error))
+            continue
+        if "-".join(checked) != pair:
+            notes.append(f"--pairs {pair} is scored as {'-'.join(checked)}, the checkpoint's codes")
+        if checked not in pairs:
+            pairs.append(checked)
     return pairs
 
 
@@ -375,7 +391,8 @@ def run(*, checkpoint: Path | None = None, translator: Any = None, step: int | N
     run_info = {"checkpoint": str(Path(checkpoint).resolve()) if checkpoint is not None else None, "step": int(translator.step),
                 "data": data, "split": split, "max_sentences": max_sentences, "beam_size": beam_size}
 
-    wanted = _requested_pairs(pairs, source, translator, errors)
+    notes: list[str] = []
+    wanted = _requested_pairs(pairs, source, translator, errors, notes)
     done = _previous_results(out_dir, run_info, overwrite=overwrite)
     test_sets = _load_test_sets(source, [p for p in wanted if "-".join(p) not in done],
                                 max_sentences=max_sentences, errors=errors)
@@ -387,6 +404,8 @@ def run(*, checkpoint: Path | None = None, translator: Any = None, step: int | N
                "bucket_edges_note": edges_note, "pairs": dict(done), "errors": errors}
     summarise = lambda: _summarise(results, sizes=sizes, edges=edges)  # noqa: E731
     progress = Progress(total_pairs=len(test_sets), total_sentences=sum(map(len, test_sets)), stream=stream)
+    for message in notes:
+        progress.message(f"note: {message}")
     for message in errors:
         progress.message(f"error: {message}")
     if done:
@@ -446,7 +465,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data", default="embedded",
                         help="embedded (default) | embedded:DIR | flores200:DIR | opus100:DIR | tsv:FILE")
     parser.add_argument("--split", default="test", choices=data_sources.SPLITS, help="default test")
-    parser.add_argument("--pairs", default="all", help="comma-separated pairs (en-de,de-en,zh-Hans-en) or 'all': "
+    parser.add_argument("--pairs", default="all", help="comma-separated pairs (en-de,de-en,zh-Hans-en; other spellings such as en-zh-CN are matched to the checkpoint's codes) or 'all': "
                         "every English-centric pair the checkpoint and the data both hold (for tsv: all its pairs); default all")
     parser.add_argument("--max_sentences", type=_positive_int, default=None, help="score only the first N sentences of each pair (default: all)")
     parser.add_argument("--beam_size", type=_positive_int, default=4, help="default 4 (1: greedy)")

@@ -184,6 +184,16 @@ def test_pairs_not_trained_and_unknown_codes_are_reported_and_the_rest_scored(tm
     assert (tmp_path / "out" / "results.json").is_file()
 
 
+def test_pairs_in_other_spellings_are_scored_under_the_checkpoint_codes(tmp_path):
+    """`zh-CN` is the checkpoint's `zh-Hans`, `deu` and `de-DE` its `de`: each pair scored once, the log says so."""
+    stream = io.StringIO()
+    outcome = run(tmp_path, pairs="en-zh-CN,deu-en,en-de-DE,en-de", stream=stream)
+    assert sorted(outcome.results["pairs"]) == ["de-en", "en-de", "en-zh-Hans"] and outcome.errors == []
+    for note in ("--pairs en-zh-CN is scored as en-zh-Hans", "--pairs deu-en is scored as de-en",
+                 "--pairs en-de-DE is scored as en-de"):
+        assert note in stream.getvalue()
+
+
 def test_only_the_trained_directions_count_when_the_checkpoint_lists_them(tmp_path):
     translator = FakeTranslator(languages=("en", "de", "fr"))
     translator.language_pairs = [("en", "de"), ("de", "en"), ("en", "fr")]
