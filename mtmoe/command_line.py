@@ -44,10 +44,10 @@ EXAMPLES = (
     f"{PROG} --gin_file=gin/experiments/demo.gin --gin.MODEL_DIR=\"'/tmp/demo'\" --gin.RANDOM_SEED=1",
     f"{PROG} --run_mode=eval --gin_file=gin/runs/eval.gin --gin.CHECKPOINT_PATH=\"'/tmp/demo'\" "
     "--gin.MIXTURE_OR_TASK_NAME=\"'translate_all'\"",
-    f"{PROG} --multiprocess_gpu --gin_file=gin/mswitch_base.gin --gin.MODEL_DIR=\"'gs://bucket/run'\" "
+    f"{PROG} --multiprocess_gpu --gin_file=gin/mswitch_base.mtmoe.gin --gin.MODEL_DIR=\"'gs://bucket/run'\" "
     "--tfds_data_dir=gs://bucket/tensorflow_datasets",
     f"{PROG} --multiprocess_gpu --coordinator_address=10.0.0.1:1234 --process_count=2 --process_index=0 "
-    "--gin_file=gin/mswitch_base.gin --gin.MODEL_DIR=\"'/shared/run'\"",
+    "--gin_file=gin/mswitch_base.mtmoe.gin --gin.MODEL_DIR=\"'/shared/run'\"",
     f"{PROG} --flagfile=demo.flags --alsologtostderr",
 )
 FLAGFILE_EXAMPLE = ("--gin_file=gin/experiments/demo.gin", "--gin.MODEL_DIR='/tmp/demo'")  # demo.flags above

@@ -2,7 +2,7 @@
 
     python -m mtmoe.train --gin_file=gin/mswitch_tiny.gin --gin.MODEL_DIR="'/tmp/tiny'"
     python -m mtmoe.train --gin_file=gin/experiments/demo.gin --gin.MODEL_DIR="'/tmp/demo'" --gin.TRAIN_STEPS=3000
-    mtmoe-train --gin_file=gin/mswitch_base.gin --gin.MODEL_DIR="'gs://bucket/run'" --multiprocess_gpu
+    mtmoe-train --gin_file=gin/mswitch_base.mtmoe.gin --gin.MODEL_DIR="'gs://bucket/run'" --multiprocess_gpu
 
 T5X's flags (mtmoe/command_line.py, `--help`): `--gin_file` (repeatable,
 searched in `--gin_search_paths`), `--gin.NAME=VALUE` bindings (macros or

@@ -259,7 +259,7 @@ def test_every_model_composes_with_every_run(model_file):
 
 
 @pytest.mark.parametrize("files, bindings", [
-    (["gin/mswitch_base.gin"], ["MODEL_DIR='/tmp/unused'"]),
+    (["gin/mswitch_base.mtmoe.gin"], ["MODEL_DIR='/tmp/unused'"]),
     (["gin/mswitch_tiny.gin"], ["MODEL_DIR='/tmp/unused'"]),
     (["gin/experiments/demo.gin"], []),
     (["gin/experiments/demo_dense.gin"], []),
