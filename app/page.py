@@ -9,7 +9,12 @@ registers the public API (examples: README.md, "Web UI and API"):
         (`zh-CN`, `iw`, `sv-SE`, `deu`) is taken for it (mtmoe.data.languages.match_language).
         target_lang and model default to the first model's default target and the first model.
     translate_file(file, source_lang="auto", target_lang=..., model=..., beam_size=4, max_length=0) -> file
-        the same options, defaults and checks as translate (TranslationService.check_options).
+        a .txt file, one segment per line; the same options, defaults and checks as translate
+        (TranslationService.check_options).
+    localize_file(file, target_langs=[...], retranslate=False, model=..., beam_size=4) -> (file, summary)
+        a localisation file (.po, .pot, .ftl, .properties, .xlf, .xliff) or a .txt through mtmoe.localize
+        into one or more languages (a list or "de,fr"): the translated file, a zip for several,
+        and one summary line per language (translated, skipped, flagged).
     detect_language(text, model=None) -> {"language": code, "probability": float in [0, 1]}
     languages(model=None) -> {model name: {"source": [...], "target": [...]}}
         each language {"code", "name" (English), "native_name"}; every model served, or the one named.
@@ -84,6 +89,7 @@ from app.service import (  # noqa: E402
     TranslationService,
     language_label,
 )
+from mtmoe import l10n_formats  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +111,8 @@ EXAMPLES = [
 ]
 
 CSS = "#char-count p { margin: 0; font-size: 0.85em; opacity: 0.75; }"
+# What the File tab takes: mtmoe.localize's formats, .txt among them.
+FILE_TYPES = list(l10n_formats.EXTENSIONS)
 
 
 def _answer_errors(fn):
@@ -226,6 +234,19 @@ def build_app(services: dict[str, TranslationService], *, url: str = "http://127
         return path
 
     @_answer_errors
+    def on_localize_file(file, target_langs, retranslate, model, beam_size, progress=gr.Progress()):
+        # Not preprocessed, as translate_file: the service checks the codes (any spelling), the flag and the beam.
+        if not file:
+            raise RequestError(f"no file uploaded; choose a {', '.join(FILE_TYPES)} file")
+        service = service_for(model)
+        path, outcomes = service.localize_file(file["path"] if isinstance(file, dict) else file,
+                                               target_langs=target_langs, retranslate=retranslate, beam_size=beam_size,
+                                               progress=lambda fraction, desc: progress(fraction, desc=desc))
+        summary = "\n".join(f"{language_label(o.target)}: {o.counts()}" + "".join(f"; {note}" for note in o.notes)
+                            for o in outcomes)
+        return path, summary
+
+    @_answer_errors
     def on_route(model, text, target_lang):
         service = service_for(model)
         trace = service.route(text, target_lang=target_lang)
@@ -251,7 +272,8 @@ def build_app(services: dict[str, TranslationService], *, url: str = "http://127
     def on_model(model):
         service = service_for(model)
         return (gr.update(choices=service.source_choices(), value=AUTO),
-                gr.update(choices=service.target_choices(), value=service.default_target()))
+                gr.update(choices=service.target_choices(), value=service.default_target()),
+                gr.update(choices=service.target_choices(), value=[service.default_target()]))
 
     # -- layout -------------------------------------------------------------
 
@@ -295,12 +317,25 @@ def build_app(services: dict[str, TranslationService], *, url: str = "http://127
             if examples:
                 gr.Examples(examples=examples, inputs=[source_text, source_lang, target_lang], label="Examples")
         with gr.Tab("File"):
-            gr.Markdown(f"A UTF-8 `.txt` file, one segment per line (blank lines are kept), at most "
-                        f"{limits.max_file_lines} lines and {limits.max_file_bytes // 1000} kB.")
+            gr.Markdown(f"A localisation file (gettext `.po`/`.pot`, Fluent `.ftl`, `.properties`, XLIFF 1.2 or 2.0 "
+                        f"`.xlf`) or a UTF-8 `.txt` (one segment per line), at most {limits.max_file_bytes // 1000} kB. "
+                        f"Keys, comments and placeholders are kept; every machine translation is marked for review. "
+                        f"Several languages come back as a zip. (The language boxes above are the Text tab's.)")
             with gr.Row():
-                upload = gr.File(label="Text file", file_types=[".txt"], type="filepath", elem_id="upload")
+                upload = gr.File(label="File", file_types=FILE_TYPES, type="filepath", elem_id="upload")
                 download = gr.File(label="Translated file", interactive=False, elem_id="download")
+            # Custom values: /localize_file takes any spelling of a code, as /translate does.
+            file_targets = gr.Dropdown(choices=first.target_choices(), value=[first.default_target()],
+                                       multiselect=True, label="Translate into", filterable=True,
+                                       allow_custom_value=True, elem_id="file-targets")
+            retranslate = gr.Checkbox(False, label="Translate entries that are already translated too",
+                                      elem_id="retranslate")
             file_button = gr.Button("Translate file", variant="primary", elem_id="translate-file")
+            file_info = gr.Textbox(show_label=False, container=False, interactive=False, lines=2, max_lines=8,
+                                   placeholder="What was translated, skipped and flagged appears here.",
+                                   elem_id="file-info")
+            # /translate_file (a .txt, one language, the Source and Target boxes) has no button of its own.
+            translate_file_trigger = gr.Button(visible=False)
         with gr.Accordion("What the experts did", open=False):
             gr.Markdown("Which expert each source token was sent to in each MoE layer of the encoder, "
                         "and the share of tokens dropped because their expert was full.")
@@ -322,13 +357,15 @@ def build_app(services: dict[str, TranslationService], *, url: str = "http://127
                     api_visibility="private")
         # preprocess=False: the sliders' and dropdowns' own checks would answer out-of-range or
         # unknown values in gradio's words (a traceback for None); the service checks them as for /translate.
-        file_button.click(on_translate_file, inputs=[upload, source_lang, target_lang, model, beam_size, max_length],
-                          outputs=download, api_name="translate_file", preprocess=False)
+        translate_file_trigger.click(on_translate_file, outputs=download, api_name="translate_file", preprocess=False,
+                                     inputs=[upload, source_lang, target_lang, model, beam_size, max_length])
+        file_button.click(on_localize_file, inputs=[upload, file_targets, retranslate, model, beam_size],
+                          outputs=[download, file_info], api_name="localize_file", preprocess=False)
         route_button.click(on_route, inputs=[model, source_text, target_lang],
                            outputs=[route_plot, route_table, route_note], api_visibility="private")
         swap.click(on_swap, inputs=[model, source_text, target_text, source_lang, target_lang, detected],
                    outputs=[source_text, target_text, source_lang, target_lang], api_visibility="private")
-        model.change(on_model, inputs=model, outputs=[source_lang, target_lang], api_visibility="private")
+        model.change(on_model, inputs=model, outputs=[source_lang, target_lang, file_targets], api_visibility="private")
         # Counted in the browser: code points, as the server counts them.
         source_text.change(None, inputs=source_text, outputs=counter, js=(
             f"(text) => {{ const n = [...(text ?? '')].length; "

@@ -1,5 +1,6 @@
 """The translation service behind the page and the API: limits, language
-detection, sentence batching, file translation and routing traces.
+detection, sentence batching, file translation (text and localisation files,
+mtmoe.localize) and routing traces.
 
 Nothing here imports gradio: the page (app/page.py) turns `RequestError` into
 `gr.Error` so the message reaches the browser and gradio_client unchanged.
@@ -20,12 +21,14 @@ import os
 import tempfile
 import threading
 import time
+import zipfile
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from app import text as text_lib
 from app.batching import Batcher
 from app.language_detection import UNKNOWN, LanguageDetector, start_unpacking_langid  # noqa: F401 (app/server.py)
+from mtmoe import localize
 from mtmoe.data import languages as language_lookup
 
 log = logging.getLogger(__name__)
@@ -57,7 +60,8 @@ class Limits:
     """What one request may ask for.
 
     max_chars: characters of typed text (code points, as the page counts them).
-    max_file_bytes / max_file_lines: size of an uploaded .txt file.
+    max_file_bytes: size of an uploaded file (.txt or localisation file).
+    max_file_lines: lines of an uploaded .txt file (/translate_file).
     batch_size: most sentences per translator call (one request's and others'
     batched together); bounds the memory of one call.
     max_beam_size / max_length_cap: upper ends of the Advanced controls.
@@ -198,6 +202,14 @@ class TranslationService:
         except ValueError as error:
             raise RequestError(f"{error}; {SEE_LANGUAGES}") from None
 
+    def check_targets(self, target_langs: str | Sequence[str] | None) -> list[str]:
+        """The model's codes for several targets (a list, or "de,fr"), in order, once each (see check_target)."""
+        codes = target_langs.split(",") if isinstance(target_langs, str) else list(target_langs or [])
+        codes = [code for code in codes if not isinstance(code, str) or code.strip()]
+        if not codes:
+            raise RequestError("no target language chosen; pick one or more languages to translate into")
+        return list(dict.fromkeys(self.check_target(code) for code in codes))
+
     def resolve_source(self, text: str, source_lang: str | None) -> tuple[str, float | None]:
         """(the model's source code, detection probability or None); `auto`/empty detects (UNKNOWN when unsure)."""
         source_lang = source_lang or AUTO
@@ -327,6 +339,48 @@ class TranslationService:
             f.write("\n".join(out_lines) + ("\n" if ends_with_newline else ""))
         return out_path, source
 
+    def localize_file(self, path: str | os.PathLike, *, target_langs: str | Sequence[str] | None,
+                      retranslate: bool = False, beam_size: int | float | None = DEFAULT_BEAM_SIZE,
+                      progress: Progress | None = None) -> tuple[str, list[localize.Outcome]]:
+        """Translate a localisation file (.po, .pot, .ftl, .properties, .xlf, .xliff) or a .txt into each target.
+
+        The file goes through mtmoe.localize exactly as `python -m mtmoe.localize`
+        does, its segments through this service's batcher. Returns (path of the
+        result, one Outcome per target): the translated file for one target, a
+        zip of them (their paths as the command writes them) for several or
+        where the file goes in a folder of its language.
+        """
+        codes = self.check_targets(target_langs)
+        beam, _ = self.check_options(beam_size, None)
+        if not isinstance(retranslate, bool):
+            raise RequestError(f"retranslate must be true or false, got {retranslate!r}")
+        try:
+            source = localize.read_source(path, max_bytes=self.limits.max_file_bytes)
+        except localize.FileError as error:
+            raise RequestError(str(error)) from None
+        out_dir = tempfile.mkdtemp(dir=self._out_root)
+
+        def report(done: int, total: int, target: str) -> None:
+            if progress is not None:
+                progress(done / total if total else 1.0, f"{target}: {done}/{total} segments")
+
+        segments = localize.protected_translation(_BatchedTranslator(self), beam_size=beam)
+        try:
+            outcomes = localize.localize(source, codes, out_dir, translate_segments=segments, retranslate=retranslate,
+                                         progress=report)
+        except localize.FileError as error:
+            raise RequestError(str(error)) from None
+        if len(outcomes) == 1 and os.path.dirname(os.path.relpath(outcomes[0].path, out_dir)) == "":
+            return outcomes[0].path, outcomes
+        # Several files, or one in a folder named for its language (Fluent's de/browser.ftl), which a
+        # download of the file alone would lose.
+        stem = os.path.splitext(source.name)[0] or "translations"
+        archive = os.path.join(out_dir, f"{stem}.{'-'.join(codes)}.zip")
+        with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zipped:
+            for outcome in outcomes:
+                zipped.write(outcome.path, os.path.relpath(outcome.path, out_dir))
+        return archive, outcomes
+
     def route(self, text: str | None, *, target_lang: str, max_tokens: int = 64) -> dict:
         """Routing trace of the first sentence of `text`.
 
@@ -425,6 +479,19 @@ class TranslationService:
                 count += 1
             sentences.append(" ".join(words[:count]))  # the longest prefix that still fits the bucket
         return sentences
+
+
+class _BatchedTranslator:
+    """The translator interface mtmoe.protected_spans needs, through a service's batcher."""
+
+    def __init__(self, service: TranslationService):
+        self.service = service
+
+    def translate(self, texts: Sequence[str], target_lang: str, *, beam_size: int = DEFAULT_BEAM_SIZE,
+                  **_: Any) -> list[str]:
+        # The model reads the source as it is: a localisation file's language is not asked for.
+        return self.service._translate_batch(list(texts), target_lang=target_lang, source_lang=UNKNOWN,
+                                             beam_size=beam_size, max_length=None)
 
 
 # Source-length buckets to warm, commonest first: of 9,120 sentences drawn from

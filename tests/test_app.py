@@ -15,6 +15,7 @@ import sys
 import textwrap
 import threading
 import time
+import zipfile
 
 import pytest
 from gradio_client import Client, handle_file
@@ -29,6 +30,7 @@ from app.service import AUTO, Limits, TranslationService
 from tests.fixtures.app.fake_translator import FakeTranslator
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "app")
+L10N = os.path.join(os.path.dirname(__file__), "fixtures", "l10n")  # tests/test_localize.py's files
 LIMITS = Limits(max_chars=300, max_file_bytes=2000, max_file_lines=20, batch_size=4)
 
 
@@ -394,6 +396,89 @@ def test_bad_file_gets_a_clear_message(server, tmp_path, content, message):
     assert message in str(error.value)
 
 
+# A catalog under the test server's 2,000-byte limit (tests/fixtures/l10n/sw.po is over it): two of sw.po's
+# entries, one already translated into German.
+SMALL_CATALOG = """msgid ""
+msgstr ""
+"Language: de\\n"
+"Content-Type: text/plain; charset=UTF-8\\n"
+"Plural-Forms: nplurals=2; plural=n != 1;\\n"
+
+#. The name of the person whose change is accepted replaces $1.
+msgctxt "STR_ACCEPT_REDLINE"
+msgid "Accept change: $1"
+msgstr "Änderung akzeptieren: $1"
+
+msgctxt "STR_UNDO_TABS"
+msgid "One tab"
+msgid_plural "$1 tabs"
+msgstr[0] ""
+msgstr[1] ""
+"""
+
+
+def test_localize_file_translates_a_catalog_into_two_languages(server, tmp_path):
+    from translate.storage import pypo
+
+    client, translators, _ = server
+    catalog = tmp_path / "writer.po"
+    catalog.write_text(SMALL_CATALOG, encoding="utf-8")
+    path, summary = client.predict(handle_file(str(catalog)), ["de", "FR"], api_name="/localize_file")
+    assert os.path.basename(path) == "writer.de-fr.zip"
+    with zipfile.ZipFile(path) as zipped:
+        assert sorted(zipped.namelist()) == ["de.po", "fr.po"]
+        zipped.extractall(tmp_path / "out")
+    assert summary == ("German (de): 1 translated, 1 skipped (already translated), 0 flagged\n"
+                       "French (fr): 2 translated, 0 skipped (already translated), 0 flagged")
+    german = {u.getcontext(): u for u in pypo.pofile.parsefile(str(tmp_path / "out" / "de.po")).units}
+    assert german["STR_ACCEPT_REDLINE"].target == "Änderung akzeptieren: $1"  # already German: kept
+    assert german["STR_UNDO_TABS"].target.strings == ["[de] One tab", "[de] $1 tabs"] and german["STR_UNDO_TABS"].isfuzzy()
+    french = {u.getcontext(): u for u in pypo.pofile.parsefile(str(tmp_path / "out" / "fr.po")).units}
+    assert french["STR_ACCEPT_REDLINE"].target == "[fr] Accept change: $1" and french["STR_ACCEPT_REDLINE"].isfuzzy()
+    assert french["STR_ACCEPT_REDLINE"].getnotes("developer") == "The name of the person whose change is accepted replaces $1."
+    assert {call[1] for call in translators["tiny"].calls[-2:]} == {"de", "fr"}
+
+
+def test_localize_file_into_one_language_gives_the_file(server):
+    client, translators, _ = server
+    path, summary = client.predict(handle_file(os.path.join(L10N, "commonDialogs.properties")), "zh-CN", False,
+                                   "wide", 1, api_name="/localize_file")
+    assert os.path.basename(path) == "commonDialogs_zh_Hans.properties"
+    assert summary.startswith("Chinese (Simplified) (zh-Hans): 16 translated")
+    with open(path, encoding="utf-8") as f:
+        assert "ScriptDlgHeading=[zh-Hans] The page at %S says:" in f.read()
+    assert translators["wide"].calls[-1][1] == "zh-Hans" and translators["wide"].calls[-1][3] == 1  # beam size
+    # A Fluent file goes in a folder named for its language, as in Mozilla's repositories: a zip keeps it.
+    path, _ = client.predict(handle_file(os.path.join(L10N, "findbar.ftl")), "de", api_name="/localize_file")
+    with zipfile.ZipFile(path) as zipped:
+        assert zipped.namelist() == ["de/findbar.ftl"]
+        assert "[one] [de] { $current } of { $total } match" in zipped.read("de/findbar.ftl").decode()
+
+
+LATIN1_FLUENT = "size = Größe\n".encode("iso-8859-1")
+
+
+@pytest.mark.parametrize("name, content, targets, message", [
+    ("bad.po", b'msgid "Open"\nmsgstr "Auf"\n\nmsgid "Close\nmsgstr "Zu"\n', ["de"],
+     "bad.po is not a valid gettext catalog: end-of-line within string on line 4: 'msgid \"Close\\n'; fix that line "
+     "(msgfmt -c bad.po checks the whole file)"),
+    ("strings.resx", b"<root/>", ["de"], "strings.resx: unknown format '.resx'; give a file ending in .ftl, .po, .pot, "
+                                         ".properties, .txt, .xlf, .xliff"),
+    ("sw.po", None, ["de"], "sw.po is {size:,} bytes, over the limit of 2,000; split it into smaller files"),
+    ("latin.ftl", LATIN1_FLUENT, ["de"], "latin.ftl: line 1: byte 0xF6 is not utf-8; Fluent files are UTF-8: save it as UTF-8"),
+    ("size.ftl", b"size = Size\n", ["de", "gsw"], "unsupported target language 'gsw' (Swiss German); the closest "
+                                                  "supported code is 'de' (German); see the /languages endpoint for the rest"),
+    ("size.ftl", b"size = Size\n", [], "no target language chosen; pick one or more languages to translate into"),
+])
+def test_bad_localisation_input_gets_the_commands_line(server, tmp_path, name, content, targets, message):
+    client, _, _ = server
+    path = tmp_path / name
+    path.write_bytes(content if content is not None else open(os.path.join(L10N, name), "rb").read())
+    with pytest.raises(AppError) as error:
+        client.predict(handle_file(str(path)), targets, api_name="/localize_file")
+    assert str(error.value) == message.format(size=os.path.getsize(path))
+
+
 def test_huge_file_is_stopped_at_upload(server, tmp_path):
     client, _, _ = server
     path = tmp_path / "huge.txt"
@@ -429,7 +514,8 @@ def test_page_and_api_view_are_served(server):
     translate = api["named_endpoints"]["/translate"]
     assert [p["parameter_name"] for p in translate["parameters"]][:3] == ["text", "source_lang", "target_lang"]
     # The page's own events are not part of the public API.
-    assert set(api["named_endpoints"]) == {"/translate", "/detect_language", "/translate_file", "/languages"}
+    assert set(api["named_endpoints"]) == {"/translate", "/detect_language", "/translate_file", "/localize_file",
+                                           "/languages"}
 
 
 def test_auth_is_required_when_asked():

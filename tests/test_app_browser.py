@@ -5,13 +5,17 @@ Set-up installs what it needs (tests/fixtures/app/install_chromium.sh: Debian's
 drives it with Playwright's Python package through `executable_path`; no
 `playwright install`. If Chromium cannot be had, the test fails and says why.
 
-The test types a sentence, picks a target language, clicks Translate, reads
-the output, shows the routing view and saves a screenshot. (The README's
-picture, docs/web_ui.png, shows the shipped model instead of this test's fake
-translator: scripts/screenshot_web_ui.py takes it.)
+The first test types a sentence, picks a target language, clicks Translate,
+reads the output, shows the routing view and saves a screenshot; the second
+uploads a gettext catalog on the File tab, picks two languages and downloads
+both translations as a zip. (The README's pictures, docs/web_ui.png and
+docs/web_ui_file.png, show the shipped model instead of this test's fake
+translator: scripts/screenshot_web_ui.py takes them.)
 """
 
+import os
 import re
+import zipfile
 
 import pytest
 
@@ -21,6 +25,8 @@ from app.service import Limits
 from tests.fixtures.app import browser
 from tests.fixtures.app.fake_translator import FakeTranslator
 from tests.test_app import free_port
+
+CATALOG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "l10n", "sw.po")
 
 
 @pytest.fixture(scope="session")
@@ -89,5 +95,40 @@ def test_translate_in_the_browser(chromium_executable, page_url, tmp_path):
             expect(page.get_by_text("the text is empty").first).to_be_visible(timeout=15_000)
         finally:
             chromium.close()
+    with open(screenshot, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)  # set-up may install Chromium first (browser.py allows it 900 s)
+def test_translate_a_catalog_into_two_languages_in_the_browser(chromium_executable, page_url, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=chromium_executable, headless=True,
+                                              args=browser.CHROMIUM_FLAGS)
+        try:
+            page = chromium.new_page(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+            page.goto(page_url, wait_until="domcontentloaded")
+            expect(page.locator("#source-text textarea")).to_be_visible(timeout=30_000)
+            browser.localize_on_page(page, CATALOG, [("German", "German (de)"), ("French", "French (fr)")])
+            info = page.locator("#file-info textarea")
+            expect(info).to_have_value("German (de): 6 translated, 3 skipped (already translated), 0 flagged\n"
+                                       "French (fr): 9 translated, 0 skipped (already translated), 0 flagged",
+                                       timeout=60_000)
+            link = page.locator("#download a[data-testid=download-link]")
+            expect(link).to_have_attribute("download", "sw.de-fr.zip")
+            expect(page.get_by_role("cell", name="sw.de-fr.zip")).to_be_visible()
+            screenshot = tmp_path / "web_ui_file.png"
+            page.screenshot(path=str(screenshot), full_page=True)
+            with page.expect_download() as download:
+                link.click()
+            download.value.save_as(tmp_path / "translations.zip")
+        finally:
+            chromium.close()
+    with zipfile.ZipFile(tmp_path / "translations.zip") as zipped:
+        assert sorted(zipped.namelist()) == ["de.po", "fr.po"]
+        french = zipped.read("fr.po").decode()
+    assert 'msgstr "[fr] Accept change: $1"' in french and "#, fuzzy" in french
     with open(screenshot, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
