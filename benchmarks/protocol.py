@@ -4,7 +4,10 @@ A figure is only worth publishing if a reader can tell what was measured, on
 what, and whether anything else ran beside it. So every benchmark script:
 
 1. builds its parser with `add_arguments` (``--reps``, at least 5 for a result;
-   ``--allow-load``; ``--out``),
+   ``--allow-load``; ``--out``). A benchmark whose figures are deterministic
+   (scores of a deterministic decoder, counts) and which times nothing says
+   ``timed=False``: one pass, no idle check, since load cannot change what it
+   reports; the load is still recorded,
 2. opens a `Run` before it measures anything: the run checks that the machine
    is idle (other processes' CPU use, sampled from /proc/stat, and the load
    average) and refuses to start otherwise unless ``--allow-load`` was given,
@@ -53,13 +56,16 @@ VERSIONED_PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "num
 SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_bf16", "amx_tile")
 
 
-def add_arguments(parser: argparse.ArgumentParser, *, name: str, reps: int = MIN_REPS) -> None:
+def add_arguments(parser: argparse.ArgumentParser, *, name: str, reps: int = MIN_REPS, timed: bool = True) -> None:
+    parser.add_argument("--out", default=os.path.join(RESULTS_DIR, f"{name}.json"),
+                        help="where the JSON result goes (default: %(default)s)")
+    if not timed:
+        parser.set_defaults(reps=1, allow_load=False, timed=False)
+        return
     parser.add_argument("--reps", type=int, default=reps,
                         help=f"repetitions, each timing every variant once (at least {MIN_REPS} for a result)")
     parser.add_argument("--allow-load", "--allow_load", dest="allow_load", action="store_true",
                         help="measure even when other processes keep the machine busy (the result says so)")
-    parser.add_argument("--out", default=os.path.join(RESULTS_DIR, f"{name}.json"),
-                        help="where the JSON result goes (default: %(default)s)")
 
 
 # ---------------------------------------------------------------------------
@@ -193,7 +199,8 @@ class Run:
         self.name = name
         self.args = args
         self.print = print_fn
-        if args.reps < MIN_REPS and not args.allow_load:
+        self.timed = getattr(args, "timed", True)
+        if self.timed and args.reps < MIN_REPS and not args.allow_load:
             raise SystemExit(f"{name}: --reps {args.reps} is below the protocol's {MIN_REPS}; use --reps {MIN_REPS} "
                              "or more (or --allow-load for a quick look, which the result marks as a note)")
         self.command = "python " + os.path.relpath(sys.argv[0], ROOT) + " " + " ".join(
@@ -211,7 +218,7 @@ class Run:
         deadline = time.monotonic() + (0 if self.args.allow_load else IDLE_WAIT_SECONDS)
         while True:
             share = other_busy_share()
-            if share <= IDLE_BUSY_SHARE or self.args.allow_load:
+            if share <= IDLE_BUSY_SHARE or self.args.allow_load or not self.timed:
                 return share
             if time.monotonic() > deadline:
                 raise MachineBusy(
@@ -243,7 +250,7 @@ class Run:
         as they should read in BENCHMARKS.md.
         """
         load = self.load()
-        taken_under_load = not load["idle"] or load["other_busy_share_during"] > IDLE_BUSY_SHARE
+        taken_under_load = self.timed and (not load["idle"] or load["other_busy_share_during"] > IDLE_BUSY_SHARE)
         result = {
             "benchmark": self.name,
             "title": title,
@@ -255,6 +262,7 @@ class Run:
             "machine": cpu_info(),
             "versions": versions(self.extra_versions),
             "load": load,
+            "timed": self.timed,
             "under_load": taken_under_load,
             "reps": self.args.reps,
             "table": table,

@@ -93,6 +93,11 @@ def provenance(result: dict, file_name: str) -> str:
     parts += [
         f"load average {load['loadavg_before'][0]:.2f} -> {load['loadavg_after'][0]:.2f}",
         f"other processes busy {100 * load['other_busy_share_during']:.0f}% of the cores during the run",
+    ]
+    if not result.get("timed", True):
+        parts += ["nothing timed: one pass, figures the load cannot change", f"`benchmarks/results/{file_name}`"]
+        return "; ".join(parts) + "."
+    parts += [
         f"{result['reps']} repetition{'s' if result['reps'] != 1 else ''}",
         f"`benchmarks/results/{file_name}`",
     ]

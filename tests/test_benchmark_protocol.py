@@ -115,3 +115,17 @@ def test_write_writes_the_result_atomically(tmp_path, machine):
     assert result["notes"] == ["one note"]
     assert result["results"]["a"]["median"] == 1.0
     assert "wrote" in printed[-1][0]
+
+
+def test_an_untimed_benchmark_runs_once_on_a_busy_machine_and_is_not_a_note(tmp_path, machine):
+    parser = argparse.ArgumentParser()
+    protocol.add_arguments(parser, name="scores", timed=False)
+    parsed = parser.parse_args(["--out", str(tmp_path / "result.json")])
+    assert (parsed.reps, parsed.timed) == (1, False)
+    with pytest.raises(SystemExit):  # nothing to repeat: no --reps, no --allow-load
+        parser.parse_args(["--reps", "5"])
+    machine["value"] = 0.9  # busy: a timed run would refuse (test_run_refuses_a_busy_machine)
+    run = protocol.Run("scores", parsed, argv=[], print_fn=lambda *a, **k: None)
+    result = run.write(title="t", about="a", table={"columns": ["x"], "rows": [["1"]]}, results={})
+    assert result["timed"] is False and result["under_load"] is False and result["reps"] == 1
+    assert result["load"]["other_busy_share_before"] == 0.9  # recorded all the same

@@ -63,6 +63,8 @@ def test_a_result_taken_under_load_or_with_few_repetitions_says_so():
     assert loaded.endswith("`benchmarks/results/x.json`. **Taken under load: a note, not a result.**")
     quick = render.provenance(synthetic_result(reps=1), "x.json")
     assert quick.endswith("; 1 repetition; `benchmarks/results/x.json`. **Fewer than 5 repetitions: a note, not a result.**")
+    untimed = render.provenance(synthetic_result(reps=1, timed=False), "x.json")
+    assert untimed.endswith("; nothing timed: one pass, figures the load cannot change; `benchmarks/results/x.json`.")
 
 
 def test_order_headline_first_then_alphabetical_and_results_without_table_left_out(tmp_path):
