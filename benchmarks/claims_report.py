@@ -220,6 +220,7 @@ def report(study, *, plan_name: str, argv, results_dir: str, plot_path: str) -> 
                               "speed-up in time", "ms per step"], "rows": rows},
            headline=headline, results={"plan": dataclasses.asdict(plan), "scaling": scaling, "step_seconds": seconds})
 
+    capacity_result(study, plan_name=plan_name, argv=argv, results_dir=results_dir)
     distill_result(study, scaling, plan_name=plan_name, argv=argv, results_dir=results_dir)
     upcycle_result(study, plan_name=plan_name, argv=argv, results_dir=results_dir)
     languages_result(study, plan_name=plan_name, argv=argv, results_dir=results_dir)
@@ -275,6 +276,71 @@ def distill_result(study, scaling: dict, *, plan_name: str, argv, results_dir: s
            headline=(f"The student keeps {100 * statistics.median(shares):.0f}% of the teacher's validation-loss gain "
                      "(the paper: about 30%)." if shares else ""),
            results={"teacher": teacher, "per_seed": per_seed})
+
+
+def last_expert_metrics(model_dir: str) -> dict[str, float]:
+    """The last logged train step's share of tokens that overflowed expert capacity and router confidence,
+    averaged over the MoE layers (mtmoe.models.collect_expert_metrics); {} for a dense run."""
+    last: dict[str, float] = {}
+    with open(os.path.join(model_dir, "metrics.jsonl")) as f:
+        for row in map(json.loads, filter(str.strip, f)):
+            if row.get("kind") == "train" and "experts/fraction_tokens_left_behind" in row:
+                last = {"dropped": float(row["experts/fraction_tokens_left_behind"]),
+                        "router_confidence": float(row["experts/router_confidence"])}
+    return last
+
+
+def group_size(model_dir: str) -> str:
+    """The GROUP_SIZE the run trained with, from the config.gin mtmoe.train wrote into its MODEL_DIR."""
+    with open(os.path.join(model_dir, "config.gin")) as f:
+        for line in f:
+            name, _, value = line.partition("=")
+            if name.strip() == "GROUP_SIZE":
+                return value.split("#")[0].strip()
+    return "?"
+
+
+def capacity_result(study, *, plan_name: str, argv, results_dir: str) -> None:
+    """The capacity stage's run beside the scaling runs of the same seed: same experts, smaller groups; dense."""
+    plan, seed = study.plan, study.plan.seeds[0]
+    name, bindings = study.capacity_run()
+    experts = int(bindings["NUM_EXPERTS"])
+    runs = {"dense": study.run_dir("scaling", "dense", seed),
+            f"switch-{experts}": study.run_dir("scaling", f"switch-{experts}", seed),
+            name: study.run_dir("capacity", name, seed)}
+    curves = {}
+    for label, run in runs.items():
+        if not os.path.exists(os.path.join(run, "metrics.jsonl")):
+            return
+        curves[label] = curve(run)
+        if not curves[label][0] or curves[label][0][-1] != plan.steps:
+            return
+    dense_final = curves["dense"][1][-1]
+    rows, per_run = [], {}
+    for label, run in runs.items():
+        steps, losses = curves[label]
+        expert = last_expert_metrics(run)
+        reach = first_reach(steps, losses, dense_final) if label != "dense" else None
+        per_run[label] = {"steps": steps, "loss": losses, **expert, "reaches_dense_final_at": reach}
+        group = "–" if label == "dense" else group_size(run)
+        rows.append([label, group, f"{losses[-1]:.3f}",
+                     f"{100 * expert['dropped']:.1f}%" if expert else "–",
+                     f"{expert['router_confidence']:.3f}" if expert else "–",
+                     "–" if label == "dense" else (f"{plan.steps / reach:.2f}x" if reach else "not reached")])
+    gain = curves[f"switch-{experts}"][1][-1] - curves[name][1][-1]
+    _write("switch_claims_capacity", study, plan_name=plan_name, argv=[*argv, "(capacity stage)"],
+           results_dir=results_dir, title="Switch claims: is it the dropped tokens?",
+           about=(f"The scaling stage's {experts}-expert run of seed {seed} and the same run with the whole batch as "
+                  f"one routing group (GROUP_SIZE {bindings['GROUP_SIZE']}), so that each expert's capacity is "
+                  "group / experts x the capacity factor tokens of a larger group and fewer tokens overflow it, "
+                  f"beside the dense run of the seed; {plan.steps} steps each. Tokens dropped and router confidence: "
+                  "the last logged train step, averaged over the MoE layers. One seed: a check of one explanation, "
+                  "not a result with a spread."),
+           table={"columns": ["model", "group size", "final validation loss", "tokens dropped",
+                              "router confidence", "speed-up in steps"], "rows": rows},
+           headline=(f"One routing group per batch changes the {experts}-expert model's final validation loss by "
+                     f"{-gain:+.3f} (dense {dense_final:.3f})."),
+           results={"seed": seed, "runs": per_run})
 
 
 def upcycle_result(study, *, plan_name: str, argv, results_dir: str) -> None:

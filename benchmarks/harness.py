@@ -67,6 +67,12 @@ def harness_run(args, cache: str, out_dir: str) -> dict:
             "scores": {pair: {"bleu": e["bleu"], "chrf": e["chrf"]} for pair, e in results["pairs"].items()}}
 
 
+def compiled_searches(cache: str) -> int:
+    """Beam-search executables in a JAX compilation cache: one per decode-call shape the run compiled.
+    JAX keeps an entry as <function>-<hash>-cache (the executable) beside <function>-<hash>-atime."""
+    return sum(name.startswith("jit_predict_batch-") and name.endswith("-cache") for name in os.listdir(cache))
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default=None, help="model directory (default: the harness's, the shipped model)")
@@ -88,6 +94,7 @@ def main(argv=None) -> None:
                 result = harness_run(args, cache, os.path.join(work, "out"))
                 if kind == FIRST:
                     filled = cache  # a first run leaves the cache every later run finds
+                    result["compiled_searches"] = compiled_searches(cache)
                 runs[kind].append(result)
                 print(f"rep {rep + 1} {kind}: {result['sentences']} sentences in {result['seconds']:.1f} s "
                       f"({result['sentences_per_second']:.2f} sentences/s; process {result['wall_seconds']:.1f} s)",
@@ -105,6 +112,14 @@ def main(argv=None) -> None:
     first, later = summary[FIRST]["sentences_per_second"], summary[LATER]["sentences_per_second"]
     sentences = runs[LATER][0]["sentences"]
     model = args.checkpoint or "data/models/mswitch-release"
+    shapes = {r["compiled_searches"] for r in runs[FIRST]}
+    # What a first run pays: its extra seconds over the later run of its repetition, per compiled shape.
+    per_shape = protocol.spread(
+        (first_run["seconds"] - later_run["seconds"]) / max(first_run["compiled_searches"], 1)
+        for first_run, later_run in zip(runs[FIRST], runs[LATER]))
+    notes = [f"A first run compiles {', '.join(map(str, sorted(shapes)))} beam-search programs (one per decode-call "
+             "shape: rows x source length bucket); its extra time over a later run is "
+             f"{protocol.fmt_spread(per_shape, '{:.1f}')} s per program."]
     run.write(
         title="Evaluation harness speed",
         about=(f"`python eval/per_language_bleu.py --pairs {args.pairs} --max_sentences {args.max_sentences}` on "
@@ -119,7 +134,9 @@ def main(argv=None) -> None:
                         for kind, s in summary.items()]},
         headline=(f"{first['median']:.2f} sentences/s on a first run and {later['median']:.2f} on later runs "
                   f"({sentences} sentences, beam 4)."),
+        notes=notes,
         results={"pairs": args.pairs, "max_sentences": args.max_sentences, "checkpoint": model,
+                 "compiled_searches": sorted(shapes), "first_run_seconds_per_compiled_search": per_shape,
                  "hypotheses_sha256": runs[LATER][0]["digests"], "scores": runs[LATER][0]["scores"],
                  "summary": summary, "runs": runs},
     )

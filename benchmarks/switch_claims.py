@@ -17,6 +17,12 @@ Stages, in order:
              every expert as wide as the dense MLP), and "dense-params", a
              dense model whose wider MLP gives it switch-8's parameters; every
              configuration once per seed, all from the plan's gin file.
+  capacity   one extra run for the likeliest reason many experts trail at
+             this scale: with groups of GROUP_SIZE tokens, each expert's
+             capacity (group / experts x the capacity factor) shrinks as the
+             experts grow, and more tokens overflow it and skip the layer. The
+             plan's largest expert count again, first seed, with the whole
+             batch as one group (plan.capacity_group_size tokens).
   distill    Switch section 4: each seed's model of the best sparse
              configuration (lowest mean final validation loss) distilled into
              the dense model: non-expert weights from the teacher, loss
@@ -53,7 +59,7 @@ import time
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 sys.path.insert(0, ROOT)
 
-STAGES = ("scaling", "distill", "upcycle", "languages", "step_time", "report")
+STAGES = ("scaling", "capacity", "distill", "upcycle", "languages", "step_time", "report")
 TEACHER_WEIGHT = 0.25  # Switch table 6: 0.25 teacher, 0.75 ground truth
 
 
@@ -69,6 +75,7 @@ class Plan:
     upcycle_steps: int
     upcycle_experts: int
     eval_sentences: int                   # dev sentences per direction in the languages stage
+    capacity_group_size: int              # the capacity stage's GROUP_SIZE: the tokens of one batch
     eval_data: str = "embedded"           # eval/per_language_bleu.py --data
     bindings: tuple[str, ...] = ()        # gin bindings of every run (NAME=VALUE)
     about: str = ""
@@ -82,11 +89,13 @@ PLANS = {
     "cpu": Plan(
         gin_file="gin/experiments/claims.gin", steps=1000, eval_every=100, seeds=(0, 1, 2),
         experts=(0, 2, 4, 8, 16, 32, 64), upcycle_steps=500, upcycle_experts=8, eval_sentences=20,
+        capacity_group_size=2048,  # 64 rows x 32 target tokens
         about="the demo's model on all 228 directions, sized for a 2-core CPU"),
     # mSwitch-Small-like width on one accelerator: d_model 512, 6+6 layers, 256 x 64-token rows a step.
     "accelerator": Plan(
         gin_file="gin/experiments/claims.gin", steps=20000, eval_every=1000, seeds=(0, 1, 2),
         experts=(0, 2, 4, 8, 16, 32, 64), upcycle_steps=10000, upcycle_experts=8, eval_sentences=200,
+        capacity_group_size=16384,  # 256 rows x 64 target tokens
         bindings=("EMBED_DIM=512", "NUM_HEADS=8", "HEAD_DIM=64", "MLP_DIM=1024", "NUM_ENCODER_LAYERS=6",
                   "NUM_DECODER_LAYERS=6", "BATCH_SIZE=256", "TASK_FEATURE_LENGTHS={'inputs': 64, 'targets': 64}",
                   "LEARNING_RATE=1.0", "WARMUP_STEPS=1000", "EVAL_BATCHES=32", "GROUP_SIZE=4096"),
@@ -246,6 +255,16 @@ class Study:
             for name in self.configs:
                 self.train(self.run_dir("scaling", name, seed), steps=self.plan.steps, seed=seed,
                            bindings=self.config_bindings(name))
+
+    def capacity_run(self) -> tuple[str, dict[str, str]]:
+        """(run name, bindings) of the capacity stage's run."""
+        experts, group = max(self.plan.experts), self.plan.capacity_group_size
+        return f"switch-{experts}-group{group}", {"NUM_EXPERTS": str(experts), "GROUP_SIZE": str(group)}
+
+    def capacity(self) -> None:
+        name, bindings = self.capacity_run()
+        seed = self.plan.seeds[0]
+        self.train(self.run_dir("capacity", name, seed), steps=self.plan.steps, seed=seed, bindings=bindings)
 
     def best_sparse(self) -> str:
         """The sparse configuration with the lowest mean final validation loss over the seeds."""

@@ -51,7 +51,8 @@ def test_driver_trains_resumes_and_reports_from_the_runs_files(tmp_path):
                "--steps", "4", "--eval_every", "2", "--upcycle_steps", "2", "--seeds", "0", "--experts", "0,4",
                "--gin_bindings", "DATA_PARALLELISM=1"]
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    done = subprocess.run(command + ["--stages", "scaling,report"], cwd=REPO, capture_output=True, text=True, env=env)
+    done = subprocess.run(command + ["--stages", "scaling,capacity,report"], cwd=REPO, capture_output=True, text=True,
+                          env=env)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
 
     dense, sparse = (work / "scaling" / f"{name}-s0" for name in ("dense", "switch-4"))
@@ -69,6 +70,16 @@ def test_driver_trains_resumes_and_reports_from_the_runs_files(tmp_path):
     assert rows["switch-4"][4] == (f"{4 / reach:.2f}x" if reach else "–")
     assert result["seeds"] == [0] and result["git"]["commit"]
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # The capacity stage: the largest expert count again with one routing group per batch, beside its scaling run.
+    one_group = work / "capacity" / "switch-4-group2048-s0"
+    capacity = json.loads((results / "switch_claims_capacity.json").read_text())
+    rows = {row[0]: row for row in capacity["table"]["rows"]}
+    assert list(rows) == ["dense", "switch-4", "switch-4-group2048"]
+    assert rows["switch-4-group2048"][1] == "2048" and rows["dense"][1] == "–"
+    assert rows["switch-4-group2048"][2] == f"{_metrics_evals(one_group)[4]:.3f}"
+    assert rows["switch-4"][2] == f"{sparse_evals[4]:.3f}"
+    assert rows["switch-4"][3].endswith("%") and rows["dense"][3] == "–"  # tokens dropped: MoE runs only
 
     again = subprocess.run(command + ["--stages", "scaling"], cwd=REPO, capture_output=True, text=True, env=env)
     assert again.returncode == 0 and again.stdout.count(": done") == 2  # finished runs are not trained again
