@@ -328,8 +328,8 @@ def capacity_result(study, *, plan_name: str, argv, results_dir: str) -> None:
                      f"{expert['router_confidence']:.3f}" if expert else "–",
                      "–" if label == "dense" else (f"{plan.steps / reach:.2f}x" if reach else "not reached")])
     gain = curves[f"switch-{experts}"][1][-1] - curves[name][1][-1]
-    _write("switch_claims_capacity", study, plan_name=plan_name, argv=[*argv, "(capacity stage)"],
-           results_dir=results_dir, title="Switch claims: is it the dropped tokens?",
+    _write("switch_claims_capacity", study, plan_name=plan_name, argv=argv, results_dir=results_dir,
+           title="Switch claims: is it the dropped tokens?",
            about=(f"The scaling stage's {experts}-expert run of seed {seed} and the same run with the whole batch as "
                   f"one routing group (GROUP_SIZE {bindings['GROUP_SIZE']}), so that each expert's capacity is "
                   "group / experts x the capacity factor tokens of a larger group and fewer tokens overflow it, "

@@ -1,6 +1,6 @@
 """Placeholders kept by translation: how the model should see protected spans, decided on held-out software strings.
 
-    .venv/bin/python benchmarks/placeholders.py           # 8 languages x 150 segments, every variant: ~30 min idle
+    .venv/bin/python benchmarks/placeholders.py           # 8 languages x 150 segments, every variant: ~25 min here
     .venv/bin/python benchmarks/placeholders.py --languages de,ja --segments 40 --variants raw,cut-around,shipped
 
 The segments are `data/placeholders/test.tsv.gz` (`python -m
