@@ -85,6 +85,9 @@ def pair_from_task_name(task_name: str) -> tuple[str, str] | None:
 
 
 MIXTURE_SHUFFLE_BUFFER = 4096  # examples; SHUFFLE_BUFFER_SIZE None picks it for a mixture's one buffer
+# A mixture's validation rows are drawn from its members at the mixture rates; this fixed
+# seed makes that draw, and so the validation loss, the same in every run and for every seed.
+EVAL_SEED = 0
 
 
 def make_dataset(*, mixture_or_task_name: str, task_feature_lengths: Mapping[str, int], split: str,
@@ -279,10 +282,11 @@ class SeqioSource:
         return BatchIterator(dataset, skip_batches=skip_batches)
 
     def eval_rows(self, *, split: str, limit: int, process_index: int, process_count: int) -> list[dict]:
-        """Up to `limit` packed rows of `split` (unshuffled) from this process's shard."""
+        """Up to `limit` packed rows of `split` (unshuffled; a mixture's members drawn with EVAL_SEED)
+        from this process's shard."""
         dataset = make_dataset(
             mixture_or_task_name=self.config.mixture_or_task_name, task_feature_lengths=self.lengths, split=split,
-            batch_size=1, shuffle=False, seed=None, pack=self.config.pack, num_epochs=1,
+            batch_size=1, shuffle=False, seed=EVAL_SEED, pack=self.config.pack, num_epochs=1,
             shard_index=process_index, num_shards=process_count, module=self.config.module).unbatch()
         return list(dataset.take(limit).as_numpy_iterator())
 

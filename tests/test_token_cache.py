@@ -92,6 +92,20 @@ def test_cache_holds_what_evaluation_needs(tiny_cache):
     assert os.path.isfile(cache.vocabulary.sentencepiece_model_file)
 
 
+def test_a_mixtures_validation_rows_are_the_same_in_every_run():
+    """The mixture samples its members for validation too; the draw must not change between runs."""
+    from mtmoe import input_pipeline
+
+    def rows():
+        source = input_pipeline.SeqioSource(fixture_config())
+        return source.eval_rows(split="validation", limit=16, process_index=0, process_count=1)
+
+    first, second = rows(), rows()
+    assert len(first) == len(second) > 0
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a["decoder_target_tokens"], b["decoder_target_tokens"])
+
+
 @pytest.mark.slow
 def test_training_from_cache_gives_the_seqio_losses(tiny_checkpoint, tiny_cache, tmp_path, capsys):
     model_dir = tmp_path / "model"
