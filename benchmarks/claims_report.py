@@ -132,8 +132,10 @@ def step_seconds(results_dir: str) -> dict[str, float] | None:
 
 
 def _write(name: str, study, *, plan_name: str, argv, results_dir: str, title: str, about: str, table: dict,
-           headline: str, results: dict, notes=()) -> None:
-    """A result file the renderer reads: the protocol's fields, with the seeds in place of repetitions."""
+           headline: str, results: dict, notes=(), seeds=None) -> None:
+    """A result file the renderer reads: the protocol's fields, with the seeds in place of repetitions.
+
+    seeds: the seeds the result stands on (default: the plan's)."""
     import datetime
 
     result = {
@@ -141,7 +143,7 @@ def _write(name: str, study, *, plan_name: str, argv, results_dir: str, title: s
         "command": "python -m benchmarks.switch_claims " + " ".join(argv),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "git": protocol.git_state(), "machine": protocol.cpu_info(), "versions": protocol.versions(),
-        "seeds": list(study.plan.seeds), "plan": plan_name, "table": table, "notes": list(notes), "results": results,
+        "seeds": list(study.plan.seeds if seeds is None else seeds), "plan": plan_name, "table": table, "notes": list(notes), "results": results,
     }
     path = os.path.join(results_dir, f"{name}.json")
     os.makedirs(results_dir, exist_ok=True)
@@ -207,6 +209,13 @@ def report(study, *, plan_name: str, argv, results_dir: str, plot_path: str) -> 
                                              if holds_to else "not seen here: the median step speed-up does not "
                                              "grow from the smallest expert count to the next.")
                 if len(ordered) > 1 else "Too few finished runs to compare expert counts yet.")
+    runs_done = sum(e["final_loss"] is not None for per_seed in scaling.values() for e in per_seed.values())
+    runs_planned = len(scaling) * len(plan.seeds)
+    if runs_done < runs_planned:
+        most = max(sum(e["final_loss"] is not None for e in per_seed.values()) for per_seed in scaling.values())
+        headline = (f"Partial: {runs_done} of the plan's {runs_planned} runs have finished"
+                    + (", one seed per configuration, so nothing here has a spread and small differences are not "
+                       "findings. " if most <= 1 else ". ") + headline)
     _write("switch_claims_scaling", study, plan_name=plan_name, argv=argv, results_dir=results_dir,
            title="Switch claims: sample efficiency and expert scaling",
            about=(f"Dense and 2..64-expert mSwitch models at equal FLOPs per token (top-1, each expert as wide as the "
@@ -218,7 +227,9 @@ def report(study, *, plan_name: str, argv, results_dir: str, plot_path: str) -> 
                   "seconds per step measured alone (switch_claims_step_time). Median (min..max) over seeds."),
            table={"columns": ["model", "parameters", "seeds done", "final validation loss", "speed-up in steps",
                               "speed-up in time", "ms per step"], "rows": rows},
-           headline=headline, results={"plan": dataclasses.asdict(plan), "scaling": scaling, "step_seconds": seconds})
+           headline=headline, results={"plan": dataclasses.asdict(plan), "scaling": scaling, "step_seconds": seconds},
+           seeds=sorted({seed for per_seed in scaling.values() for seed, e in per_seed.items()
+                         if e["final_loss"] is not None}))
 
     capacity_result(study, plan_name=plan_name, argv=argv, results_dir=results_dir)
     distill_result(study, scaling, plan_name=plan_name, argv=argv, results_dir=results_dir)
@@ -340,7 +351,7 @@ def capacity_result(study, *, plan_name: str, argv, results_dir: str) -> None:
                               "router confidence", "speed-up in steps"], "rows": rows},
            headline=(f"One routing group per batch changes the {experts}-expert model's final validation loss by "
                      f"{-gain:+.3f} (dense {dense_final:.3f})."),
-           results={"seed": seed, "runs": per_run})
+           results={"seed": seed, "runs": per_run}, seeds=[seed])
 
 
 def upcycle_result(study, *, plan_name: str, argv, results_dir: str) -> None:
