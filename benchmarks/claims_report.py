@@ -446,7 +446,7 @@ def plot(study, scaling: dict, seconds: dict[str, float] | None, path: str) -> N
         median = [statistics.median(v) for v in zip(*stacked)]
         low, high = [min(v) for v in zip(*stacked)], [max(v) for v in zip(*stacked)]
         style = {"linestyle": "--"} if name.startswith("dense") else {}
-        line, = axes[0].plot(steps, median, label=f"{name} ({len(stacked)} seeds)", **style)
+        line, = axes[0].plot(steps, median, label=f"{name} ({len(stacked)} seed{'s' if len(stacked) != 1 else ''})", **style)
         axes[0].fill_between(steps, low, high, color=line.get_color(), alpha=0.15)
         if seconds and name in seconds:
             axes[1].plot([s * seconds[name] / 60 for s in steps], median, color=line.get_color(), **style)
