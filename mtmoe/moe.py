@@ -24,8 +24,11 @@ GShard). Three dispatch paths give the same output (up to float rounding):
   (slot -> token) and combine (token -> slot) are gathers. Costs O(A log A +
   E * C * D): nothing grows with the number of experts beyond the expert
   buffers themselves.
-- "dropless": all assignments of the batch sorted by expert and multiplied with
-  `jax.lax.ragged_dot`; no capacity, no token dropped (tokens-choose only).
+- "dropless": all assignments of the batch sorted by expert and multiplied by
+  `grouped_matmul` (`jax.lax.ragged_dot`; on CPU a loop over blocks of rows
+  that each belong to one expert); no capacity, no token dropped (tokens-choose
+  only). Drop-free evaluation (`eval_capacity="drop_free"`) takes this path on
+  one device, whatever `dispatch` says.
 
 Overflowing tokens (and padding) get zeros: the residual connection around the
 layer carries them. Capacity priority is every token's first choice before any
@@ -41,7 +44,6 @@ layer from the logical axis constraints.
 
 from __future__ import annotations
 
-import functools
 import math
 import warnings
 from typing import Any, Callable
@@ -243,10 +245,72 @@ def dispatch_sort(
     return constrain(out, GROUP_AXES), _token_major(kept, num_selected)
 
 
+def block_rows(num_rows: int, num_experts: int) -> int:
+    """Rows of one block of `grouped_matmul` on CPU: the average rows per expert, rounded up
+    to a power of two, within [8, 128]. 128 decode rows over 8 experts -> 16; 4096 -> 128."""
+    return min(128, max(8, 1 << (math.ceil(num_rows / num_experts) - 1).bit_length()))
+
+
+def _block_layout(group_sizes: Array, *, num_rows: int, block: int) -> tuple[Array, Array, Array, Array, int]:
+    """Where each expert's rows go when every expert starts a new block of `block` rows.
+
+    group_sizes: <int32>[E], summing to at most num_rows (rows sorted by expert).
+    Returns (row_at <int32>[n * block]: the sorted row each padded row holds, num_rows
+    for an empty one; position <int32>[num_rows]: each sorted row's padded row, n * block
+    for rows past the groups; block_expert <int32>[n]; block_used <bool>[n]) and n, the
+    static block count: every expert wastes less than one block, and no used block
+    holds fewer than one row.
+    """
+    num_experts = group_sizes.shape[0]
+    num_blocks = min(num_rows, -(-(num_rows + num_experts * (block - 1)) // block))
+    blocks = (group_sizes + block - 1) // block  # [E]
+    padded_end = jnp.cumsum(blocks) * block  # [E]
+    padded_start = padded_end - blocks * block
+    start = jnp.cumsum(group_sizes) - group_sizes  # [E]
+    first_row = jnp.arange(num_blocks, dtype=jnp.int32) * block  # [n]
+    block_expert = jnp.minimum(jnp.searchsorted(padded_end, first_row, side="right"), num_experts - 1)  # [n]
+    block_used = first_row < padded_end[-1]  # [n]
+    offset = jnp.arange(num_blocks * block, dtype=jnp.int32) - jnp.repeat(padded_start[block_expert], block)
+    size = jnp.repeat(group_sizes[block_expert], block)
+    holds_row = jnp.repeat(block_used, block) & (offset < size)
+    row_at = jnp.where(holds_row, jnp.repeat(start[block_expert], block) + offset, num_rows)  # [n * block]
+    row = jnp.arange(num_rows, dtype=jnp.int32)
+    row_expert = jnp.minimum(jnp.searchsorted(jnp.cumsum(group_sizes), row, side="right"), num_experts - 1)
+    position = jnp.where(row < start[-1] + group_sizes[-1], padded_start[row_expert] + row - start[row_expert],
+                         num_blocks * block)  # [num_rows]
+    return row_at, position, block_expert, block_used, num_blocks
+
+
+def grouped_matmul(rows: Array, weights: Array, group_sizes: Array) -> Array:
+    """rows: <dtype>[N, K] sorted by expert, group_sizes[e] of them expert e's; weights:
+    [E, K, M] -> <dtype>[N, M], row i times its expert's weights (rows past the groups: 0).
+
+    `jax.lax.ragged_dot` everywhere except on CPU: there XLA computes a ragged dot as
+    every expert on every row (E times the work), so each expert's rows are padded
+    to whole blocks of `block_rows` and a loop multiplies each used block by its
+    expert's weights: at most N + E * (block - 1) rows of work.
+    """
+    if jax.default_backend() != "cpu":
+        return jax.lax.ragged_dot(rows, weights, group_sizes, preferred_element_type=rows.dtype)
+    num_rows, _ = rows.shape
+    block = block_rows(num_rows, weights.shape[0])
+    row_at, position, block_expert, block_used, num_blocks = _block_layout(group_sizes, num_rows=num_rows, block=block)
+    padded = jnp.concatenate([rows, jnp.zeros_like(rows[:1])])[row_at].reshape(num_blocks, block, -1)  # [n, b, K]
+
+    def multiply(args):
+        x, expert, used = args
+        return jax.lax.cond(used, lambda: x @ weights[expert],
+                            lambda: jnp.zeros((block, weights.shape[2]), rows.dtype))
+
+    out = jax.lax.map(multiply, (padded, block_expert, block_used)).reshape(num_blocks * block, -1)  # [n * b, M]
+    return jnp.concatenate([out, jnp.zeros_like(out[:1])])[position]  # [N, M]
+
+
 def dispatch_dropless(
     x: Array, route: routing.TokensChooseRouting, *, num_experts: int, expert_weights, activations, dtype, dropout
 ) -> tuple[Array, Array]:
-    """Dropless dispatch with `jax.lax.ragged_dot` over all groups at once. x: <dtype>[G, S, D]."""
+    """Dropless dispatch: all assignments of all groups sorted by expert, each expert's rows
+    through `grouped_matmul`; no capacity, no token dropped. x: <dtype>[G, S, D]."""
     groups, tokens, d_model = x.shape
     num_selected = route.expert_index.shape[-1]
     key = _choice_major(jnp.where(route.valid, route.expert_index, num_experts)).reshape(-1)  # [G * A]
@@ -259,31 +323,15 @@ def dispatch_dropless(
     wi, wo = expert_weights
     hidden = None
     for name, kernel in zip(activations, wi):
-        projected = ACTIVATIONS[name](jax.lax.ragged_dot(rows, kernel.astype(dtype), group_sizes, preferred_element_type=dtype))
+        projected = ACTIVATIONS[name](grouped_matmul(rows, kernel.astype(dtype), group_sizes))
         hidden = projected if hidden is None else hidden * projected  # [G * A, F]
     hidden = dropout(hidden)
-    sorted_out = jax.lax.ragged_dot(hidden, wo.astype(dtype), group_sizes, preferred_element_type=dtype)  # [G * A, D]
+    sorted_out = grouped_matmul(hidden, wo.astype(dtype), group_sizes)  # [G * A, D]
     out_per_assignment = sorted_out[jnp.argsort(order)].reshape(groups, -1, d_model)  # [G, A, D]
     out_per_assignment = constrain(out_per_assignment, GROUP_AXES)
     weights = _choice_major(route.combine_weights).astype(dtype)  # [G, A]  0 for padding
     out = jnp.sum(_token_major(out_per_assignment * weights[..., None], num_selected), axis=2)  # [G, S, D]
     return constrain(out, GROUP_AXES), route.valid
-
-
-def drop_free_capacities(
-    *, tokens_per_group: int, num_experts: int, capacity_factor: float, min_expert_capacity: int,
-    num_selected_experts: int,
-) -> list[int]:
-    """Increasing expert capacities for routing that must drop no token: the capped capacity
-    at `capacity_factor`, twice that, and `tokens_per_group` (which always suffices).
-
-    8 experts, 128 tokens, factor 2.0 -> [32, 64, 128]; 1 token -> [1].
-    """
-    first = routing.expert_capacity(
-        tokens_per_group=tokens_per_group, num_experts=num_experts, capacity_factor=capacity_factor,
-        min_expert_capacity=min_expert_capacity, num_selected_experts=num_selected_experts,
-    )
-    return sorted({first, min(2 * first, tokens_per_group), tokens_per_group})
 
 
 def expert_parallel_applies(mesh, *, groups: int, num_experts: int) -> bool:
@@ -436,13 +484,13 @@ class MoeLayer(nn.Module):
 
     @nn.compact
     def __call__(
-        self, inputs: Array, *, padding_mask: Array | None = None, enable_dropout: bool = False, decode: bool = False
+        self, inputs: Array, *, padding_mask: Array | None = None, enable_dropout: bool = False
     ) -> Array:
         """inputs: <dtype>[B, L, D]; padding_mask: <bool>[B, L] True for real tokens (None = all real).
 
         enable_dropout=True means training: jitter noise, expert dropout, the train
         capacity factor, rng stream "dropout". Otherwise `config.eval_capacity`
-        decides (see mtmoe.moe_config); decode=True marks a cached decoding step.
+        decides (see mtmoe.moe_config).
         Returns <dtype>[B, L, D]; overflowing tokens and padding get zeros.
         """
         config = self.config
@@ -484,17 +532,18 @@ class MoeLayer(nn.Module):
             confidence_sum = jnp.sum(route.combine_weights, dtype=jnp.float32)
             token_expert = route.token_expert(tokens_per_group)  # [G, S]
         else:
-            if config.dispatch == "dropless":
+            mesh = partitioning.active_mesh()
+            # Drop-free on one device: every token through its expert, in whole blocks per expert
+            # (grouped_matmul). On a mesh of several devices the capped paths keep the batch
+            # split: there every expert has room for every token of its group.
+            if config.dispatch == "dropless" or (drop_free and (mesh is None or mesh.size == 1)):
                 out, kept = dispatch_dropless(
                     x, route, num_experts=self.num_experts, expert_weights=(wi, wo), activations=self.activations,
                     dtype=self.dtype, dropout=dropout,
                 )
             else:
-                min_tokens = config.drop_free_min_tokens_decode if decode else config.drop_free_min_tokens
-                out, kept = self._capped_dispatch(
-                    x, route, capacity=capacity, capacity_ladder=drop_free and tokens_per_group >= min_tokens,
-                    wi=wi, wo=wo, expert_fn=expert_fn, dropout_key=dropout_key,
-                )
+                out, kept = self._capped_dispatch(x, route, capacity=capacity, wi=wi, wo=wo, expert_fn=expert_fn,
+                                                  dropout_key=dropout_key)
             picked = jnp.any(kept, axis=-1)  # [G, S]
             num_dispatched = jnp.sum(kept, dtype=jnp.float32)
             confidence_sum = jnp.sum(jnp.where(kept, route.combine_weights, 0.0), dtype=jnp.float32)
@@ -518,18 +567,21 @@ class MoeLayer(nn.Module):
         return constrain(out, ("batch", "length", "embed"))
 
     def _capped_dispatch(
-        self, x: Array, route: routing.TokensChooseRouting, *, capacity: int, capacity_ladder: bool, wi, wo,
-        expert_fn: ExpertFn, dropout_key: Array | None,
+        self, x: Array, route: routing.TokensChooseRouting, *, capacity: int, wi, wo, expert_fn: ExpertFn,
+        dropout_key: Array | None,
     ) -> tuple[Array, Array]:
-        """The einsum or sort path for tokens-choose routing: expert-parallel on a mesh that
-        splits the groups evenly; with `capacity_ladder` (capacity = every token of the group),
-        on the smallest of `drop_free_capacities` that holds the busiest expert.
-        x: <dtype>[G, S, D]; returns (output <dtype>[G, S, D], kept <bool>[G, S, K])."""
+        """The einsum or sort path for tokens-choose routing, expert-parallel on a mesh that
+        splits the groups evenly. x: <dtype>[G, S, D]; returns (output <dtype>[G, S, D], kept <bool>[G, S, K])."""
         groups, tokens_per_group, _ = x.shape
         path = dispatch_einsum if self.config.dispatch == "einsum" else dispatch_sort
         mesh = partitioning.active_mesh()
-        expert_parallel = expert_parallel_applies(mesh, groups=groups, num_experts=self.num_experts)
-        if mesh is not None and mesh.size > 1 and not expert_parallel and jax.default_backend() == "cpu":
+        if expert_parallel_applies(mesh, groups=groups, num_experts=self.num_experts):
+            return dispatch_expert_parallel(
+                path, x, route, mesh=mesh, num_experts=self.num_experts, capacity=capacity, wi=wi, wo=wo,
+                activations=self.activations, dtype=self.dtype, dropout_rate=self.config.expert_dropout_rate,
+                dropout_key=dropout_key,
+            )
+        if mesh is not None and mesh.size > 1 and jax.default_backend() == "cpu":
             warnings.warn(
                 f"MoE layer: {groups} routing group(s) of {tokens_per_group} tokens do not split evenly over the "
                 f"mesh's batch shards (or {self.num_experts} experts over its expert axis), so GSPMD partitions it, "
@@ -537,30 +589,7 @@ class MoeLayer(nn.Module):
                 f"pick max_group_size (GROUP_SIZE) so that batch x length / max_group_size is a multiple of the "
                 f"data x expert devices", stacklevel=3,
             )
-
-        def dispatch(slots: int) -> tuple[Array, Array]:
-            if expert_parallel:
-                return dispatch_expert_parallel(
-                    path, x, route, mesh=mesh, num_experts=self.num_experts, capacity=slots, wi=wi, wo=wo,
-                    activations=self.activations, dtype=self.dtype, dropout_rate=self.config.expert_dropout_rate,
-                    dropout_key=dropout_key,
-                )
-            return path(x, route, num_experts=self.num_experts, capacity=slots, expert_fn=expert_fn)
-
-        if not capacity_ladder:
-            return dispatch(capacity)
-        # Every expert could get every token: S slots each, E x S rows for S tokens. Run the smallest
-        # of a few capacities that holds the busiest expert's tokens instead: the same output (no
-        # token is dropped in any of them) for a fraction of the rows.
-        ladder = drop_free_capacities(
-            tokens_per_group=tokens_per_group, num_experts=self.num_experts,
-            capacity_factor=self.config.eval_capacity_factor, min_expert_capacity=self.config.min_expert_capacity,
-            num_selected_experts=self.config.router.num_selected_experts,
-        )
-        load = jnp.sum(jax.nn.one_hot(route.expert_index, self.num_experts, dtype=jnp.int32) * route.valid[..., None],
-                       axis=(1, 2))  # [G, E]  tokens per expert and group
-        rung = jnp.sum(jnp.max(load) > jnp.asarray(ladder[:-1], jnp.int32))  # the first capacity that holds them
-        return jax.lax.switch(rung, [functools.partial(dispatch, slots) for slots in ladder])
+        return path(x, route, num_experts=self.num_experts, capacity=capacity, expert_fn=expert_fn)
 
     def _expert_params(self, d_model: int) -> tuple[list[Array], Array]:
         """float32 wi_* [E, D, F] and wo [E, F, D], Switch init (variance scale / fan_in)."""

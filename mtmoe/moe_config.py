@@ -11,11 +11,9 @@ Routing at evaluation is a mode, `eval_capacity`:
   group; overflowing tokens pass through the residual (what eval losses measure).
 - "drop_free": no token is dropped, so a sentence's output never depends on its
   batch neighbours (`EncoderDecoderModel` decodes and scores in this mode).
-  Capacity = every token of the group would always do; with enough tokens per
-  group (`drop_free_min_tokens`, or `drop_free_min_tokens_decode` in a cached
-  decoding step) the capped dispatch paths instead run the smallest of
-  `moe.drop_free_capacities` that holds the busiest expert, which compiles
-  those capacities as a `lax.switch`.
+  On one device it runs the dropless path (each expert's tokens in whole
+  blocks, `moe.grouped_matmul`); on a mesh of several devices the capped
+  paths, with room for every token of the group in every expert.
 
 A config serialises to JSON-ready values (`to_dict`, the router as its class
 path and fields) and back (`from_dict`): checkpoint metadata stores it so.
@@ -31,6 +29,9 @@ from mtmoe import routing
 
 DISPATCH_TYPES = ("einsum", "sort", "dropless")
 EVAL_CAPACITY_MODES = ("factor", "drop_free")
+# Fields that older checkpoints' metadata holds: the capacity thresholds of drop-free routing
+# before it ran the dropless path.
+REMOVED_FIELDS = frozenset({"drop_free_min_tokens", "drop_free_min_tokens_decode"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,10 +63,6 @@ class MoeConfig:
     aux_loss_factor: float = 0.01
     router_z_loss_factor: float = 0.001
     eval_capacity: str = "factor"
-    # Below these tokens per group the padded rows of capacity = every token cost less
-    # than compiling the extra capacities (benchmarks/results/decode_drop_free.json).
-    drop_free_min_tokens: int = 512
-    drop_free_min_tokens_decode: int = 32
 
     def __post_init__(self):
         # gin hands lists; tuples keep the config hashable (it is a static jit argument).
@@ -126,8 +123,9 @@ class MoeConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> MoeConfig:
-        """Inverse of `to_dict`."""
-        values = dict(values)
+        """Inverse of `to_dict`; settings that checkpoints of older code store and this code
+        no longer has (REMOVED_FIELDS) are left out."""
+        values = {name: value for name, value in values.items() if name not in REMOVED_FIELDS}
         router_fields = dict(values.pop("router"))
         module_name, _, class_name = router_fields.pop("class").rpartition(".")
         router_class = getattr(importlib.import_module(module_name), class_name)

@@ -123,10 +123,10 @@ def make_ffn(config: TransformerConfig, *, layer: int, decoder: bool) -> nn.Modu
     )
 
 
-def apply_ffn(ffn: nn.Module, x: Array, *, padding_mask, enable_dropout: bool, decode: bool = False) -> Array:
+def apply_ffn(ffn: nn.Module, x: Array, *, padding_mask, enable_dropout: bool) -> Array:
     if isinstance(ffn, layers.MlpBlock):
         return ffn(x, enable_dropout=enable_dropout)
-    return ffn(x, padding_mask=padding_mask, enable_dropout=enable_dropout, decode=decode)
+    return ffn(x, padding_mask=padding_mask, enable_dropout=enable_dropout)
 
 
 class EncoderLayer(nn.Module):
@@ -189,7 +189,7 @@ class DecoderLayer(nn.Module):
 
         h = layers.RMSNorm(epsilon=eps, dtype=dtype, name="pre_mlp_layer_norm")(x)
         ffn = make_ffn(config, layer=self.layer, decoder=True)
-        h = apply_ffn(ffn, h, padding_mask=padding_mask, enable_dropout=enable_dropout, decode=decode)
+        h = apply_ffn(ffn, h, padding_mask=padding_mask, enable_dropout=enable_dropout)
         x = x + layers.Dropout(config.dropout_rate)(h, enable_dropout=enable_dropout)
         return layers.constrain(x, ("batch", "length", "embed"))
 

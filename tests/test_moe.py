@@ -232,41 +232,6 @@ def test_experts_choose_sown_expert_is_the_largest_pick_or_minus_one():
     np.testing.assert_array_equal(route.token_expert(3), [[-1, -1, 1]])
 
 
-def test_drop_free_evaluation_keeps_every_token(collapsed_params, inputs):
-    out, metrics = apply(make_layer(dispatch="sort", eval_capacity="drop_free"), collapsed_params, collapsible(inputs))
-    assert metrics["fraction_tokens_dropped"] == 0.0
-    assert np.all(np.abs(out).sum(-1) > 0.0)
-
-
-def test_drop_free_capacities():
-    # ceil(2.0 * 128 / 8) = 32, then 64, then every token.
-    assert moe.drop_free_capacities(tokens_per_group=128, num_experts=8, capacity_factor=2.0, min_expert_capacity=4,
-                                    num_selected_experts=1) == [32, 64, 128]
-    assert moe.drop_free_capacities(tokens_per_group=6, num_experts=3, capacity_factor=1.0, min_expert_capacity=1,
-                                    num_selected_experts=1) == [2, 4, 6]
-    # min capacity 4 already holds all 4 tokens of a one-sentence beam-4 decode step: one rung.
-    assert moe.drop_free_capacities(tokens_per_group=4, num_experts=8, capacity_factor=2.0, min_expert_capacity=4,
-                                    num_selected_experts=1) == [4]
-
-
-def test_capacity_ladder_only_with_enough_tokens_per_group(params, inputs):
-    """The rungs are compiled (a lax.switch: a `cond` in the jaxpr) only for drop-free calls
-    with enough tokens per group; cached decoding steps have their own threshold."""
-
-    def has_switch(decode=False, **config):
-        layer = make_layer(dispatch="sort", **config)
-        jaxpr = jax.make_jaxpr(lambda x: layer.apply({"params": params}, x, mutable=["intermediates"],
-                                                     decode=decode))(inputs)
-        return "cond[" in str(jaxpr)
-
-    drop_free = dict(eval_capacity="drop_free")
-    assert not has_switch(**drop_free) and not has_switch(decode=True, **drop_free)  # 6 tokens a group
-    assert has_switch(decode=True, drop_free_min_tokens_decode=GROUP, **drop_free)
-    assert not has_switch(drop_free_min_tokens_decode=GROUP, **drop_free)
-    assert has_switch(drop_free_min_tokens=GROUP, **drop_free)
-    assert not has_switch(decode=True, drop_free_min_tokens_decode=GROUP)  # capped routing never needs it
-
-
 def _busiest_expert_load(params, x):
     """Most tokens any expert gets in any group under top-1 routing (numpy, from the router kernel)."""
     kernel = np.asarray(unbox(params)["router"]["kernel"])
@@ -274,22 +239,60 @@ def _busiest_expert_load(params, x):
     return max(np.bincount(group, minlength=EXPERTS).max() for group in choice)
 
 
-@pytest.mark.parametrize("eval_factor, collapse, rung", [(2.0, False, 0), (1.0, False, 1), (1.0, True, 2)])
-def test_drop_free_equals_every_token_kept_on_each_capacity_rung(params, collapsed_params, inputs, eval_factor,
-                                                                 collapse, rung):
-    """A drop-free call runs the smallest capacity that holds the busiest expert; the
-    output is the no-drop reference's whichever rung that is."""
+@pytest.mark.parametrize("dispatch", ["einsum", "sort", "dropless"])
+@pytest.mark.parametrize("collapse", [False, True])
+def test_drop_free_equals_every_token_kept_whatever_the_dispatch_and_load(params, collapsed_params, inputs,
+                                                                          dispatch, collapse):
+    """Drop-free evaluation runs the dropless path on one device, so even with every token on one
+    expert (collapse: 6 of 6 in a group, past any capacity factor) nothing is dropped."""
     layer_params, x = (collapsed_params, collapsible(inputs)) if collapse else (params, inputs)
-    ladder = moe.drop_free_capacities(tokens_per_group=GROUP, num_experts=EXPERTS, capacity_factor=eval_factor,
-                                      min_expert_capacity=1, num_selected_experts=1)
-    busiest = _busiest_expert_load(layer_params, x)
-    assert next(i for i, slots in enumerate(ladder) if busiest <= slots) == rung  # the case hits the rung it names
-    layer = make_layer(dispatch="sort", eval_capacity_factor=eval_factor, eval_capacity="drop_free",
-                       drop_free_min_tokens=GROUP)  # groups of 6 tokens here
+    assert (_busiest_expert_load(layer_params, x) == GROUP) == collapse
+    layer = make_layer(dispatch=dispatch, eval_capacity="drop_free")
+    jaxpr = str(jax.make_jaxpr(lambda v: layer.apply({"params": layer_params}, v, mutable=["intermediates"]))(x))
+    assert "scan[" in jaxpr and "cond[" in jaxpr  # grouped_matmul's loop over blocks (this suite runs on CPU)
     out, metrics = apply(layer, layer_params, x)
     expected = reference_loop(layer_params, x, None, num_selected=1, capacity=GROUP)
     assert_close_float32(out, expected, terms=D_MODEL + D_FF)
     assert metrics["fraction_tokens_dropped"] == 0.0
+
+
+def test_block_rows_is_the_average_rows_per_expert_as_a_power_of_two_within_8_and_128():
+    assert moe.block_rows(128, 8) == 16  # a beam-4 decode step of 32 sentences over 8 experts
+    assert moe.block_rows(100, 8) == 16  # 12.5 rows per expert, rounded up to 16
+    assert moe.block_rows(4, 8) == 8  # at least 8
+    assert moe.block_rows(4096, 8) == 128  # at most 128
+
+
+def test_block_layout_starts_every_expert_on_a_new_block():
+    # Blocks of 2 rows; experts 0..3 have 3, 0, 1 and 2 of the 7 rows (the 7th row is past the groups).
+    row_at, position, block_expert, block_used, blocks = moe._block_layout(
+        jnp.array([3, 0, 1, 2], jnp.int32), num_rows=7, block=2)
+    # At most min(7 rows, ceil((7 + 4 experts x 1 spare row) / 2)) = 6 blocks; 4 are used:
+    # [r0 r1] [r2 -] [r3 -] [r4 r5] for experts 0, 0, 2, 3; 7 marks an empty padded row.
+    assert blocks == 6
+    np.testing.assert_array_equal(row_at, [0, 1, 2, 7, 3, 7, 4, 5, 7, 7, 7, 7])
+    np.testing.assert_array_equal(position, [0, 1, 2, 4, 6, 7, 12])  # the last row: past every block
+    np.testing.assert_array_equal(block_expert[:4], [0, 0, 2, 3])
+    np.testing.assert_array_equal(block_used, [True, True, True, True, False, False])
+
+
+@pytest.mark.parametrize("sizes", [[5, 0, 2, 1], [0, 0, 8, 0], [1, 1, 1, 1], [3, 0, 0, 2]])
+def test_grouped_matmul_multiplies_each_row_by_its_experts_weights_with_gradients(sizes):
+    """The CPU blocks against a per-row numpy product; rows past the groups give zeros.
+    Gradients against `jax.lax.ragged_dot`'s (what accelerators run)."""
+    rows = jax.random.normal(jax.random.PRNGKey(4), (8, 6))
+    weights = jax.random.normal(jax.random.PRNGKey(5), (4, 6, 3))
+    group_sizes = jnp.array(sizes, jnp.int32)
+    expert = np.repeat(np.arange(4), sizes)  # the expert of each row in the groups
+    expected = np.zeros((8, 3))
+    for i, e in enumerate(expert):
+        expected[i] = np.asarray(rows[i], np.float64) @ np.asarray(weights[e], np.float64)
+    out, vjp = jax.vjp(lambda r, w: moe.grouped_matmul(r, w, group_sizes), rows, weights)
+    assert_close_float32(out, expected, terms=6)
+    cotangent = jax.random.normal(jax.random.PRNGKey(6), (8, 3))
+    _, ragged_vjp = jax.vjp(lambda r, w: jax.lax.ragged_dot(r, w, group_sizes), rows, weights)
+    for got, want in zip(vjp(cotangent), ragged_vjp(cotangent)):
+        assert_close_float32(got, want, terms=8)  # dw sums over at most the 8 rows
 
 
 # ---------------------------------------------------------------------------

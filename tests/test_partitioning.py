@@ -232,11 +232,11 @@ def test_expert_parallel_expert_dropout_follows_the_rng():
 
 
 def test_expert_parallel_drop_free_routing_equals_single_device():
-    """Drop-free routing picks its capacity rung with lax.switch around the shard_map'd dispatch."""
+    """On a mesh, drop-free routing runs the shard_map'd capped dispatch with room for every token."""
     from mtmoe.moe import MoeLayer
 
     config = MoeConfig(num_experts=8, max_group_size=6, min_expert_capacity=1, eval_capacity_factor=1.0,
-                       eval_capacity="drop_free", drop_free_min_tokens=6)  # groups of 6 tokens here
+                       eval_capacity="drop_free")  # groups of 6 tokens here
     layer = MoeLayer(config=config, d_ff=12)
     x = jax.random.normal(jax.random.PRNGKey(0), (8, 6, 10))
     boxed = layer.init(jax.random.PRNGKey(2), x)["params"]
