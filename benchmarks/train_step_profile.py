@@ -9,7 +9,7 @@ target) random tokens). After one untimed step, `--steps` steps run under
 `jax.profiler.trace`; XLA:CPU records one trace event per executed kernel
 (a fusion, a dot, a copy, ...). Each kernel is attributed through the
 compiled HLO's metadata (`op_name`, the JAX name stack of the operation it
-came from) to:
+came from; for a fusion around a matmul, the matmul's) to:
 
 - a phase: forward, backward (`transpose(...)` in the name stack) or optimizer
   (outside the model's loss);
@@ -51,26 +51,49 @@ PARTS = (
     ("logits (output projection)", ("logits", "attend", "output_projection", "btd,dv->btv")),
     ("MoE router", ("router",)),
     ("MoE dispatch and combine", ("dispatch", "combine", "scatter", "gather", "sort", "argsort")),
-    ("MoE experts", ("expert",)),
+    ("MoE experts", ("expert", "grouped_matmul")),
     ("attention", ("attention", "self_attn", "cross_attn", "encoder_decoder_attention")),
     ("MLP (dense)", ("mlp",)),
     ("layer norm", ("layer_norm", "layernorm", "rms")),
     ("embedding", ("embed", "token_embedder")),
 )
 INSTRUCTION = re.compile(r'^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=.*?metadata=\{[^}]*op_name="([^"]*)"')
+COMPUTATION = re.compile(r"^(?:ENTRY\s+)?%([\w.\-]+)\s*\(.*\)\s*->.*\{\s*$")
+CALLS = re.compile(r"calls=%([\w.\-]+)")
+MATMUL = re.compile(r"\s(?:dot|convolution)\(")
+# Control flow: a loop's or a branch's trace event spans the kernels of its body, which have events of their own.
+CONTROL_FLOW = re.compile(r"\s(?:while|conditional|call)\(")
 
 
-def op_names(hlo_text: str) -> dict[str, str]:
-    """HLO instruction name -> its metadata op_name (the JAX name stack), from the compiled module's text."""
-    names = {}
+def kernel_attribution(hlo_text: str) -> dict[str, tuple[str, bool]]:
+    """HLO kernel name -> (the JAX name stack it came from, whether it multiplies matrices), from the
+    compiled module's text. A fusion around a dot is named after the dot, not its root: XLA:CPU fuses
+    the output projection into log-softmax's max, say, and the time is the matmul's. Control-flow
+    instructions are left out, so that no time is counted twice."""
+    matmul_in = {}  # computation -> the op_name of its first dot
+    computation = None
+    for line in hlo_text.splitlines():
+        header = COMPUTATION.match(line)
+        if header:
+            computation = header.group(1)
+            continue
+        match = INSTRUCTION.match(line)
+        if match and computation and MATMUL.search(line):
+            matmul_in.setdefault(computation, match.group(2))
+    kernels = {}
     for line in hlo_text.splitlines():
         match = INSTRUCTION.match(line)
-        if match:
-            names.setdefault(match.group(1), match.group(2))
-    return names
+        if not match or CONTROL_FLOW.search(line):
+            continue
+        called = CALLS.search(line)
+        if called and called.group(1) in matmul_in:
+            kernels.setdefault(match.group(1), (matmul_in[called.group(1)], True))
+        else:
+            kernels.setdefault(match.group(1), (match.group(2), bool(MATMUL.search(line))))
+    return kernels
 
 
-def classify(kernel: str, op_name: str) -> tuple[str, str, str]:
+def classify(op_name: str, matmul: bool) -> tuple[str, str, str]:
     """(phase, part, kind) of one kernel."""
     stack = op_name.lower()
     if not stack:
@@ -91,8 +114,7 @@ def classify(kernel: str, op_name: str) -> tuple[str, str, str]:
             if any(key in stack for key in keys):
                 part = label
                 break
-    kind = "matmul" if ("dot" in kernel.lower() or "dot_general" in stack.split("/")[-1]) else "other"
-    return phase, part, kind
+    return phase, part, "matmul" if matmul else "other"
 
 
 def kernel_events(trace_dir: str) -> list[dict]:
@@ -124,7 +146,7 @@ def main(argv=None) -> None:
 
     worker = MfuWorker({"gin_file": args.gin_file, "batch": 32, "src_len": 64, "tgt_len": 64, "matmul_n": 256,
                         "matmul_calls": 1, "step_calls": 1, "variants": ["as_is"]})
-    names = op_names(worker.steps["as_is"].as_text())
+    kernels = kernel_attribution(worker.steps["as_is"].as_text())
     trace_dir = tempfile.mkdtemp(prefix="mtmoe-profile-")
     with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
         started = time.perf_counter()
@@ -138,10 +160,10 @@ def main(argv=None) -> None:
     attributed = 0
     for event in events:
         kernel = event["name"]
-        if kernel not in names:
+        if kernel not in kernels:
             continue  # runtime events (the executable, thread-pool tasks) rather than HLO kernels
         attributed += 1
-        per_part[classify(kernel, names[kernel])] += event["dur"]
+        per_part[classify(*kernels[kernel])] += event["dur"]
         per_kernel[kernel] += event["dur"]
     if not attributed:
         raise SystemExit(f"{NAME}: none of the trace's {len(events)} events names an HLO instruction of the step; "
@@ -173,11 +195,11 @@ def main(argv=None) -> None:
                "By phase: " + ", ".join(f"{phase} {100 * us / total:.0f}%" for phase, us in
                                         sorted(by_phase.items(), key=lambda kv: -kv[1])) + ".",
                "Largest kernels (ms per step): " + "; ".join(
-                   f"{kernel} {us * ms:.1f} ({names[kernel].split('/')[-1]})" for kernel, us in top[:8]) + "."],
+                   f"{kernel} {us * ms:.1f} ({kernels[kernel][0].split('/')[-1]})" for kernel, us in top[:8]) + "."],
         results={"steps": args.steps, "wall_seconds_per_step": wall, "kernel_seconds_per_step": total * ms / 1e3,
                  "parts": [{"phase": p, "part": q, "kind": k, "ms_per_step": us * ms} for (p, q, k), us in
                            per_part.items()],
-                 "top_kernels": [{"kernel": k, "op_name": names[k], "ms_per_step": us * ms} for k, us in top]},
+                 "top_kernels": [{"kernel": k, "op_name": kernels[k][0], "ms_per_step": us * ms} for k, us in top]},
     )
 
 

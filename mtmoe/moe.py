@@ -292,6 +292,12 @@ def grouped_matmul(rows: Array, weights: Array, group_sizes: Array) -> Array:
     """
     if jax.default_backend() != "cpu":
         return jax.lax.ragged_dot(rows, weights, group_sizes, preferred_element_type=rows.dtype)
+    with jax.named_scope("grouped_matmul"):  # profiles attribute its kernels to the experts
+        return _grouped_matmul_blocks(rows, weights, group_sizes)
+
+
+def _grouped_matmul_blocks(rows: Array, weights: Array, group_sizes: Array) -> Array:
+    """`grouped_matmul` on CPU: a loop over blocks of rows, each block one expert's."""
     num_rows, _ = rows.shape
     block = block_rows(num_rows, weights.shape[0])
     row_at, position, block_expert, block_used, num_blocks = _block_layout(group_sizes, num_rows=num_rows, block=block)
