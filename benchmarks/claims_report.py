@@ -239,10 +239,19 @@ def report(study, *, plan_name: str, argv, results_dir: str, plot_path: str) -> 
 
 
 def _best_sparse_or_none(study) -> str | None:
-    try:
-        return study.best_sparse()
-    except SystemExit:
-        return None
+    """The best sparse configuration over the seeds whose scaling runs have finished (None: no seed has)."""
+    seeds = study.finished_seeds()
+    return study.best_sparse(seeds) if seeds else None
+
+
+def partial(study, seeds) -> str:
+    """The headline's opening when a result stands on fewer seeds than the plan has; "" otherwise."""
+    if len(seeds) >= len(study.plan.seeds):
+        return ""
+    named = ", ".join(map(str, sorted(seeds)))
+    return (f"Partial: seed{'s' if len(seeds) > 1 else ''} {named} of the plan's "
+            f"{', '.join(map(str, study.plan.seeds))}" + ("; one seed, so no spread, and small differences are not "
+                                                          "findings. " if len(seeds) == 1 else ". "))
 
 
 def distill_result(study, scaling: dict, *, plan_name: str, argv, results_dir: str) -> None:
@@ -284,9 +293,10 @@ def distill_result(study, scaling: dict, *, plan_name: str, argv, results_dir: s
                   "chrF++ is the mean over every dev direction (greedy). Median (min..max) over seeds."),
            table={"columns": ["measure", "dense", f"teacher ({teacher})", "distilled student", "share of the gain kept"],
                   "rows": rows},
-           headline=(f"The student keeps {100 * statistics.median(shares):.0f}% of the teacher's validation-loss gain "
-                     "(the paper: about 30%)." if shares else ""),
-           results={"teacher": teacher, "per_seed": per_seed})
+           headline=partial(study, per_seed) + (
+               f"The student keeps {100 * statistics.median(shares):.0f}% of the teacher's validation-loss gain "
+               "(the paper: about 30%)." if shares else ""),
+           results={"teacher": teacher, "per_seed": per_seed}, seeds=sorted(per_seed))
 
 
 def last_expert_metrics(model_dir: str) -> dict[str, float]:
@@ -383,7 +393,10 @@ def upcycle_result(study, *, plan_name: str, argv, results_dir: str) -> None:
                   "rows": [["dense", spread_text(finals["dense"]), "–"],
                            [f"upcycled, {plan.upcycle_experts} experts", spread_text(finals[upcycled]),
                             spread_text(reach, "{:.2f}x")]]},
-           headline="", results={"per_seed": per_seed})
+           headline=partial(study, per_seed) + (
+               f"Upcycled to {plan.upcycle_experts} experts, the model ends at validation loss "
+               f"{spread_text(finals[upcycled])} against {spread_text(finals['dense'])} continued dense."),
+           results={"per_seed": per_seed}, seeds=sorted(per_seed))
 
 
 def languages_result(study, *, plan_name: str, argv, results_dir: str) -> None:
@@ -424,9 +437,12 @@ def languages_result(study, *, plan_name: str, argv, results_dir: str) -> None:
                   "embedded corpus)."),
            table={"columns": ["seed", "directions where sparse wins", *[f"mean gain, {b}" for b in buckets]],
                   "rows": rows},
-           headline=(f"Directions worse with the sparse model under every seed: {len(always)}"
-                     + (f" ({', '.join(always[:12])}{', ...' if len(always) > 12 else ''})." if always else ".")),
-           results={"sparse": sparse, "per_seed": per_seed})
+           headline=partial(study, per_seed) + (
+               f"Directions where {sparse} beats dense: " + "; ".join(
+                   f"seed {seed} {e['improved']} of {e['directions']}" for seed, e in per_seed.items())
+               + f". Worse under every seed: {len(always)}"
+               + (f" ({', '.join(always[:12])}{', ...' if len(always) > 12 else ''})." if always else ".")),
+           results={"sparse": sparse, "per_seed": per_seed}, seeds=sorted(per_seed))
 
 
 def plot(study, scaling: dict, seconds: dict[str, float] | None, path: str) -> None:

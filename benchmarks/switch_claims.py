@@ -266,17 +266,22 @@ class Study:
         seed = self.plan.seeds[0]
         self.train(self.run_dir("capacity", name, seed), steps=self.plan.steps, seed=seed, bindings=bindings)
 
-    def best_sparse(self) -> str:
-        """The sparse configuration with the lowest mean final validation loss over the seeds."""
+    def best_sparse(self, seeds: tuple[int, ...] | None = None) -> str:
+        """The sparse configuration with the lowest mean final validation loss over `seeds` (default: the plan's)."""
+        seeds = self.plan.seeds if seeds is None else seeds
         sparse = [name for name in self.configs if name.startswith("switch-")]
-        missing = [self.run_dir("scaling", n, s) for n in sparse for s in self.plan.seeds
+        missing = [self.run_dir("scaling", n, s) for n in sparse for s in seeds
                    if not run_done(self.run_dir("scaling", n, s), self.plan.steps)]
         if missing:
             raise SystemExit(f"switch_claims: the scaling stage has not finished ({len(missing)} runs left, e.g. "
                              f"{missing[0]}); run --stages scaling first")
-        mean = {n: sum(final_loss(self.run_dir("scaling", n, s)) for s in self.plan.seeds) / len(self.plan.seeds)
-                for n in sparse}
+        mean = {n: sum(final_loss(self.run_dir("scaling", n, s)) for s in seeds) / len(seeds) for n in sparse}
         return min(mean, key=mean.get)
+
+    def finished_seeds(self) -> tuple[int, ...]:
+        """The plan's seeds whose scaling runs have all finished."""
+        return tuple(s for s in self.plan.seeds
+                     if all(run_done(self.run_dir("scaling", n, s), self.plan.steps) for n in self.configs))
 
     def distill(self) -> None:
         teacher = self.best_sparse()

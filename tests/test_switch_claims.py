@@ -28,6 +28,15 @@ def test_configurations_keep_flops_per_token_and_add_the_parameter_twin():
     assert "dense-params" not in switch_claims.configurations(switch_claims.dataclasses.replace(plan, experts=(0, 4)))
 
 
+def test_a_result_on_fewer_seeds_than_the_plan_says_so(tmp_path):
+    study = switch_claims.Study(switch_claims.PLANS["cpu"], str(tmp_path))  # seeds 0, 1, 2
+    assert claims_report.partial(study, {0: {}}) == ("Partial: seed 0 of the plan's 0, 1, 2; one seed, so no spread, "
+                                                     "and small differences are not findings. ")
+    assert claims_report.partial(study, {0: {}, 2: {}}) == "Partial: seeds 0, 2 of the plan's 0, 1, 2. "
+    assert claims_report.partial(study, {0: {}, 1: {}, 2: {}}) == ""
+    assert study.finished_seeds() == ()  # nothing trained under tmp_path
+
+
 def test_bad_flags_are_one_line(capsys):
     with pytest.raises(SystemExit):
         switch_claims.main(["--steps", "5", "--eval_every", "2", "--stages", "report"])
