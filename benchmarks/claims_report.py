@@ -31,8 +31,11 @@ STEP_TIME = "switch_claims_step_time"
 
 
 def curve(model_dir: str) -> tuple[list[int], list[float]]:
-    """(evaluated steps, validation cross-entropy) of a run; a step evaluated twice (a resumed run) keeps the last."""
+    """(evaluated steps, validation cross-entropy) of a run, empty before it has started; a step evaluated
+    twice (a resumed run) keeps the last."""
     losses: dict[int, float] = {}
+    if not os.path.exists(os.path.join(model_dir, "metrics.jsonl")):
+        return [], []
     with open(os.path.join(model_dir, "metrics.jsonl")) as f:
         for row in map(json.loads, filter(str.strip, f)):
             if row.get("kind") == "eval" and "cross_ent_loss" in row:
@@ -232,7 +235,7 @@ def report(study, *, plan_name: str, argv, results_dir: str, plot_path: str) -> 
                          if e["final_loss"] is not None}))
 
     capacity_result(study, plan_name=plan_name, argv=argv, results_dir=results_dir)
-    distill_result(study, scaling, plan_name=plan_name, argv=argv, results_dir=results_dir)
+    distill_result(study, plan_name=plan_name, argv=argv, results_dir=results_dir)
     upcycle_result(study, plan_name=plan_name, argv=argv, results_dir=results_dir)
     languages_result(study, plan_name=plan_name, argv=argv, results_dir=results_dir)
     plot(study, scaling, seconds, plot_path)
@@ -254,48 +257,60 @@ def partial(study, seeds) -> str:
                                                           "findings. " if len(seeds) == 1 else ". "))
 
 
-def distill_result(study, scaling: dict, *, plan_name: str, argv, results_dir: str) -> None:
+def distill_result(study, *, plan_name: str, argv, results_dir: str) -> None:
     teacher = _best_sparse_or_none(study)
     if teacher is None:
         return
+    models = {"dense": ("scaling", "dense"), "teacher": ("scaling", teacher), "student": ("distill", "student"),
+              "control": ("distill", "no-teacher")}
     per_seed = {}
     for seed in study.plan.seeds:
-        student = study.run_dir("distill", "student", seed)
-        if not os.path.exists(os.path.join(student, "metrics.jsonl")):
+        finals = {}
+        for key, (stage, name) in models.items():
+            steps, losses = curve(study.run_dir(stage, name, seed))
+            if steps and steps[-1] == study.plan.steps:
+                finals[key] = losses[-1]
+        if "student" not in finals or finals.get("dense") is None or finals.get("teacher") is None:
             continue
-        s_steps, s_loss = curve(student)
-        if not s_steps or s_steps[-1] != study.plan.steps:
-            continue
-        dense, sparse = scaling["dense"][seed]["final_loss"], scaling[teacher][seed]["final_loss"]
-        entry = {"dense": dense, "teacher": sparse, "student": s_loss[-1],
-                 "share_loss": (dense - s_loss[-1]) / (dense - sparse) if dense != sparse else None}
-        chrf = [dev_scores(study.run_dir(stage, name, seed)) for stage, name in
-                (("scaling", "dense"), ("scaling", teacher), ("distill", "student"))]
-        if all(chrf):
-            d, t, s = (mean_chrf(c) for c in chrf)
-            entry.update({"chrf_dense": d, "chrf_teacher": t, "chrf_student": s,
-                          "share_chrf": (s - d) / (t - d) if t != d else None})
+        gain = finals["dense"] - finals["teacher"]
+        entry = {**finals, **{f"share_{key}": (finals["dense"] - finals[key]) / gain if gain else None
+                              for key in ("student", "control") if key in finals}}
+        chrf = {key: dev_scores(study.run_dir(stage, name, seed)) for key, (stage, name) in models.items()}
+        chrf = {key: mean_chrf(scores) for key, scores in chrf.items() if scores}
+        if {"dense", "teacher"} <= set(chrf) and chrf["teacher"] != chrf["dense"]:
+            entry.update({f"chrf_{key}": value for key, value in chrf.items()})
+            entry.update({f"share_chrf_{key}": (chrf[key] - chrf["dense"]) / (chrf["teacher"] - chrf["dense"])
+                          for key in ("student", "control") if key in chrf})
         per_seed[seed] = entry
     if not per_seed:
         return
-    values = lambda key: [e[key] for e in per_seed.values() if e.get(key) is not None]  # noqa: E731
-    rows = [["validation loss", spread_text(values("dense")), spread_text(values("teacher")),
-             spread_text(values("student")), spread_text([100 * v for v in values("share_loss")], "{:.0f}%")],
-            ["mean dev chrF++", spread_text(values("chrf_dense"), "{:.1f}"), spread_text(values("chrf_teacher"), "{:.1f}"),
-             spread_text(values("chrf_student"), "{:.1f}"), spread_text([100 * v for v in values("share_chrf")], "{:.0f}%")]]
-    shares = values("share_loss")
+    values = lambda key, scale=1.0: [scale * e[key] for e in per_seed.values() if e.get(key) is not None]  # noqa: E731
+    percent = lambda key: spread_text(values(key, 100.0), "{:.0f}%")  # noqa: E731
+    rows = [["validation loss", *[spread_text(values(k)) for k in ("dense", "teacher", "student", "control")],
+             percent("share_student"), percent("share_control")],
+            ["mean dev chrF++", *[spread_text(values(f"chrf_{k}"), "{:.1f}") for k in ("dense", "teacher", "student",
+                                                                                      "control")],
+             percent("share_chrf_student"), percent("share_chrf_control")]]
+    kept, control = values("share_student", 100.0), values("share_control", 100.0)
+    headline = ""
+    if kept:
+        headline = (f"The student keeps {statistics.median(kept):.0f}% of the teacher's validation-loss gain over the "
+                    "dense model (the paper: about 30%)")
+        headline += (f"; the same start without the teacher keeps {statistics.median(control):.0f}%, so the teacher's "
+                     f"probabilities add {statistics.median(kept) - statistics.median(control):.0f} points and the rest "
+                     "is the head start of its weights and the extra steps." if control else ".")
     _write("switch_claims_distill", study, plan_name=plan_name, argv=argv, results_dir=results_dir,
            title="Switch claims: distilling the sparse model into its dense twin",
            about=(f"Switch section 4's recipe: the {teacher} teacher of each seed (the sparse configuration with the "
                   f"lowest mean final validation loss) distilled into the dense model for {study.plan.steps} steps, "
                   "the student starting from the teacher's non-expert weights, its loss 0.75 x the ground truth + "
-                  "0.25 x the teacher's probabilities. Share kept: (dense - student) / (dense - teacher), per seed; "
-                  "chrF++ is the mean over every dev direction (greedy). Median (min..max) over seeds."),
-           table={"columns": ["measure", "dense", f"teacher ({teacher})", "distilled student", "share of the gain kept"],
-                  "rows": rows},
-           headline=partial(study, per_seed) + (
-               f"The student keeps {100 * statistics.median(shares):.0f}% of the teacher's validation-loss gain "
-               "(the paper: about 30%)." if shares else ""),
+                  "0.25 x the teacher's probabilities. The control starts the same way and trains as many steps on "
+                  "the ground truth alone: both have had the teacher's steps before their own, which the dense "
+                  "baseline has not. Share kept: (dense - model) / (dense - teacher), per seed; chrF++ is the mean "
+                  "over every dev direction (greedy). Median (min..max) over seeds."),
+           table={"columns": ["measure", "dense", f"teacher ({teacher})", "distilled student", "no-teacher control",
+                              "share kept, student", "share kept, control"], "rows": rows},
+           headline=partial(study, per_seed) + headline,
            results={"teacher": teacher, "per_seed": per_seed}, seeds=sorted(per_seed))
 
 

@@ -26,13 +26,14 @@ Stages, in order:
   distill    Switch section 4: each seed's model of the best sparse
              configuration (lowest mean final validation loss) distilled into
              the dense model: non-expert weights from the teacher, loss
-             0.75 x ground truth + 0.25 x the teacher's probabilities.
+             0.75 x ground truth + 0.25 x the teacher's probabilities; and a
+             control, "no-teacher": the same start and steps, ground truth only.
   upcycle    each seed's final dense model continued for the plan's
              upcycle_steps twice: as dense, and upcycled to upcycle_experts
              experts (copies of its MLP); both start a fresh optimizer.
   languages  every direction's dev chrF++ (eval/per_language_bleu.py,
              greedy, the plan's eval_sentences per direction) for each seed's
-             dense, best sparse and distilled model.
+             dense, best sparse, distilled and no-teacher control model.
   step_time  seconds per train step of every configuration, measured alone
              under the benchmark protocol (benchmarks/results/
              switch_claims_step_time.json): wall-clock curves are steps x this,
@@ -287,10 +288,12 @@ class Study:
         teacher = self.best_sparse()
         for seed in self.plan.seeds:
             teacher_dir = self.run_dir("scaling", teacher, seed)
+            start = {"NUM_EXPERTS": "0", "INITIAL_CHECKPOINT_PATH": repr(teacher_dir), "INIT_MODE": "'student'"}
             self.train(self.run_dir("distill", "student", seed), steps=self.plan.steps, seed=seed,
-                       bindings={"NUM_EXPERTS": "0", "TEACHER_PATH": repr(teacher_dir),
-                                 "TEACHER_WEIGHT": str(TEACHER_WEIGHT), "INITIAL_CHECKPOINT_PATH": repr(teacher_dir),
-                                 "INIT_MODE": "'student'"})
+                       bindings={**start, "TEACHER_PATH": repr(teacher_dir), "TEACHER_WEIGHT": str(TEACHER_WEIGHT)})
+            # The control: the same start and steps on the ground truth alone, so that what the
+            # teacher's probabilities add is told apart from the head start its weights give.
+            self.train(self.run_dir("distill", "no-teacher", seed), steps=self.plan.steps, seed=seed, bindings=start)
 
     def upcycle(self) -> None:
         for seed in self.plan.seeds:
@@ -306,7 +309,7 @@ class Study:
     def scored_models(self) -> dict[str, tuple[str, str]]:
         """{label: (stage, name)} of the models the languages stage scores."""
         return {"dense": ("scaling", "dense"), "sparse": ("scaling", self.best_sparse()),
-                "distilled": ("distill", "student")}
+                "distilled": ("distill", "student"), "no-teacher control": ("distill", "no-teacher")}
 
     def languages(self) -> None:
         from benchmarks import claims_report

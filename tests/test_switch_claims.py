@@ -93,3 +93,29 @@ def test_driver_trains_resumes_and_reports_from_the_runs_files(tmp_path):
     again = subprocess.run(command + ["--stages", "scaling"], cwd=REPO, capture_output=True, text=True, env=env)
     assert again.returncode == 0 and again.stdout.count(": done") == 2  # finished runs are not trained again
     assert _metrics_evals(dense) == dense_evals
+
+
+def _fake_run(model_dir, losses):
+    """A finished run's metrics.jsonl: validation cross-entropy {step: loss}."""
+    os.makedirs(model_dir)
+    with open(os.path.join(model_dir, "metrics.jsonl"), "w") as f:
+        for step, loss in losses.items():
+            f.write(json.dumps({"kind": "eval", "step": step, "cross_ent_loss": loss}) + "\n")
+
+
+def test_distillation_share_is_read_against_the_no_teacher_control(tmp_path):
+    plan = switch_claims.dataclasses.replace(switch_claims.PLANS["cpu"], steps=4, eval_every=2, seeds=(0, 1),
+                                             experts=(0, 4))
+    study = switch_claims.Study(plan, str(tmp_path / "work"))
+    # Seed 0 only: dense ends at 4.0, the teacher at 3.0; the student at 3.6 keeps (4.0 - 3.6) / 1.0 = 40% of
+    # the gain, the control at 3.9 keeps 10%: the teacher's probabilities add 30 points.
+    for stage, name, final in (("scaling", "dense", 4.0), ("scaling", "switch-4", 3.0), ("distill", "student", 3.6),
+                               ("distill", "no-teacher", 3.9)):
+        _fake_run(study.run_dir(stage, name, 0), {2: 5.0, 4: final})
+    claims_report.distill_result(study, plan_name="cpu", argv=[], results_dir=str(tmp_path / "results"))
+    result = json.loads((tmp_path / "results" / "switch_claims_distill.json").read_text())
+    assert result["seeds"] == [0]
+    assert result["table"]["rows"][0] == ["validation loss", "4.000", "3.000", "3.600", "3.900", "40%", "10%"]
+    assert result["headline"].startswith("Partial: seed 0 of the plan's 0, 1; one seed")
+    assert "keeps 40% of the teacher's validation-loss gain" in result["headline"]
+    assert "without the teacher keeps 10%, so the teacher's probabilities add 30 points" in result["headline"]
