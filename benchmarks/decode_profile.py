@@ -39,7 +39,7 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), 
 sys.path.insert(0, ROOT)
 
 from benchmarks import protocol  # noqa: E402
-from benchmarks.train_step_profile import PARTS, kernel_attribution, kernel_events  # noqa: E402
+from benchmarks.train_step_profile import PARTS, attribute, kernel_attribution, kernel_events  # noqa: E402
 
 NAME = "decode_profile"
 # The decoding loop's own work, matched against the lower-cased name stack of an operation outside the model.
@@ -79,19 +79,7 @@ def profile_task(worker, task: str, calls: int) -> dict:
         for _ in range(calls):
             worker.run(task)
         wall = (time.perf_counter() - started) / calls
-    per_part = collections.defaultdict(float)  # (phase, part, kind) -> microseconds
-    per_kernel = collections.defaultdict(float)
-    events = kernel_events(trace_dir)
-    attributed = 0
-    for event in events:
-        kernel = event["name"]
-        if kernel in kernels:  # the rest are runtime events (the executable, thread-pool tasks)
-            attributed += 1
-            per_part[classify(*kernels[kernel])] += event["dur"]
-            per_kernel[kernel] += event["dur"]
-    if not attributed:
-        raise SystemExit(f"{NAME}: none of the trace's {len(events)} events names an HLO instruction of {task}; "
-                         "this jaxlib's XLA:CPU does not trace its kernels")
+    per_part, per_kernel = attribute(kernel_events(trace_dir), kernels, classify, what=task)
     ms = 1e-3 / calls
     total = sum(per_part.values())
     return {"wall_seconds_per_call": wall, "kernel_seconds_per_call": total * ms / 1e3,

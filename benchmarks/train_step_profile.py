@@ -128,6 +128,22 @@ def kernel_events(trace_dir: str) -> list[dict]:
     return [e for e in events if e.get("ph") == "X" and "dur" in e]
 
 
+def attribute(events: list[dict], kernels: dict[str, tuple[str, bool]], classify, *, what: str):
+    """Kernel time in microseconds per classify(op_name, matmul) and per kernel name, summed over the
+    trace's events that name a kernel of `kernels` (the rest are runtime events: the executable,
+    thread-pool tasks). SystemExit when none does."""
+    per_part, per_kernel = collections.defaultdict(float), collections.defaultdict(float)
+    for event in events:
+        kernel = event["name"]
+        if kernel in kernels:
+            per_part[classify(*kernels[kernel])] += event["dur"]
+            per_kernel[kernel] += event["dur"]
+    if not per_kernel:
+        raise SystemExit(f"{NAME}: none of the trace's {len(events)} events names an HLO instruction of {what}; "
+                         "this jaxlib's XLA:CPU does not trace its kernels")
+    return per_part, per_kernel
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gin_file", default="gin/models/mswitch_tiny.gin")
@@ -155,19 +171,7 @@ def main(argv=None) -> None:
         wall = (time.perf_counter() - started) / args.steps
     events = kernel_events(trace_dir)
 
-    per_part = collections.defaultdict(float)     # (phase, part, kind) -> microseconds
-    per_kernel = collections.defaultdict(float)   # kernel name -> microseconds
-    attributed = 0
-    for event in events:
-        kernel = event["name"]
-        if kernel not in kernels:
-            continue  # runtime events (the executable, thread-pool tasks) rather than HLO kernels
-        attributed += 1
-        per_part[classify(*kernels[kernel])] += event["dur"]
-        per_kernel[kernel] += event["dur"]
-    if not attributed:
-        raise SystemExit(f"{NAME}: none of the trace's {len(events)} events names an HLO instruction of the step; "
-                         "this jaxlib's XLA:CPU does not trace its kernels")
+    per_part, per_kernel = attribute(events, kernels, classify, what="the step")
     total = sum(per_part.values())
     ms = 1e-3 / args.steps
     rows = [[phase, part, kind, f"{us * ms:.1f}", f"{100 * us / total:.1f}"]
@@ -191,7 +195,7 @@ def main(argv=None) -> None:
         table={"columns": ["phase", "part", "kind", "ms per step", "% of kernel time"], "rows": rows},
         headline=headline,
         notes=[f"Wall time per traced step {wall:.3f} s; kernel time per step {total * ms / 1e3:.3f} s "
-               f"({attributed} kernel events of {len(events)} trace events attributed).",
+               f"({sum(e['name'] in kernels for e in events)} kernel events of {len(events)} trace events attributed).",
                "By phase: " + ", ".join(f"{phase} {100 * us / total:.0f}%" for phase, us in
                                         sorted(by_phase.items(), key=lambda kv: -kv[1])) + ".",
                "Largest kernels (ms per step): " + "; ".join(
