@@ -118,8 +118,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument(
         "--dropless_max_experts", type=int, default=8,
-        help="skip dropless above this many experts: on CPU ragged_dot lowers to a dense loop over experts "
-        "(O(E) FLOPs and memory; 32 experts already cost 1242 HLO GFLOP, 128 ran out of 23 GB)",
+        help="skip dropless above this many experts: on CPU it loops over blocks of rows, at least one per "
+        "expert, forward and backward (128 experts and 4096 tokens of d_model 128: about 2 s a step)",
     )
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument(
