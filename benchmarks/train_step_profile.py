@@ -50,8 +50,8 @@ PARTS = (
     # The tied output projection is an einsum in the decoder's name stack: "btd,dv->btv".
     ("logits (output projection)", ("logits", "attend", "output_projection", "btd,dv->btv")),
     ("MoE router", ("router",)),
+    ("MoE experts", ("/experts/", "grouped_matmul")),  # the named scopes of moe._gated_mlp and grouped_matmul
     ("MoE dispatch and combine", ("dispatch", "combine", "scatter", "gather", "sort", "argsort")),
-    ("MoE experts", ("expert", "grouped_matmul")),
     ("attention", ("attention", "self_attn", "cross_attn", "encoder_decoder_attention")),
     ("MLP (dense)", ("mlp",)),
     ("layer norm", ("layer_norm", "layernorm", "rms")),

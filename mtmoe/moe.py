@@ -158,6 +158,11 @@ def _gated_mlp(x: Array, wi: list[Array], wo: Array, *, activations, dtype, drop
 
     x: <dtype>[E, G, C, D]; wi: float32 [E, D, F] each; wo: float32 [E, F, D].
     """
+    with jax.named_scope("experts"):  # profiles tell the experts' work from the dispatch around it
+        return _gated_mlp_rows(x, wi, wo, activations=activations, dtype=dtype, dropout=dropout)
+
+
+def _gated_mlp_rows(x: Array, wi: list[Array], wo: Array, *, activations, dtype, dropout) -> Array:
     num_experts, groups, capacity, d_model = x.shape
     rows = constrain(x.reshape(num_experts, groups * capacity, d_model), ("expert", None, "embed"))  # [E, G * C, D]
     hidden = None
