@@ -153,16 +153,12 @@ def expert_matmul(x: Array, w: Array) -> Array:
     return jnp.einsum("emk,ekn->emn", x, w)
 
 
+@jax.named_scope("experts")  # profiles tell the experts' work from the dispatch around it
 def _gated_mlp(x: Array, wi: list[Array], wo: Array, *, activations, dtype, dropout) -> Array:
     """Experts' gated MLP: prod_i act_i(x @ wi_i) @ wo, batched over the leading `expert` axis.
 
     x: <dtype>[E, G, C, D]; wi: float32 [E, D, F] each; wo: float32 [E, F, D].
     """
-    with jax.named_scope("experts"):  # profiles tell the experts' work from the dispatch around it
-        return _gated_mlp_rows(x, wi, wo, activations=activations, dtype=dtype, dropout=dropout)
-
-
-def _gated_mlp_rows(x: Array, wi: list[Array], wo: Array, *, activations, dtype, dropout) -> Array:
     num_experts, groups, capacity, d_model = x.shape
     rows = constrain(x.reshape(num_experts, groups * capacity, d_model), ("expert", None, "embed"))  # [E, G * C, D]
     hidden = None
@@ -271,7 +267,8 @@ def _block_layout(group_sizes: Array, *, num_rows: int, block: int) -> tuple[Arr
     blocks = (group_sizes + block - 1) // block  # [E]
     padded_end = jnp.cumsum(blocks) * block  # [E]
     padded_start = padded_end - blocks * block
-    start = jnp.cumsum(group_sizes) - group_sizes  # [E]
+    end = jnp.cumsum(group_sizes)  # [E]
+    start = end - group_sizes
     first_row = jnp.arange(num_blocks, dtype=jnp.int32) * block  # [n]
     block_expert = jnp.minimum(jnp.searchsorted(padded_end, first_row, side="right"), num_experts - 1)  # [n]
     block_used = first_row < padded_end[-1]  # [n]
@@ -280,8 +277,8 @@ def _block_layout(group_sizes: Array, *, num_rows: int, block: int) -> tuple[Arr
     holds_row = jnp.repeat(block_used, block) & (offset < size)
     row_at = jnp.where(holds_row, jnp.repeat(start[block_expert], block) + offset, num_rows)  # [n * block]
     row = jnp.arange(num_rows, dtype=jnp.int32)
-    row_expert = jnp.minimum(jnp.searchsorted(jnp.cumsum(group_sizes), row, side="right"), num_experts - 1)
-    position = jnp.where(row < start[-1] + group_sizes[-1], padded_start[row_expert] + row - start[row_expert],
+    row_expert = jnp.minimum(jnp.searchsorted(end, row, side="right"), num_experts - 1)
+    position = jnp.where(row < end[-1], padded_start[row_expert] + row - start[row_expert],
                          num_blocks * block)  # [num_rows]
     return row_at, position, block_expert, block_used, num_blocks
 
@@ -297,10 +294,10 @@ def grouped_matmul(rows: Array, weights: Array, group_sizes: Array) -> Array:
     """
     if jax.default_backend() != "cpu":
         return jax.lax.ragged_dot(rows, weights, group_sizes, preferred_element_type=rows.dtype)
-    with jax.named_scope("grouped_matmul"):  # profiles attribute its kernels to the experts
-        return _grouped_matmul_blocks(rows, weights, group_sizes)
+    return _grouped_matmul_blocks(rows, weights, group_sizes)
 
 
+@jax.named_scope("grouped_matmul")  # profiles attribute its kernels to the experts
 def _grouped_matmul_blocks(rows: Array, weights: Array, group_sizes: Array) -> Array:
     """`grouped_matmul` on CPU: a loop over blocks of rows, each block one expert's."""
     num_rows, _ = rows.shape
