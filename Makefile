@@ -41,7 +41,7 @@ bench: $(STAMP)
 # The Switch Transformer's claims at this project's scale, with seeds (benchmarks/switch_claims.py):
 # hours on this CPU, resumable (rerun to continue), then BENCHMARKS.md.
 claims: $(STAMP)
-	$(PY) -m benchmarks.switch_claims --plan cpu
+	$(PY) -m benchmarks.switch_claims --plan cpu --commit
 	$(PY) -m benchmarks.render
 
 clean-venv:

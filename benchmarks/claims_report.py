@@ -1,8 +1,9 @@
 """Tables and plots of the Switch claims study (benchmarks/switch_claims.py), from the runs' own files.
 
-Reads every run's MODEL_DIR/metrics.jsonl (validation cross-entropy at each
-evaluated step: "cross_ent_loss", without the z-loss and the MoE auxiliary
-losses) and MODEL_DIR/dev_scores/results.json (per-direction dev chrF++), and
+Reads every run's record (Study.record_dir, benchmarks/switch_claims.py):
+metrics.jsonl (validation cross-entropy at each evaluated step:
+"cross_ent_loss", without the z-loss and the MoE auxiliary losses), config.gin
+and dev_scores/results.json (per-direction dev chrF++); and
 the step times of benchmarks/results/switch_claims_step_time.json. Writes
 benchmarks/results/switch_claims_{scaling,distill,upcycle,languages}.json,
 each with a table that BENCHMARKS.md renders, and one figure.
@@ -62,7 +63,7 @@ def first_reach(steps: list[int], losses: list[float], target: float) -> float |
 
 
 def dev_scores(model_dir: str) -> dict | None:
-    """MODEL_DIR/dev_scores/results.json, or None if the languages stage has not scored it."""
+    """DIR/dev_scores/results.json, or None if the languages stage has not scored it."""
     path = os.path.join(model_dir, "dev_scores", "results.json")
     if not os.path.exists(path):
         return None
@@ -164,8 +165,8 @@ def scaling_result(study, seconds: dict[str, float] | None) -> dict:
     for name in study.configs:
         per_seed = {}
         for seed in plan.seeds:
-            run = study.run_dir("scaling", name, seed)
-            dense = study.run_dir("scaling", "dense", seed)
+            run = study.record_dir("scaling", name, seed)
+            dense = study.record_dir("scaling", "dense", seed)
             if not (os.path.exists(os.path.join(run, "metrics.jsonl")) and
                     os.path.exists(os.path.join(dense, "metrics.jsonl"))):
                 continue
@@ -267,7 +268,7 @@ def distill_result(study, *, plan_name: str, argv, results_dir: str) -> None:
     for seed in study.plan.seeds:
         finals = {}
         for key, (stage, name) in models.items():
-            steps, losses = curve(study.run_dir(stage, name, seed))
+            steps, losses = curve(study.record_dir(stage, name, seed))
             if steps and steps[-1] == study.plan.steps:
                 finals[key] = losses[-1]
         if "student" not in finals or finals.get("dense") is None or finals.get("teacher") is None:
@@ -275,7 +276,7 @@ def distill_result(study, *, plan_name: str, argv, results_dir: str) -> None:
         gain = finals["dense"] - finals["teacher"]
         entry = {**finals, **{f"share_{key}": (finals["dense"] - finals[key]) / gain if gain else None
                               for key in ("student", "control") if key in finals}}
-        chrf = {key: dev_scores(study.run_dir(stage, name, seed)) for key, (stage, name) in models.items()}
+        chrf = {key: dev_scores(study.record_dir(stage, name, seed)) for key, (stage, name) in models.items()}
         chrf = {key: mean_chrf(scores) for key, scores in chrf.items() if scores}
         if {"dense", "teacher"} <= set(chrf) and chrf["teacher"] != chrf["dense"]:
             entry.update({f"chrf_{key}": value for key, value in chrf.items()})
@@ -348,9 +349,9 @@ def capacity_result(study, *, plan_name: str, argv, results_dir: str) -> None:
     plan, seed = study.plan, study.plan.seeds[0]
     name, bindings = study.capacity_run()
     experts = int(bindings["NUM_EXPERTS"])
-    runs = {"dense": study.run_dir("scaling", "dense", seed),
-            f"switch-{experts}": study.run_dir("scaling", f"switch-{experts}", seed),
-            name: study.run_dir("capacity", name, seed)}
+    runs = {"dense": study.record_dir("scaling", "dense", seed),
+            f"switch-{experts}": study.record_dir("scaling", f"switch-{experts}", seed),
+            name: study.record_dir("capacity", name, seed)}
     curves = {}
     for label, run in runs.items():
         if not os.path.exists(os.path.join(run, "metrics.jsonl")):
@@ -391,7 +392,7 @@ def upcycle_result(study, *, plan_name: str, argv, results_dir: str) -> None:
     upcycled = f"switch-{plan.upcycle_experts}"
     per_seed = {}
     for seed in plan.seeds:
-        runs = {name: study.run_dir("upcycle", name, seed) for name in ("dense", upcycled)}
+        runs = {name: study.record_dir("upcycle", name, seed) for name in ("dense", upcycled)}
         if not all(os.path.exists(os.path.join(d, "metrics.jsonl")) for d in runs.values()):
             continue
         curves = {name: curve(d) for name, d in runs.items()}
@@ -427,7 +428,7 @@ def languages_result(study, *, plan_name: str, argv, results_dir: str) -> None:
         return
     per_seed = {}
     for seed in study.plan.seeds:
-        dense, moe = (dev_scores(study.run_dir("scaling", n, seed)) for n in ("dense", sparse))
+        dense, moe = (dev_scores(study.record_dir("scaling", n, seed)) for n in ("dense", sparse))
         if not dense or not moe:
             continue
         common = sorted(set(dense["pairs"]) & set(moe["pairs"]))

@@ -1,14 +1,21 @@
 """The Switch Transformer's claims at this project's scale, with seeds: one command, resumable.
 
-    make claims                                              # = python -m benchmarks.switch_claims --plan cpu
+    make claims                                              # = python -m benchmarks.switch_claims --plan cpu --commit
     .venv/bin/python -m benchmarks.switch_claims --plan cpu --stages scaling --seeds 0
     .venv/bin/python -m benchmarks.switch_claims --plan cpu --stages report    # tables and plots from what ran
 
 Every training run is an ordinary `python -m mtmoe.train` run with its own
 MODEL_DIR under --work_dir (default runs/switch_claims/<plan>): a stopped study
-is resumed by the same command, each run continuing from its last checkpoint,
-and a finished run (its metrics.jsonl has the evaluation of its last step) is
-not run again. Every run of a seed reads the same batches, from a pre-tokenized
+is resumed by the same command, each run continuing from its last checkpoint.
+When a run finishes, its record (metrics.jsonl, config.gin and, once scored,
+dev_scores/results.json: a few kB) is copied into --records_dir (default
+benchmarks/results/switch_claims/<plan>), and with --commit committed. A run
+whose record has the evaluation of its last step is not trained again, so the
+study goes on from the repository on another machine or another day; a run
+whose checkpoint a later stage needs (the teacher, the dense model to upcycle,
+a model to score) and that is recorded but not on this machine is trained again
+here, and its rerun replaces the record. The report reads the records only.
+Every run of a seed reads the same batches, from a pre-tokenized
 cache of that seed's data (mtmoe.token_cache, written once per seed under
 --work_dir/cache; the batches seqio would give, without its per-step cost).
 Stages, in order:
@@ -39,8 +46,8 @@ Stages, in order:
              switch_claims_step_time.json): wall-clock curves are steps x this,
              so the study's own runs need not have the machine to themselves.
   report     benchmarks/results/switch_claims_*.json (rendered into
-             BENCHMARKS.md) and docs/switch_claims.png, from the runs' own
-             metrics.jsonl and results.json files (benchmarks/claims_report.py).
+             BENCHMARKS.md) and docs/switch_claims.png, from the runs' records
+             (benchmarks/claims_report.py).
 
 Plans (PLANS) fix the model, steps and seeds; --steps, --seeds, --experts and
 the other flags override one for a shorter look. The cpu plan is sized for this
@@ -152,9 +159,6 @@ def train(model_dir: str, plan: Plan, *, steps: int, seed: int, bindings: dict[s
           cache_dir: str) -> None:
     """`python -m mtmoe.train` for `model_dir` up to `steps` (resuming it) over the seed's token cache,
     its output in MODEL_DIR.log."""
-    if run_done(model_dir, steps):
-        print(f"  {os.path.relpath(model_dir, ROOT)}: done", flush=True)
-        return
     write_cache(cache_dir, plan, seed=seed, python=python)
     gin = {"MODEL_DIR": repr(model_dir), "TRAIN_CACHE_DIR": repr(cache_dir), "TRAIN_STEPS": str(steps),
            "RANDOM_SEED": str(seed),
@@ -219,19 +223,23 @@ def dense_params_mlp_dim(plan: Plan, python: str) -> tuple[int, dict[str, int]]:
 
 
 class Study:
-    """The plan's runs under `work_dir` (module docstring)."""
+    """The plan's runs: checkpoints under `work_dir`, each finished run's record under `records_dir`
+    (module docstring)."""
 
-    def __init__(self, plan: Plan, work_dir: str, python: str = sys.executable):
+    def __init__(self, plan: Plan, work_dir: str, records_dir: str, python: str = sys.executable,
+                 commit: bool = False):
         self.plan, self.work_dir, self.python = plan, os.path.abspath(work_dir), python
+        self.records_dir, self.commit = os.path.abspath(records_dir), commit
         self.configs = configurations(plan)
         self._widths_path = os.path.join(self.work_dir, "dense_params.json")
 
     def run_dir(self, stage: str, name: str, seed: int) -> str:
+        """The run's MODEL_DIR: checkpoints, logs and metrics, on this machine only."""
         return os.path.join(self.work_dir, stage, f"{name}-s{seed}")
 
-    def train(self, model_dir: str, *, steps: int, seed: int, bindings: dict[str, str]) -> None:
-        train(model_dir, self.plan, steps=steps, seed=seed, bindings=bindings, python=self.python,
-              cache_dir=os.path.join(self.work_dir, "cache", f"s{seed}"))
+    def record_dir(self, stage: str, name: str, seed: int) -> str:
+        """The run's record: its metrics.jsonl, config.gin and dev_scores/results.json, kept in the repository."""
+        return os.path.join(self.records_dir, stage, f"{name}-s{seed}")
 
     def config_bindings(self, name: str) -> dict[str, str]:
         bindings = dict(self.configs[name])
@@ -251,11 +259,86 @@ class Study:
         with open(self._widths_path) as f:
             return json.load(f)
 
+    # -- runs and their records --------------------------------------------------------------------
+
+    def spec(self, stage: str, name: str, seed: int) -> tuple[int, dict[str, str], list[tuple[str, str]]]:
+        """(steps, gin bindings, [(stage, name) whose checkpoint of the same seed it starts from]) of a run."""
+        plan = self.plan
+        if stage == "scaling":
+            return plan.steps, self.config_bindings(name), []
+        if stage == "capacity":
+            return plan.steps, self.capacity_run()[1], []
+        if stage == "distill":
+            teacher = self.best_sparse()
+            teacher_dir = self.run_dir("scaling", teacher, seed)
+            start = {"NUM_EXPERTS": "0", "INITIAL_CHECKPOINT_PATH": repr(teacher_dir), "INIT_MODE": "'student'"}
+            if name == "student":
+                start |= {"TEACHER_PATH": repr(teacher_dir), "TEACHER_WEIGHT": str(TEACHER_WEIGHT)}
+            return plan.steps, start, [("scaling", teacher)]
+        if stage == "upcycle":
+            experts = 0 if name == "dense" else plan.upcycle_experts
+            return plan.upcycle_steps, {"NUM_EXPERTS": str(experts),
+                                        "INITIAL_CHECKPOINT_PATH": repr(self.run_dir("scaling", "dense", seed)),
+                                        "INIT_MODE": repr("params" if experts == 0 else "upcycle")}, [
+                ("scaling", "dense")]
+        raise ValueError(f"no run {stage}/{name}")
+
+    def done(self, stage: str, name: str, seed: int) -> bool:
+        """Whether the run's record holds the evaluation of its last step."""
+        steps = self.plan.upcycle_steps if stage == "upcycle" else self.plan.steps
+        return run_done(self.record_dir(stage, name, seed), steps)
+
+    def ensure(self, stage: str, name: str, seed: int, *, checkpoint: bool = False) -> None:
+        """Trains the run unless its record says it has finished; with `checkpoint`, also when its record
+        has finished but its checkpoint is not on this machine (a later stage starts from it or scores it).
+
+        The rerun's metrics then replace the record, so that every result derived from the
+        checkpoint and the record stand on the same run."""
+        model_dir, record = self.run_dir(stage, name, seed), self.record_dir(stage, name, seed)
+        steps, bindings, needs = self.spec(stage, name, seed)
+        if run_done(model_dir, steps):
+            print(f"  {os.path.relpath(model_dir, ROOT)}: done", flush=True)
+            self.keep(model_dir, record, ("metrics.jsonl", "config.gin"))
+            return
+        if run_done(record, steps):
+            if not checkpoint:
+                print(f"  {os.path.relpath(record, ROOT)}: done (recorded)", flush=True)
+                return
+            print(f"  {os.path.relpath(model_dir, ROOT)}: recorded, but its checkpoint is not here; training it "
+                  "again (the rerun replaces the record)", flush=True)
+        for need_stage, need_name in needs:
+            self.ensure(need_stage, need_name, seed, checkpoint=True)
+        train(model_dir, self.plan, steps=steps, seed=seed, bindings=bindings, python=self.python,
+              cache_dir=os.path.join(self.work_dir, "cache", f"s{seed}"))
+        self.keep(model_dir, record, ("metrics.jsonl", "config.gin"))
+
+    def keep(self, model_dir: str, record: str, files: tuple[str, ...]) -> None:
+        """Copies the run's small files into its record (each replaced whole, never half-written); with
+        --commit, commits the record alone."""
+        changed = []
+        for name in files:
+            source, target = os.path.join(model_dir, name), os.path.join(record, name)
+            with open(source, "rb") as f:
+                data = f.read()
+            if os.path.exists(target):
+                with open(target, "rb") as f:
+                    if f.read() == data:
+                        continue
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            tmp = f"{target}.tmp.{os.getpid()}"
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, target)
+            changed.append(target)
+        if changed and self.commit:
+            commit_record(record, f"switch_claims: record of {os.path.relpath(record, self.records_dir)}")
+
+    # -- stages ------------------------------------------------------------------------------------
+
     def scaling(self) -> None:
         for seed in self.plan.seeds:  # seed-major: after the first seed every configuration has a curve
             for name in self.configs:
-                self.train(self.run_dir("scaling", name, seed), steps=self.plan.steps, seed=seed,
-                           bindings=self.config_bindings(name))
+                self.ensure("scaling", name, seed)
 
     def capacity_run(self) -> tuple[str, dict[str, str]]:
         """(run name, bindings) of the capacity stage's run."""
@@ -263,48 +346,34 @@ class Study:
         return f"switch-{experts}-group{group}", {"NUM_EXPERTS": str(experts), "GROUP_SIZE": str(group)}
 
     def capacity(self) -> None:
-        name, bindings = self.capacity_run()
-        seed = self.plan.seeds[0]
-        self.train(self.run_dir("capacity", name, seed), steps=self.plan.steps, seed=seed, bindings=bindings)
+        self.ensure("capacity", self.capacity_run()[0], self.plan.seeds[0])
 
     def best_sparse(self, seeds: tuple[int, ...] | None = None) -> str:
         """The sparse configuration with the lowest mean final validation loss over `seeds` (default: the plan's)."""
         seeds = self.plan.seeds if seeds is None else seeds
         sparse = [name for name in self.configs if name.startswith("switch-")]
-        missing = [self.run_dir("scaling", n, s) for n in sparse for s in seeds
-                   if not run_done(self.run_dir("scaling", n, s), self.plan.steps)]
+        missing = [self.record_dir("scaling", n, s) for n in sparse for s in seeds if not self.done("scaling", n, s)]
         if missing:
             raise SystemExit(f"switch_claims: the scaling stage has not finished ({len(missing)} runs left, e.g. "
                              f"{missing[0]}); run --stages scaling first")
-        mean = {n: sum(final_loss(self.run_dir("scaling", n, s)) for s in seeds) / len(seeds) for n in sparse}
+        mean = {n: sum(final_loss(self.record_dir("scaling", n, s)) for s in seeds) / len(seeds) for n in sparse}
         return min(mean, key=mean.get)
 
     def finished_seeds(self) -> tuple[int, ...]:
         """The plan's seeds whose scaling runs have all finished."""
-        return tuple(s for s in self.plan.seeds
-                     if all(run_done(self.run_dir("scaling", n, s), self.plan.steps) for n in self.configs))
+        return tuple(s for s in self.plan.seeds if all(self.done("scaling", n, s) for n in self.configs))
 
     def distill(self) -> None:
-        teacher = self.best_sparse()
         for seed in self.plan.seeds:
-            teacher_dir = self.run_dir("scaling", teacher, seed)
-            start = {"NUM_EXPERTS": "0", "INITIAL_CHECKPOINT_PATH": repr(teacher_dir), "INIT_MODE": "'student'"}
-            self.train(self.run_dir("distill", "student", seed), steps=self.plan.steps, seed=seed,
-                       bindings={**start, "TEACHER_PATH": repr(teacher_dir), "TEACHER_WEIGHT": str(TEACHER_WEIGHT)})
+            self.ensure("distill", "student", seed)
             # The control: the same start and steps on the ground truth alone, so that what the
             # teacher's probabilities add is told apart from the head start its weights give.
-            self.train(self.run_dir("distill", "no-teacher", seed), steps=self.plan.steps, seed=seed, bindings=start)
+            self.ensure("distill", "no-teacher", seed)
 
     def upcycle(self) -> None:
         for seed in self.plan.seeds:
-            dense = self.run_dir("scaling", "dense", seed)
-            if not run_done(dense, self.plan.steps):
-                raise SystemExit(f"switch_claims: {dense} has not finished; run --stages scaling first")
-            for name, experts, mode in (("dense", 0, "params"), (f"switch-{self.plan.upcycle_experts}",
-                                                                 self.plan.upcycle_experts, "upcycle")):
-                self.train(self.run_dir("upcycle", name, seed), steps=self.plan.upcycle_steps, seed=seed,
-                           bindings={"NUM_EXPERTS": str(experts), "INITIAL_CHECKPOINT_PATH": repr(dense),
-                                     "INIT_MODE": repr(mode)})
+            for name in ("dense", f"switch-{self.plan.upcycle_experts}"):
+                self.ensure("upcycle", name, seed)
 
     def scored_models(self) -> dict[str, tuple[str, str]]:
         """{label: (stage, name)} of the models the languages stage scores."""
@@ -316,12 +385,15 @@ class Study:
 
         for seed in self.plan.seeds:
             for stage, name in self.scored_models().values():
+                record = self.record_dir(stage, name, seed)
+                scores = claims_report.dev_scores(record)
+                if scores and "seconds" in scores:  # written when every direction is scored
+                    print(f"  {os.path.relpath(os.path.join(record, 'dev_scores'), ROOT)}: done (recorded)",
+                          flush=True)
+                    continue
+                self.ensure(stage, name, seed, checkpoint=True)
                 model_dir = self.run_dir(stage, name, seed)
                 out = os.path.join(model_dir, "dev_scores")
-                scores = claims_report.dev_scores(model_dir)
-                if scores and "seconds" in scores:  # written when every direction is scored
-                    print(f"  {os.path.relpath(out, ROOT)}: done", flush=True)
-                    continue
                 command = [self.python, "eval/per_language_bleu.py", "--checkpoint", model_dir, "--split", "dev",
                            "--pairs", "all", "--max_sentences", str(self.plan.eval_sentences), "--beam_size", "1",
                            "--data", self.plan.eval_data, "--output", out,
@@ -329,6 +401,19 @@ class Study:
                 status, _ = run_logged(command, out, "scoring every direction")
                 if status != 0:
                     raise SystemExit(f"switch_claims: scoring {model_dir} failed (exit status {status}); see {out}.log")
+                self.keep(model_dir, record, (os.path.join("dev_scores", "results.json"),))
+
+
+def commit_record(path: str, message: str) -> None:
+    """`git commit` of `path` alone (other staged or changed files stay as they are); one line if git cannot."""
+    # From the record's own directory: the repository that holds the records, wherever the runs are.
+    add = subprocess.run(["git", "add", "--", "."], cwd=path, capture_output=True, text=True)
+    done = add if add.returncode else subprocess.run(["git", "commit", "-q", "-m", message, "--", "."], cwd=path,
+                                                     capture_output=True, text=True)
+    if done.returncode:
+        why = (done.stderr.strip().splitlines() or ["?"])[-1]
+        print(f"  switch_claims: could not commit {os.path.relpath(path, ROOT)} ({why}); it is written, commit it "
+              "by hand", flush=True)
 
 
 def main(argv=None) -> None:
@@ -346,6 +431,11 @@ def main(argv=None) -> None:
     parser.add_argument("--eval_sentences", type=int, default=None)
     parser.add_argument("--eval_data", default=None, help="eval/per_language_bleu.py --data (default embedded)")
     parser.add_argument("--results_dir", default=os.path.join(ROOT, "benchmarks", "results"))
+    parser.add_argument("--records_dir", default=None,
+                        help="each finished run's metrics (default RESULTS_DIR/switch_claims/<plan>)")
+    parser.add_argument("--commit", action="store_true",
+                        help="git commit each run's record as it finishes, so the study goes on from the repository "
+                             "on another machine")
     parser.add_argument("--plot", default=os.path.join(ROOT, "docs", "switch_claims.png"))
     parser.add_argument("--step_time_reps", type=int, default=5)
     parser.add_argument("--allow-load", dest="allow_load", action="store_true",
@@ -376,7 +466,8 @@ def main(argv=None) -> None:
     if not os.path.exists(os.path.join(ROOT, plan.gin_file)):
         parser.error(f"--gin_file {plan.gin_file}: no such file")
 
-    study = Study(plan, args.work_dir or os.path.join(ROOT, "runs", "switch_claims", args.plan))
+    study = Study(plan, args.work_dir or os.path.join(ROOT, "runs", "switch_claims", args.plan),
+                  args.records_dir or os.path.join(args.results_dir, "switch_claims", args.plan), commit=args.commit)
     print(f"switch_claims: plan {args.plan} ({plan.steps} steps, seeds {list(plan.seeds)}, experts "
           f"{list(plan.experts)}) in {study.work_dir}", flush=True)
     from benchmarks import claims_report

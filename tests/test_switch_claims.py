@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -29,7 +30,7 @@ def test_configurations_keep_flops_per_token_and_add_the_parameter_twin():
 
 
 def test_a_result_on_fewer_seeds_than_the_plan_says_so(tmp_path):
-    study = switch_claims.Study(switch_claims.PLANS["cpu"], str(tmp_path))  # seeds 0, 1, 2
+    study = switch_claims.Study(switch_claims.PLANS["cpu"], str(tmp_path / "work"), str(tmp_path / "records"))
     assert claims_report.partial(study, {0: {}}) == ("Partial: seed 0 of the plan's 0, 1, 2; one seed, so no spread, "
                                                      "and small differences are not findings. ")
     assert claims_report.partial(study, {0: {}, 2: {}}) == "Partial: seeds 0, 2 of the plan's 0, 1, 2. "
@@ -94,6 +95,20 @@ def test_driver_trains_resumes_and_reports_from_the_runs_files(tmp_path):
     assert again.returncode == 0 and again.stdout.count(": done") == 2  # finished runs are not trained again
     assert _metrics_evals(dense) == dense_evals
 
+    # Each finished run left its record in the results; on a machine without the runs the study goes on
+    # from the records: nothing is trained again and the report is the same.
+    records = results / "switch_claims" / "cpu"
+    assert _metrics_evals(records / "scaling" / "dense-s0") == dense_evals
+    assert (records / "capacity" / "switch-4-group2048-s0" / "config.gin").exists()
+    shutil.rmtree(work)
+    before = (results / "switch_claims_scaling.json").read_text()
+    elsewhere = subprocess.run(command + ["--stages", "scaling,capacity,report"], cwd=REPO, capture_output=True,
+                               text=True, env=env)
+    assert elsewhere.returncode == 0, elsewhere.stdout[-2000:] + elsewhere.stderr[-2000:]
+    assert elsewhere.stdout.count(": done (recorded)") == 3 and not work.joinpath("scaling").exists()
+    after = json.loads((results / "switch_claims_scaling.json").read_text())
+    assert after["table"] == json.loads(before)["table"]
+
 
 def _fake_run(model_dir, losses):
     """A finished run's metrics.jsonl: validation cross-entropy {step: loss}."""
@@ -106,12 +121,12 @@ def _fake_run(model_dir, losses):
 def test_distillation_share_is_read_against_the_no_teacher_control(tmp_path):
     plan = switch_claims.dataclasses.replace(switch_claims.PLANS["cpu"], steps=4, eval_every=2, seeds=(0, 1),
                                              experts=(0, 4))
-    study = switch_claims.Study(plan, str(tmp_path / "work"))
+    study = switch_claims.Study(plan, str(tmp_path / "work"), str(tmp_path / "records"))
     # Seed 0 only: dense ends at 4.0, the teacher at 3.0; the student at 3.6 keeps (4.0 - 3.6) / 1.0 = 40% of
     # the gain, the control at 3.9 keeps 10%: the teacher's probabilities add 30 points.
     for stage, name, final in (("scaling", "dense", 4.0), ("scaling", "switch-4", 3.0), ("distill", "student", 3.6),
                                ("distill", "no-teacher", 3.9)):
-        _fake_run(study.run_dir(stage, name, 0), {2: 5.0, 4: final})
+        _fake_run(study.record_dir(stage, name, 0), {2: 5.0, 4: final})
     claims_report.distill_result(study, plan_name="cpu", argv=[], results_dir=str(tmp_path / "results"))
     result = json.loads((tmp_path / "results" / "switch_claims_distill.json").read_text())
     assert result["seeds"] == [0]
@@ -120,3 +135,43 @@ def test_distillation_share_is_read_against_the_no_teacher_control(tmp_path):
     assert result["headline"].endswith(
         "The teacher ends 1.000 below the dense model in validation loss; the distilled student keeps 40% of that "
         "gain (the paper: about 30%), and ends -0.300 from the no-teacher control: the teacher's probabilities help.")
+
+
+def test_a_recorded_run_is_trained_again_only_when_a_later_stage_needs_its_checkpoint(tmp_path, monkeypatch):
+    plan = switch_claims.dataclasses.replace(switch_claims.PLANS["cpu"], steps=4, eval_every=2, upcycle_steps=2,
+                                             seeds=(0,), experts=(0, 4))
+    study = switch_claims.Study(plan, str(tmp_path / "work"), str(tmp_path / "records"))
+    trained = []
+
+    def fake_train(model_dir, plan, *, steps, seed, bindings, python, cache_dir):
+        trained.append((os.path.relpath(model_dir, study.work_dir), bindings.get("INITIAL_CHECKPOINT_PATH")))
+        _fake_run(model_dir, {steps: 3.0})
+        with open(os.path.join(model_dir, "config.gin"), "w") as f:
+            f.write("GROUP_SIZE = 2048\n")
+
+    monkeypatch.setattr(switch_claims, "train", fake_train)
+    _fake_run(study.record_dir("scaling", "dense", 0), {2: 5.0, 4: 4.0})  # recorded on another machine
+    study.ensure("scaling", "dense", 0)
+    assert trained == []
+    study.upcycle()  # starts from the dense checkpoint, which is not here: the dense run is trained first
+    dense_dir = study.run_dir("scaling", "dense", 0)
+    assert trained == [(os.path.join("scaling", "dense-s0"), None), (os.path.join("upcycle", "dense-s0"), repr(dense_dir)),
+                       (os.path.join("upcycle", "switch-8-s0"), repr(dense_dir))]
+    assert claims_report.curve(study.record_dir("scaling", "dense", 0)) == ([4], [3.0])  # the rerun's record
+    study.upcycle()
+    assert len(trained) == 3  # all recorded now
+
+
+def test_commit_record_commits_the_record_alone(tmp_path):
+    git = lambda *args: subprocess.run(["git", *args], cwd=tmp_path, capture_output=True, text=True,  # noqa: E731
+                                       check=True).stdout
+    git("init", "-q")
+    git("config", "user.email", "t@example.org")
+    git("config", "user.name", "t")
+    (tmp_path / "other.txt").write_text("work in progress\n")
+    git("add", "other.txt")  # staged, and not part of the record's commit
+    _fake_run(tmp_path / "records" / "scaling" / "dense-s0", {2: 5.0})
+    switch_claims.commit_record(str(tmp_path / "records" / "scaling" / "dense-s0"), "record of dense-s0")
+    assert git("log", "--format=%s") == "record of dense-s0\n"
+    assert git("show", "--name-only", "--format=").split() == ["records/scaling/dense-s0/metrics.jsonl"]
+    assert "A  other.txt" in git("status", "--short")
