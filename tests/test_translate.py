@@ -57,7 +57,19 @@ def test_long_sentences_go_in_smaller_calls(translator, monkeypatch):
     # Longest first; a call's first (longest) sentence sets its rows, 64 // its length bucket:
     # 40 and 33 (bucket 64) one each; 20 (bucket 32) two, taking 9 along; 6 (bucket 8) up to 8.
     chunks = translator._chunks([[7] * n for n in lengths])
-    assert [[lengths[i] for i in chunk] for chunk in chunks] == [[40], [33], [20, 9], [6, 5, 4, 3]]
+    assert [[lengths[i] for i in chunk] for chunk, _ in chunks] == [[40], [33], [20, 9], [6, 5, 4, 3]]
+    assert [rows for _, rows in chunks] == [1, 1, 2, 4]  # 8 sentences: each call padded to a power of two
+
+
+def test_a_bulk_jobs_last_call_of_a_bucket_keeps_the_buckets_rows(translator, monkeypatch):
+    monkeypatch.setattr(translate, "CPU_TOKENS_PER_CALL", 64)
+    monkeypatch.setattr(translate, "MAX_BATCH_BUCKET", 4)
+    lengths = [3, 40, 9, 20, 5, 33, 4, 6, 2]
+    # 9 sentences >= MAX_BATCH_BUCKET: a bulk job. Rows per bucket: 64 -> 1, 32 -> 2, 8 -> min(4, 64 // 8) = 4;
+    # the bucket-8 call [2] is padded to those 4 rows (one shape per bucket), not to 1.
+    chunks = translator._chunks([[7] * n for n in lengths])
+    assert [([lengths[i] for i in chunk], rows) for chunk, rows in chunks] == [
+        ([40], 1), ([33], 1), ([20, 9], 2), ([6, 5, 4, 3], 4), ([2], 4)]
 
 
 def test_output_limit_is_traced_so_a_source_bucket_compiles_once(translator, monkeypatch):
