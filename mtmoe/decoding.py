@@ -149,36 +149,6 @@ def tile_cache(cache: PyTree, *, batch_size: int, beam_size: int) -> PyTree:
     return _map_batched_leaves(lambda x: tile_beams(x, beam_size=beam_size), cache)
 
 
-# Candidates per block in `top_k`. Any size from 32 to 512 was as fast on the shipped
-# model's beam search on CPU; 128 divides its vocabulary, so nothing is padded.
-TOP_K_BLOCK = 128
-
-
-def top_k(x: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
-    """`lax.top_k` over the last axis of x [B, N]: the same values and indices, in two cheap passes.
-
-    XLA:CPU's top-k sorts a partial order over all N entries of a row, and in beam
-    search N is beams x vocabulary (64k for the shipped model). Here the row is cut
-    into blocks of TOP_K_BLOCK; the k blocks with the largest maxima hold the k
-    largest entries (an entry outside them would have k larger block maxima above
-    it), and one top-k over those k x TOP_K_BLOCK candidates picks them. The chosen
-    blocks are put back in index order first, so that equal values come out lower
-    index first, as lax.top_k orders them. Returns (values [B, k], indices [B, k]).
-    """
-    batch, n = x.shape
-    blocks = -(-n // TOP_K_BLOCK)
-    if blocks <= k:  # every block would be a candidate: nothing to skip
-        return lax.top_k(x, k)
-    padded = jnp.pad(x, ((0, 0), (0, blocks * TOP_K_BLOCK - n)), constant_values=-jnp.inf)
-    padded = padded.reshape(batch, blocks, TOP_K_BLOCK)  # [B, nb, block]
-    _, best = lax.top_k(padded.max(axis=-1), k)  # [B, k]
-    best = jnp.sort(best, axis=-1)
-    candidates = jnp.take_along_axis(padded, best[:, :, None], axis=1).reshape(batch, k * TOP_K_BLOCK)
-    values, position = lax.top_k(candidates, k)  # [B, k]
-    indices = jnp.take_along_axis(best, position // TOP_K_BLOCK, axis=1) * TOP_K_BLOCK + position % TOP_K_BLOCK
-    return values, indices
-
-
 def gather_beams(x: jax.Array, beam_indices: jax.Array) -> jax.Array:
     """x: [B, K_old, ...], beam_indices: <int32>[B, K_new] -> [B, K_new, ...].
 
@@ -379,7 +349,7 @@ def beam_search(
         log_probs = log_probs + state.live_logprobs[:, :, None]  # [B, K, V]  prefix + next token
 
         # 2K candidates: even if K of them end with EOS, K remain to stay live.
-        cand_logprobs, cand_flat = top_k(log_probs.reshape(batch_size, beam_size * vocab_size), 2 * beam_size)
+        cand_logprobs, cand_flat = lax.top_k(log_probs.reshape(batch_size, beam_size * vocab_size), 2 * beam_size)
         cand_parent = cand_flat // vocab_size  # [B, 2K] beam each candidate extends
         cand_token = (cand_flat % vocab_size).astype(jnp.int32)  # [B, 2K]
         cand_seqs = gather_beams(state.live_seqs, cand_parent)  # [B, 2K, L+1]
