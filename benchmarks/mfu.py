@@ -15,9 +15,10 @@ Its MFU is the model FLOPs it does per second over two references:
   (interleaved with the steps in an order that changes per repetition, so both
   see the same host): what XLA:CPU achieves on its best case here;
 - the CPU's float32 peak from its arithmetic: cores x clock x FLOPs per cycle
-  (two FMA units per core: with AVX2, 2 x 8 lanes x 2 = 32 float32 FLOPs per
-  cycle and core; with AVX-512, 2 x 16 x 2 = 64), the clock read from
-  /proc/cpuinfo ("cpu MHz") and the vector width from its flags.
+  (two FMA units per core: 256 bits wide, 2 x 8 lanes x 2 = 32 float32 FLOPs
+  per cycle and core; 512 bits wide, 2 x 16 x 2 = 64), the clock read from
+  /proc/cpuinfo ("cpu MHz") and the units' width from its flags and CPU
+  family (`fma_width`: AMD's Zen 4 decodes AVX-512 but runs it on 256-bit units).
 
 Model FLOPs per step are counted from the shapes (`count_flops`, the formula is
 in its docstring) with each token's one expert, i.e. the useful work; the
@@ -56,9 +57,19 @@ FLAG_SET_LABELS = {"default": "XLA:CPU defaults", "no_ynn": "YNNPACK dot fusions
 VARIANTS = ("as_is", "xent_autodiff")  # compiled in this order: the patch stays applied once installed
 VARIANT_LABELS = {"as_is": "train step", "xent_autodiff": "train step, autodiff cross-entropy gradient"}
 MATMUL = "matmul"
-# float32 FLOPs per cycle and core with two FMA units: units x lanes x 2 (multiply and add). AVX-512 doubles
-# the lanes; a CPU with one 512-bit unit reaches half of it, which the matmul row then shows.
-FLOPS_PER_CYCLE = {"avx2": 32, "avx512f": 64}
+# float32 FLOPs per cycle and core with two FMA units: units x lanes x 2 (multiply and add). 256-bit units
+# hold 8 lanes, 512-bit units 16. A CPU's flags say which instructions it decodes, not how wide its units are:
+# AMD's Zen 4 (family 25, the only one of that family with AVX-512) runs a 512-bit FMA as two 256-bit halves,
+# so its peak is the 256-bit one; Intel's AVX-512 cores and AMD from Zen 5 (family 26) have 512-bit units
+# (a Xeon with one 512-bit unit reaches half of it, which the matmul row then shows).
+FLOPS_PER_CYCLE = {256: 32, 512: 64}
+
+
+def fma_width(flags: set[str], vendor: str, family: int) -> int:
+    """Bits of the core's FMA datapath: 512 where the CPU reports AVX-512 and runs it at full width, else 256."""
+    if "avx512f" not in flags or (vendor == "AuthenticAMD" and family < 26):
+        return 256
+    return 512
 
 
 def count_flops(config, *, batch: int, src_len: int, tgt_len: int, capacity_per_group=None, groups=None) -> dict:
@@ -123,24 +134,37 @@ def load_config(gin_file: str):
     return config
 
 
-def cpu_peak(cores: int | None = None) -> dict:
+def above_peak_note(matmul_flops_per_s: float, peak: dict) -> str:
+    """A sentence when the matmul beats the peak at the reported clock: the cores then run faster than it."""
+    if matmul_flops_per_s <= peak["flops_per_s"]:
+        return ""
+    ghz = matmul_flops_per_s / (peak["cores"] * peak["flops_per_cycle"] * 1e9)
+    return (f" The matmul exceeds this peak, so the cores ran at {ghz:.2f} GHz or more (a boost clock the OS does "
+            "not report): against the peak at that clock every figure would be lower.")
+
+
+def cpu_peak(cores: int | None = None, cpuinfo: str = "/proc/cpuinfo") -> dict:
     """The float32 peak from the arithmetic: cores x clock ("cpu MHz" of /proc/cpuinfo, their mean) x
-    FLOPS_PER_CYCLE of the widest vector unit its flags name."""
+    FLOPS_PER_CYCLE of the core's FMA datapath (fma_width)."""
     cores = cores or os.cpu_count()
-    clocks, flags = [], set()
-    with open("/proc/cpuinfo") as f:
+    clocks, flags, fields = [], set(), {}
+    with open(cpuinfo) as f:
         for line in f:
             key, _, value = line.partition(":")
-            if key.strip() == "cpu MHz":
+            key = key.strip()
+            if key == "cpu MHz":
                 clocks.append(float(value))
-            elif key.strip() == "flags" and not flags:
+            elif key == "flags" and not flags:
                 flags = set(value.split())
+            elif key in ("vendor_id", "cpu family") and key not in fields:
+                fields[key] = value.strip()
     if not clocks:
         raise SystemExit(f"{NAME}: /proc/cpuinfo gives no \"cpu MHz\"; the arithmetic peak cannot be computed")
     ghz = sum(clocks) / len(clocks) / 1000
-    per_cycle = FLOPS_PER_CYCLE["avx512f" if "avx512f" in flags else "avx2"]
-    return {"cores": cores, "ghz": ghz, "flops_per_cycle": per_cycle,
-            "flops_per_s": cores * ghz * 1e9 * per_cycle,
+    vendor, family = fields.get("vendor_id", "?"), int(fields.get("cpu family", "0") or 0)
+    width = fma_width(flags, vendor, family)
+    return {"cores": cores, "ghz": ghz, "vendor": vendor, "family": family, "fma_bits": width,
+            "flops_per_cycle": FLOPS_PER_CYCLE[width], "flops_per_s": cores * ghz * 1e9 * FLOPS_PER_CYCLE[width],
             "avx2_fma": {"avx2", "fma"} <= flags, "avx512f": "avx512f" in flags}
 
 
@@ -382,10 +406,13 @@ def main(argv=None):
         f"Peak: {peak['cores']} cores x {peak['ghz']:.3f} GHz x {peak['flops_per_cycle']} float32 FLOPs per cycle = "
         f"{peak['flops_per_s'] / 1e9:.1f} GFLOP/s. The clock is /proc/cpuinfo's \"cpu MHz\" "
         f"({1000 * peak['ghz']:.0f} MHz), what the OS reports (a virtual machine reports the nominal clock; "
-        f"a boost clock raises the real peak); the cores are the logical CPUs the OS counts; 32 FLOPs per "
-        "cycle is AVX2 with two 256-bit FMA units (2 x 8 lanes x multiply and add)."
+        f"a boost clock raises the real peak); the cores are the logical CPUs the OS counts; "
+        f"{peak['flops_per_cycle']} FLOPs per cycle is two {peak['fma_bits']}-bit FMA units "
+        f"(2 x {peak['fma_bits'] // 32} lanes x multiply and add)"
+        + (" (this CPU reports AVX-512 and runs it on 256-bit units: "
+           f"{peak['vendor']} family {peak['family']})" if peak["avx512f"] and peak["fma_bits"] == 256 else "") + "."
         + ("" if peak["avx2_fma"] else " This CPU does not report AVX2 and FMA, so the peak overstates it.")
-        + (" This CPU reports AVX-512, which this peak does not count." if peak["avx512f"] else ""),
+        + above_peak_note(summary[head_flags][MATMUL]["flops_per_s"]["median"], peak),
         f"FLOPs per train step: {model_train / 1e9:.2f} G model (one expert per token; MFU counts these), "
         f"{flops['executed_train'] / 1e9:.2f} G executed (with the empty capacity slots); XLA's cost analysis of "
         "the compiled step: " + ", ".join(f"{v} {f / 1e9:.2f} G" for v, f in first["xla_flops"].items())
