@@ -277,10 +277,9 @@ class Study:
             return plan.steps, start, [("scaling", teacher)]
         if stage == "upcycle":
             experts = 0 if name == "dense" else plan.upcycle_experts
-            return plan.upcycle_steps, {"NUM_EXPERTS": str(experts),
-                                        "INITIAL_CHECKPOINT_PATH": repr(self.run_dir("scaling", "dense", seed)),
-                                        "INIT_MODE": repr("params" if experts == 0 else "upcycle")}, [
-                ("scaling", "dense")]
+            start = {"NUM_EXPERTS": str(experts), "INITIAL_CHECKPOINT_PATH": repr(self.run_dir("scaling", "dense", seed)),
+                     "INIT_MODE": repr("params" if experts == 0 else "upcycle")}
+            return plan.upcycle_steps, start, [("scaling", "dense")]
         raise ValueError(f"no run {stage}/{name}")
 
     def done(self, stage: str, name: str, seed: int) -> bool:
