@@ -21,7 +21,7 @@ import sys
 from benchmarks.protocol import ROOT
 
 # The headline set, in the order BENCHMARKS.md shows them (benchmarks/render.py reads it from here).
-HEADLINE = ("mfu", "experts_scaling", "decode", "hf_switch", "harness", "web_ui_latency", "cold_start",
+HEADLINE = ("mfu", "experts_scaling", "cpu_devices", "decode", "hf_switch", "harness", "web_ui_latency", "cold_start",
             "input_pipeline")
 # Headline figures no script measures under the protocol yet, {what: why}: BENCHMARKS.md lists them as such
 # (a HEADLINE script without a result file is listed there too, with its command).

@@ -45,8 +45,10 @@ EXPERTS = (8, 32, 128)  # the ratio the headline reads is 128 / 8; --experts 8,1
 class TrainStep:
     """The trainer's jitted step for one expert count, with its state kept from call to call."""
 
-    def __init__(self, *, gin_file: str, num_experts: int, seed: int = 0, bindings=()):
-        """bindings: more gin bindings ("MLP_DIM=768") after NUM_EXPERTS."""
+    def __init__(self, *, gin_file: str, num_experts: int, seed: int = 0, bindings=(), data: int = 1,
+                 expert: int = 1):
+        """bindings: more gin bindings ("MLP_DIM=768") after NUM_EXPERTS. data, expert: the mesh, on the
+        first data x expert devices (default one device)."""
         import gin
         import jax
         import jax.numpy as jnp
@@ -65,7 +67,7 @@ class TrainStep:
         self.jax, self.jnp, self.config = jax, jnp, model.config
         self.batch_size = dataset_cfg.batch_size
         self.src_len, self.tgt_len = (dataset_cfg.task_feature_lengths[k] for k in ("inputs", "targets"))
-        self.mesh = partitioning.make_mesh(data=1, devices=jax.devices()[:1])
+        self.mesh = partitioning.make_mesh(data=data, expert=expert, devices=jax.devices()[:data * expert])
         input_shapes = {"encoder_input_tokens": (self.batch_size, self.src_len),
                         "decoder_input_tokens": (self.batch_size, self.tgt_len)}
         tx = optimizer(learning_rate=learning_rate)

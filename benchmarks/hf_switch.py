@@ -36,8 +36,9 @@ and table note) and the eager row stands.
 
 Tasks (random init, random token ids, no padding):
   train     target tokens/s of `--train_steps` whole optimizer steps
-            (forward + backward + Adafactor): mtmoe's jax.jit(value_and_grad(loss_fn)
-            + optax.adafactor) with donated buffers; HF's
+            (forward + backward + Adafactor): mtmoe.train's jitted step
+            (trainer.compile_steps, optax.adafactor, donated state) on its
+            default mesh, one CPU device per core (mtmoe/cpu_devices.py); HF's
             model(..., labels, output_router_logits=True).loss.backward() +
             torch.optim.Adafactor(foreach=True).
   beam32    sentences/s translating 32 sources with beam 4,
@@ -232,28 +233,40 @@ class MtmoeWorker:
         # T5X's Adafactor settings (mtmoe/optimizers.py binds the same ones).
         tx = optax.adafactor(learning_rate=1e-3, decay_rate=0.8, clipping_threshold=1.0,
                              multiply_by_parameter_scale=True, min_dim_size_to_factor=128)
-        self.opt_state = tx.init(self.params)
+        # Training is mtmoe.train's: its jitted step (the Adafactor update and the finite-or-keep guard included)
+        # on its default mesh, every device of the process: one per core on a CPU (worker_main splits the cores
+        # as mtmoe.train does). Decoding runs on one device, as the Translator does.
+        from mtmoe import partitioning, trainer
 
-        def train_step(params, opt_state, batch, rng):
-            (loss, _), grads = jax.value_and_grad(model.loss_fn, has_aux=True)(params, batch, rng)
-            updates, opt_state = tx.update(grads, opt_state, params)
-            return optax.apply_updates(params, updates), opt_state, loss
-
-        self.train_step = jax.jit(train_step, donate_argnums=(0, 1))
-        self.step_rng = jax.random.PRNGKey(1)
+        self.mesh = partitioning.make_mesh()
+        train_shapes = {"encoder_input_tokens": (opts["batch"], opts["src_len"]),
+                        "decoder_input_tokens": (opts["batch"], opts["tgt_len"])}
+        init_rng, self.dropout_rng = jax.random.split(jax.random.PRNGKey(0))
+        layout = trainer.state_layout(model=model, optimizer=tx, mesh=self.mesh, input_shapes=train_shapes,
+                                      init_rng=init_rng)
+        self.train_state = trainer.initialize_state(model=model, optimizer=tx, layout=layout, mesh=self.mesh,
+                                                    input_shapes=train_shapes, init_rng=init_rng,
+                                                    print_fn=lambda line: None)
+        self.train_step, _ = trainer.compile_steps(model=model, optimizer=tx, learning_rate=lambda step: 1e-3,
+                                                   num_microbatches=1, mesh=self.mesh, layout=layout)
+        self.healthy, self.step = trainer.healthy_flag(self.mesh), 0
+        self.params = jax.device_put(self.params, jax.devices()[0])
         self.inputs = {}
 
     def info(self):
         return {"num_params": self.num_params, "expert_capacity_per_sequence": self.capacity,
-                "framework": f"jax {self.jax.__version__}", "threads": "XLA:CPU default"}
+                "framework": f"jax {self.jax.__version__}", "threads": "XLA:CPU default",
+                "train_mesh": dict(self.mesh.shape)}
 
     def prepare(self, task):
         """Builds the task's inputs and its jitted function; the first call compiles."""
         jnp = self.jax.numpy
         if task == "train":
+            from mtmoe import partitioning
+
             data = make_data(self.arch, batch=self.opts["batch"], src_len=self.opts["src_len"],
                              tgt_len=self.opts["tgt_len"], seed=0)
-            self.inputs[task] = {k: jnp.asarray(v) for k, v in data.items()}
+            self.inputs[task] = partitioning.shard_batch(data, self.mesh)
             return
         method, batch = decode_task(task)
         data = make_data(self.arch, batch=batch, src_len=self.opts["src_len"], tgt_len=1, seed=1)
@@ -264,12 +277,18 @@ class MtmoeWorker:
     def run(self, task):
         jax = self.jax
         if task == "train":
-            steps = self.opts["train_steps"]
+            from mtmoe import partitioning
+
+            params, opt_state = self.train_state
             start = time.perf_counter()
-            for _ in range(steps):
-                self.step_rng, rng = jax.random.split(self.step_rng)
-                self.params, self.opt_state, loss = self.train_step(self.params, self.opt_state, self.inputs[task], rng)
-            loss = float(loss)  # blocks until the last step is done
+            with partitioning.mesh_context(self.mesh):
+                for _ in range(self.opts["train_steps"]):
+                    params, opt_state, self.healthy, metrics = self.train_step(
+                        params, opt_state, self.healthy, jax.numpy.int32(self.step), self.inputs[task],
+                        self.dropout_rng)
+                    self.step += 1
+            loss = float(metrics["loss"])  # blocks until the last step is done
+            self.train_state = params, opt_state
             return {"seconds": time.perf_counter() - start, "loss": loss}
         batch, decode = self.inputs[task]
         start = time.perf_counter()
@@ -438,6 +457,10 @@ def worker_main(kind: str) -> None:
             if msg["cmd"] == "quit":
                 break
             if msg["cmd"] == "init":
+                if kind == "mtmoe":
+                    from mtmoe import cpu_devices
+
+                    cpu_devices.split_cores()  # as mtmoe.train does, before JAX starts
                 worker = (HfWorker if kind == "hf" else MtmoeWorker)(msg["arch"], msg["opts"])
                 reply = {**worker.info(), "rss_kib": _status_kib("VmRSS")}
             elif msg["cmd"] == "prepare":

@@ -137,8 +137,11 @@ def run_logged(command: list[str], path: str, doing: str) -> tuple[int, float]:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     started = time.monotonic()
     print(f"  {os.path.relpath(path, ROOT)}: {doing} (log: {os.path.relpath(path, ROOT)}.log)", flush=True)
+    # Every run of the study trains on one CPU device, as its first runs did: mtmoe.train's one device per core
+    # computes the same steps with float32 sums in another order, and the seeds' runs should differ by seed alone.
+    env = {**os.environ, "MTMOE_CPU_DEVICES": "1"}
     with open(f"{path}.log", "a") as log:
-        status = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT).returncode
+        status = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
     return status, time.monotonic() - started
 
 

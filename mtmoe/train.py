@@ -38,6 +38,7 @@ trainer.py (state layout, initialization, the jitted step), monitoring.py
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -47,7 +48,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from mtmoe import command_line, host_memory, input_pipeline, monitoring, trainer
+from mtmoe import command_line, cpu_devices, host_memory, input_pipeline, monitoring, trainer
 from mtmoe.command_line import UsageError
 from mtmoe.monitoring import NonFiniteLossError, Preempted, format_duration
 from mtmoe.train_config import CheckpointConfig, DatasetConfig, DistillationConfig, EvalConfig, MeshConfig
@@ -156,7 +157,8 @@ def train(*, model, model_dir: str, train_dataset_cfg: DatasetConfig, train_step
              f"the first step also compiles and fills the input pipeline's shuffle buffers")
     print_fn(f"data: {source.describe()}")
     print_fn(f"training {model_dir}: steps {start_step}..{train_steps}, batch {batch_size} "
-             f"({num_microbatches} microbatches), mesh {dict(mesh.shape)}, {process_count} process(es), "
+             f"({num_microbatches} microbatches), mesh {dict(mesh.shape)}{_cpu_note(mesh)}, "
+             f"{process_count} process(es), "
              f"{trainer.count_params(layout.abstract_params) / 1e6:.2f}M params")
     try:
         while step < train_steps:
@@ -254,12 +256,55 @@ class _Progress:
         self.restart_window()
 
 
+def _cpu_note(mesh) -> str:
+    """' on 2 CPU devices (MTMOE_CPU_DEVICES=1 for one)' for a mesh of several CPU devices in one process."""
+    import jax
+
+    if mesh.size == 1 or jax.process_count() > 1 or mesh.devices.flat[0].platform != "cpu":
+        return ""
+    return f" on {mesh.size} CPU devices ({cpu_devices.ENV}=1 for one)"
+
+
+def _mesh(mesh_cfg: MeshConfig):
+    """The mesh `mesh_cfg` asks for (UsageError, one line, when the devices do not make it)."""
+    import jax
+
+    from mtmoe import partitioning
+
+    devices = None
+    if mesh_cfg.data_parallelism is not None:  # an explicit mesh may use fewer devices than there are
+        devices = jax.devices()[:mesh_cfg.data_parallelism * mesh_cfg.expert_parallelism * mesh_cfg.model_parallelism]
+    try:
+        return partitioning.make_mesh(data=mesh_cfg.data_parallelism, expert=mesh_cfg.expert_parallelism,
+                                      model=mesh_cfg.model_parallelism, devices=devices)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+
+
+def _split_error(*, model, mesh, batch_size: int, num_microbatches: int) -> str | None:
+    """Why the batch or the model does not split over `mesh` (one line), or None when they do."""
+    import jax
+
+    from mtmoe import partitioning
+
+    data_shards = mesh.shape["data"] * mesh.shape["expert"]
+    if batch_size % (data_shards * num_microbatches):
+        return (f"BATCH_SIZE={batch_size} does not divide over the mesh: it must be a multiple of data x expert "
+                f"= {mesh.shape['data']} x {mesh.shape['expert']} = {data_shards} (x {num_microbatches} microbatches); "
+                f"change --gin.BATCH_SIZE or the mesh")
+    if batch_size % jax.process_count():
+        return f"BATCH_SIZE={batch_size} must be a multiple of the {jax.process_count()} processes"
+    try:
+        partitioning.check_divisible(config=model.config, mesh=mesh, global_batch_size=batch_size // num_microbatches)
+    except ValueError as err:
+        return str(err)
+    return None
+
+
 def _checked_mesh(*, model, dataset_cfg: DatasetConfig, mesh_cfg: MeshConfig, train_steps: int,
                   checkpoint_cfg: CheckpointConfig):
     """The run's mesh, once every setting that needs neither data nor state is checked (UsageError, one line)."""
     import jax
-
-    from mtmoe import partitioning
 
     batch_size, num_microbatches = dataset_cfg.batch_size, mesh_cfg.num_microbatches
     for key in ("inputs", "targets"):
@@ -270,26 +315,19 @@ def _checked_mesh(*, model, dataset_cfg: DatasetConfig, mesh_cfg: MeshConfig, tr
         raise UsageError(f"TRAIN_STEPS={train_steps} and BATCH_SIZE={batch_size} must be positive")
     if checkpoint_cfg.init_mode not in CheckpointConfig.INIT_MODES:
         raise UsageError(f"init_mode={checkpoint_cfg.init_mode!r} is unknown; use one of {CheckpointConfig.INIT_MODES}")
-    devices = None
-    if mesh_cfg.data_parallelism is not None:  # an explicit mesh may use fewer devices than there are
-        devices = jax.devices()[:mesh_cfg.data_parallelism * mesh_cfg.expert_parallelism * mesh_cfg.model_parallelism]
-    try:
-        mesh = partitioning.make_mesh(data=mesh_cfg.data_parallelism, expert=mesh_cfg.expert_parallelism,
-                                      model=mesh_cfg.model_parallelism, devices=devices)
-    except ValueError as err:
-        raise UsageError(str(err)) from None
-    data_shards = mesh.shape["data"] * mesh.shape["expert"]
-    if batch_size % (data_shards * num_microbatches):
-        raise UsageError(
-            f"BATCH_SIZE={batch_size} does not divide over the mesh: it must be a multiple of data x expert "
-            f"= {mesh.shape['data']} x {mesh.shape['expert']} = {data_shards} (x {num_microbatches} microbatches); "
-            f"change --gin.BATCH_SIZE or the mesh")
-    if batch_size % jax.process_count():
-        raise UsageError(f"BATCH_SIZE={batch_size} must be a multiple of the {jax.process_count()} processes")
-    try:
-        partitioning.check_divisible(config=model.config, mesh=mesh, global_batch_size=batch_size // num_microbatches)
-    except ValueError as err:
-        raise UsageError(str(err)) from None
+    mesh = _mesh(mesh_cfg)
+    if jax.default_backend() == "cpu" and mesh_cfg.data_parallelism is None and jax.process_count() == 1:
+        # One CPU device per core is mtmoe's choice, not the user's (mtmoe/cpu_devices.py): where the batch or
+        # the model does not split over all of them, train on as many as they split over rather than fail.
+        for data in range(mesh.shape["data"], 0, -1):
+            candidate = _mesh(dataclasses.replace(mesh_cfg, data_parallelism=data))
+            if _split_error(model=model, mesh=candidate, batch_size=batch_size,
+                            num_microbatches=num_microbatches) is None:
+                mesh = candidate
+                break
+    error = _split_error(model=model, mesh=mesh, batch_size=batch_size, num_microbatches=num_microbatches)
+    if error:
+        raise UsageError(error)
     return mesh
 
 
@@ -299,6 +337,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     host_memory.apply_for_command_line()  # before JAX allocates: see mtmoe/host_memory.py
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        cpu_devices.split_cores()  # one CPU device per core, before JAX starts: see mtmoe/cpu_devices.py
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     try:
         flags, bindings = command_line.parse_command_line(argv)
         command_line.apply_process_flags(flags)  # jax.distributed, seqio's directories, absl's log level
