@@ -3,8 +3,10 @@
     .venv/bin/python benchmarks/mfu.py                                   # 5 repetitions, ~2 minutes
     .venv/bin/python benchmarks/mfu.py --variants as_is --flag_sets default --reps 7   # the headline alone, ~1 minute
 
-The train step is the trainer's kind: jax.jit(value_and_grad(models.loss_fn) +
-optax.adafactor), parameters and optimizer state donated, on the model of
+The train step is mtmoe.train's (trainer.compile_steps: forward, backward,
+optax.adafactor, the finite-or-keep guard; parameters and optimizer state
+donated) on its default mesh, one CPU device per core with the batch split
+between them (mtmoe/cpu_devices.py), on the model of
 `--gin_file` (default the tiny mSwitch: d_model 256, 2+2 layers, 8 experts at
 every other FFN) with a batch of 32 x (64 source, 64 target) random tokens, in a process
 holding the trainer's host memory policy (mtmoe/host_memory.py: without it
@@ -182,48 +184,46 @@ class MfuWorker:
         import jax
         import jax.numpy as jnp
         import optax
-        from flax import linen as nn
 
         from benchmarks import patches
         from benchmarks.hf_switch import make_data
-        from mtmoe import models, moe, routing
+        from mtmoe import models, moe, partitioning, routing, trainer
 
         self.jax, self.opts = jax, opts
         config = load_config(opts["gin_file"])
         self.config = config
         model = models.EncoderDecoderModel(config=config)
         batch, src_len, tgt_len = opts["batch"], opts["src_len"], opts["tgt_len"]
+        # mtmoe.train's default mesh: every device of the process, one per core (worker_main splits the cores).
+        self.mesh = mesh = partitioning.make_mesh()
         data = make_data({"vocab_size": config.vocab_size}, batch=batch, src_len=src_len, tgt_len=tgt_len, seed=0)
-        self.batch = {k: jnp.asarray(x) for k, x in data.items()}
-        shapes = {"encoder_input_tokens": (2, src_len), "decoder_input_tokens": (2, tgt_len)}
-        variables = jax.jit(lambda r: model.get_initial_variables(r, input_shapes=shapes))(jax.random.PRNGKey(0))
-        params = nn.unbox(variables["params"])
+        self.batch = partitioning.shard_batch(data, mesh)
+        shapes = {"encoder_input_tokens": (batch, src_len), "decoder_input_tokens": (batch, tgt_len)}
         tx = optax.adafactor(learning_rate=1e-3, decay_rate=0.8, clipping_threshold=1.0,
                              multiply_by_parameter_scale=True, min_dim_size_to_factor=128)
-
-        def make_step():
-            def train_step(params, opt_state, batch, rng):
-                (loss, _), grads = jax.value_and_grad(model.loss_fn, has_aux=True)(params, batch, rng)
-                updates, opt_state = tx.update(grads, opt_state, params)
-                return optax.apply_updates(params, updates), opt_state, loss
-
-            return jax.jit(train_step, donate_argnums=(0, 1))
+        init_rng, self.dropout_rng = jax.random.split(jax.random.PRNGKey(0))
+        layout = trainer.state_layout(model=model, optimizer=tx, mesh=mesh, input_shapes=shapes, init_rng=init_rng)
 
         self.steps, self.state, self.xla_flops, self.compile_seconds = {}, {}, {}, {}
         for variant in (v for v in VARIANTS if v in opts["variants"]):
             if variant == "xent_autodiff":
                 patches.apply("xent_autodiff")
-            step = make_step()
-            state = (jax.tree.map(jnp.copy, params), tx.init(params))
+            step, _ = trainer.compile_steps(model=model, optimizer=tx, learning_rate=lambda step: 1e-3,
+                                            num_microbatches=1, mesh=mesh, layout=layout)
+            params, opt_state = trainer.initialize_state(model=model, optimizer=tx, layout=layout, mesh=mesh,
+                                                         input_shapes=shapes, init_rng=init_rng,
+                                                         print_fn=lambda line: None)
+            state = (params, opt_state, trainer.healthy_flag(mesh))
             t0 = time.perf_counter()
-            compiled = step.lower(*state, self.batch, jax.random.PRNGKey(1)).compile()
+            with partitioning.mesh_context(mesh):
+                compiled = step.lower(*state, jnp.int32(0), self.batch, self.dropout_rng).compile()
             self.compile_seconds[variant] = time.perf_counter() - t0
             cost = compiled.cost_analysis()
             cost = cost[0] if isinstance(cost, list) else cost
-            self.xla_flops[variant] = float(cost["flops"])
+            self.xla_flops[variant] = float(cost["flops"]) * mesh.size  # XLA counts one device's share
             self.steps[variant] = compiled
             self.state[variant] = state
-        self.rng = jax.random.PRNGKey(2)
+        self.step_number = 0
 
         n = opts["matmul_n"]
         self.lhs = jax.random.normal(jax.random.PRNGKey(3), (n, n), jnp.float32)
@@ -244,13 +244,14 @@ class MfuWorker:
         self.flops = count_flops(config, batch=batch, src_len=src_len, tgt_len=tgt_len,
                                  capacity_per_group=capacity if config.moe.num_experts else None,
                                  groups=groups if config.moe.num_experts else None)
-        self.num_params = int(sum(x.size for x in jax.tree.leaves(params)))
+        self.num_params = trainer.count_params(layout.abstract_params)
 
     def _step(self, variant):
-        self.rng, rng = self.jax.random.split(self.rng)
-        params, opt_state, loss = self.steps[variant](*self.state[variant], self.batch, rng)
-        self.state[variant] = (params, opt_state)
-        return float(loss)  # waits for the step
+        params, opt_state, healthy, metrics = self.steps[variant](
+            *self.state[variant], self.jax.numpy.int32(self.step_number), self.batch, self.dropout_rng)
+        self.state[variant] = (params, opt_state, healthy)
+        self.step_number += 1
+        return float(metrics["loss"])  # waits for the step
 
     def info(self):
         return {"xla_flops": self.xla_flops, "counted_flops": self.flops, "num_params": self.num_params,
@@ -288,6 +289,9 @@ def worker_main():
             if msg["cmd"] == "quit":
                 break
             if msg["cmd"] == "init":
+                from mtmoe import cpu_devices
+
+                cpu_devices.split_cores()  # as mtmoe.train does, before JAX starts
                 worker = MfuWorker(msg["opts"])
                 reply = worker.info()
             else:
