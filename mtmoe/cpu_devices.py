@@ -1,16 +1,15 @@
 """One JAX CPU device per core for training on a machine without an accelerator.
 
-JAX gives a CPU one device, and XLA:CPU runs that device's program one
-operation after another, each spread over the cores. The trainer's step is made
-of many small operations (d_model 96 in the demo) that cannot keep two cores
-busy, so the cores idle between them. Two devices on two cores, the batch split
-between them (data parallelism: every device runs the same step on half the
-rows, then the gradients are averaged), keep both busy: the demo's whole train
-step took 494 ms on one device and 388 ms on two (data=2; 385 ms with expert=2)
-on a 2-core machine, every setting in one process, alone
-(benchmarks/cpu_devices.py has the protocol). The two settings compute the same
-step; their float32 sums run in a different order, so the losses agree to
-rounding, not bit for bit.
+JAX gives a CPU one device. The trainer's step on it is made of many small
+operations (d_model 96 in the demo), and much of the step keeps only one of the
+cores busy. Two devices on two cores, the batch split between them (data
+parallelism: every device runs the same step on half the rows, then the
+gradients are averaged), keep both busy: the demo's whole train step took
+554 ms on one device and 389 ms on two (383 ms with the experts split instead)
+on a 2-core Intel Xeon, the three interleaved in one process, alone
+(benchmarks/cpu_devices.py, benchmarks/results/cpu_devices.json). The settings
+compute the same step; their float32 sums run in a different order, so the
+losses agree to rounding, not bit for bit.
 
 `python -m mtmoe.train` calls `split_cores()` first thing, before JAX starts
 its CPU client (XLA reads its flags once, then):
