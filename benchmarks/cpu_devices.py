@@ -54,9 +54,15 @@ def main(argv=None) -> None:
     count = args.devices or cpu_devices.cores()
     if count < 2 or args.steps < 1:
         parser.error(f"--devices {count}: at least 2 (one device per core needs 2 cores), and --steps at least 1")
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {cpu_devices.FLAG}={count}".strip()
+    os.environ[cpu_devices.ENV] = str(count)
+    cpu_devices.split_cores()  # as mtmoe.train does, before JAX starts
     run = protocol.Run(NAME, args, argv=argv)
     host_memory.apply_for_command_line()  # as mtmoe.train does, before JAX allocates
+    import jax
+
+    if jax.device_count() != count:
+        parser.error(f"JAX has {jax.device_count()} devices, not {count}: XLA_FLAGS sets {cpu_devices.FLAG} "
+                     f"already; unset it")
 
     from benchmarks.experts_scaling import TrainStep, measure
 
