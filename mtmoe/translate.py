@@ -170,9 +170,8 @@ class Translator:
         if max_length is not None and max_length < 1:
             raise ValueError(f"max_length={max_length} must be >= 1 (or None: about 1.5x the source)")
         results: list[str | None] = [None] * len(sources)
-        for chunk, batch_size in self._chunks(sources):
+        for chunk, batch_size, length in self._chunks(sources):
             longest = max(len(sources[i]) for i in chunk)
-            length = _bucket(longest, minimum=MIN_LENGTH_BUCKET)
             tokens = np.zeros((batch_size, length), np.int32)  # [B, S]
             for row, index in enumerate(chunk):
                 tokens[row, :len(sources[index])] = sources[index]
@@ -202,8 +201,8 @@ class Translator:
                                        minimum=MIN_LENGTH_BUCKET)
         return limit(longest), limit(length_bucket)
 
-    def _chunks(self, sources: Sequence[Sequence[int]]) -> list[tuple[list[int], int]]:
-        """(indices of `sources`, rows) of each decode call, longest sources first.
+    def _chunks(self, sources: Sequence[Sequence[int]]) -> list[tuple[list[int], int, int]]:
+        """(indices of `sources`, rows, source length bucket) of each decode call, longest sources first.
 
         A decode call costs about rows x steps, and runs until its longest
         sentence is done, so long sentences go in small calls: on CPU a call
@@ -211,22 +210,31 @@ class Translator:
         CPU_TOKENS_PER_CALL // (its source length bucket), a power of two.
         A call of fewer sentences than that is padded to a power of two, except
         in a bulk job (at least MAX_BATCH_BUCKET sentences: a test set, a file),
-        where every call of a length bucket has the bucket's full rows: each
-        shape compiles once (seconds) and the padding of a bucket's last call
-        costs less than compiling another shape for it. With decode_batch
+        where each shape compiles once (seconds) and padding costs less than
+        compiling another shape: every call of a length bucket has the
+        bucket's full rows, and the buckets that get the full MAX_BATCH_BUCKET
+        rows share the largest of them (CPU_TOKENS_PER_CALL // MAX_BATCH_BUCKET
+        source tokens), so short sentences add no program of their own (padded
+        source positions are masked in attention and take no expert capacity,
+        so padding changes no translation). With decode_batch
         (accelerators) every call holds decode_batch sentences."""
         order = sorted(range(len(sources)), key=lambda i: -len(sources[i]))  # similar lengths share a call
         bulk = len(sources) >= MAX_BATCH_BUCKET
+        shared = _bucket(CPU_TOKENS_PER_CALL // MAX_BATCH_BUCKET, minimum=MIN_LENGTH_BUCKET)
         chunks, start = [], 0
         while start < len(order):
+            length = _bucket(len(sources[order[start]]), minimum=MIN_LENGTH_BUCKET)
             if self.decode_batch:
                 rows = self.decode_batch
             else:
-                length = _bucket(len(sources[order[start]]), minimum=MIN_LENGTH_BUCKET)
                 rows = max(1, min(MAX_BATCH_BUCKET, CPU_TOKENS_PER_CALL // length))
             chunk = order[start:start + rows]
-            chunks.append((chunk, rows if self.decode_batch or bulk else _bucket(len(chunk), minimum=1)))
-            start += rows
+            if not self.decode_batch and bulk:
+                length = max(length, shared)
+            elif not self.decode_batch:
+                rows = _bucket(len(chunk), minimum=1)
+            chunks.append((chunk, rows, length))
+            start += len(chunk)
         return chunks
 
     def route(self, text: str, target_lang: str) -> dict[str, Any]:

@@ -398,3 +398,23 @@ def test_wide_beam_equals_exhaustive_search():
     top = candidates[:5]
     np.testing.assert_allclose(scores[0, :5], [score for score, _ in top], rtol=1e-5)
     assert seqs[0, :5].tolist() == [tokens for _, tokens in top]
+
+
+def test_blocked_top_k_by_hand():
+    # Blocks of 2: maxima [5, 5, 7, 5]; the top 3 lie in blocks 2, 0 and 1. The 5s at 1, 2 and 7
+    # tie: the lower indices win, as in lax.top_k.
+    x = jnp.array([[1.0, 5.0, 5.0, 0.0, 2.0, 7.0, 3.0, 5.0]])
+    values, indices = decoding.blocked_top_k(x, 3, block=2)
+    assert values.tolist() == [[7.0, 5.0, 5.0]] and indices.tolist() == [[5, 1, 2]]
+
+
+@pytest.mark.parametrize("n, block, k", [(1000, 16, 8), (1003, 16, 8), (999, 64, 1), (64, 16, 8)])
+def test_blocked_top_k_equals_lax_top_k(n, block, k):
+    # Few distinct values (many ties), -inf (masked tokens) and, in the last case, fewer blocks than k.
+    rng = np.random.default_rng(n)
+    x = rng.integers(0, 6, (5, n)).astype(np.float32)
+    x[x == 0] = -np.inf
+    x[4] = -np.inf  # a row with nothing finite: the lowest indices
+    want, got = jax.lax.top_k(jnp.asarray(x), k), decoding.blocked_top_k(jnp.asarray(x), k, block=block)
+    np.testing.assert_array_equal(np.asarray(got[0]), np.asarray(want[0]))
+    np.testing.assert_array_equal(np.asarray(got[1]), np.asarray(want[1]))

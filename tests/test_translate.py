@@ -57,8 +57,9 @@ def test_long_sentences_go_in_smaller_calls(translator, monkeypatch):
     # Longest first; a call's first (longest) sentence sets its rows, 64 // its length bucket:
     # 40 and 33 (bucket 64) one each; 20 (bucket 32) two, taking 9 along; 6 (bucket 8) up to 8.
     chunks = translator._chunks([[7] * n for n in lengths])
-    assert [[lengths[i] for i in chunk] for chunk, _ in chunks] == [[40], [33], [20, 9], [6, 5, 4, 3]]
-    assert [rows for _, rows in chunks] == [1, 1, 2, 4]  # 8 sentences: each call padded to a power of two
+    assert [[lengths[i] for i in chunk] for chunk, _, _ in chunks] == [[40], [33], [20, 9], [6, 5, 4, 3]]
+    assert [rows for _, rows, _ in chunks] == [1, 1, 2, 4]  # 8 sentences: each call padded to a power of two
+    assert [length for _, _, length in chunks] == [64, 64, 32, 8]  # and its own length bucket
 
 
 def test_a_bulk_jobs_last_call_of_a_bucket_keeps_the_buckets_rows(translator, monkeypatch):
@@ -66,10 +67,24 @@ def test_a_bulk_jobs_last_call_of_a_bucket_keeps_the_buckets_rows(translator, mo
     monkeypatch.setattr(translate, "MAX_BATCH_BUCKET", 4)
     lengths = [3, 40, 9, 20, 5, 33, 4, 6, 2]
     # 9 sentences >= MAX_BATCH_BUCKET: a bulk job. Rows per bucket: 64 -> 1, 32 -> 2, 8 -> min(4, 64 // 8) = 4;
-    # the bucket-8 call [2] is padded to those 4 rows (one shape per bucket), not to 1.
+    # the bucket-8 call [2] is padded to those 4 rows (one shape per bucket), not to 1. The buckets
+    # with the full 4 rows (8 and 16) share one source length, 64 // 4 = 16: one shape for both.
     chunks = translator._chunks([[7] * n for n in lengths])
-    assert [([lengths[i] for i in chunk], rows) for chunk, rows in chunks] == [
-        ([40], 1), ([33], 1), ([20, 9], 2), ([6, 5, 4, 3], 4), ([2], 4)]
+    assert [([lengths[i] for i in chunk], rows, length) for chunk, rows, length in chunks] == [
+        ([40], 1, 64), ([33], 1, 64), ([20, 9], 2, 32), ([6, 5, 4, 3], 4, 16), ([2], 4, 16)]
+
+
+def test_a_bulk_job_pads_short_sources_and_translates_them_as_alone(translator, monkeypatch):
+    texts = ["Save the file", "Open a new window", "Close the tab"]
+    alone = [translator.translate([t], "de", beam_size=2, max_length=8)[0] for t in texts]
+    monkeypatch.setattr(translate, "CPU_TOKENS_PER_CALL", 64)
+    monkeypatch.setattr(translate, "MAX_BATCH_BUCKET", 2)  # 3 sentences: a bulk job, shared length 64 // 2
+    shapes = []
+    predict = translator._predict
+    monkeypatch.setattr(translator, "_predict", lambda params, batch, **kw: (
+        shapes.append(batch["encoder_input_tokens"].shape), predict(params, batch, **kw))[1])
+    assert translator.translate(texts, "de", beam_size=2, max_length=8) == alone
+    assert shapes == [(2, 32), (2, 32)]  # sources of under 8 tokens, padded to 32 positions
 
 
 def test_output_limit_is_traced_so_a_source_bucket_compiles_once(translator, monkeypatch):
