@@ -175,7 +175,9 @@ def scaling_result(study, seconds: dict[str, float] | None) -> dict:
             if not steps or not dense_steps or dense_steps[-1] != plan.steps:
                 continue
             reach = first_reach(steps, losses, dense_losses[-1])
-            entry = {"steps": steps, "loss": losses, "final_loss": losses[-1] if steps[-1] == plan.steps else None,
+            final = losses[-1] if steps[-1] == plan.steps else None
+            entry = {"steps": steps, "loss": losses, "final_loss": final,
+                     "final_minus_dense": None if final is None else final - dense_losses[-1],
                      "reaches_dense_final_at": reach,
                      "speedup_steps": plan.steps / reach if reach else None}
             if seconds and reach and name in seconds:
@@ -198,8 +200,9 @@ def report(study, *, plan_name: str, argv, results_dir: str, plot_path: str) -> 
         clock = [e["speedup_time"] for e in per_seed.values() if e.get("speedup_time")]
         reached[name] = speed
         rows.append([name, f"{params[name] / 1e6:.2f} M" if name in params else "–", f"{len(finals)}",
-                     spread_text(finals), "–" if name == "dense" else spread_text(speed, "{:.2f}x"),
-                     "–" if name == "dense" else spread_text(clock, "{:.2f}x"),
+                     spread_text(finals), "–" if name == "dense" else paired_text(per_seed),
+                     "–" if name == "dense" else reach_text(speed, len(finals)),
+                     "–" if name == "dense" else reach_text(clock, len(finals)),
                      f"{1000 * seconds[name]:.0f}" if seconds and name in seconds else "–"])
     sparse = [n for n in scaling if n.startswith("switch-")]
     ordered = [n for n in sorted(sparse, key=lambda n: int(n.split("-")[1])) if reached.get(n)]
@@ -213,6 +216,7 @@ def report(study, *, plan_name: str, argv, results_dir: str, plot_path: str) -> 
                                              if holds_to else "not seen here: the median step speed-up does not "
                                              "grow from the smallest expert count to the next.")
                 if len(ordered) > 1 else "Too few finished runs to compare expert counts yet.")
+    headline += " " + noise_sentence(scaling)
     runs_done = sum(e["final_loss"] is not None for per_seed in scaling.values() for e in per_seed.values())
     runs_planned = len(scaling) * len(plan.seeds)
     if runs_done < runs_planned:
@@ -226,11 +230,14 @@ def report(study, *, plan_name: str, argv, results_dir: str, plot_path: str) -> 
                   f"dense MLP), and a dense model with switch-8's parameters, trained {plan.steps} steps each by "
                   f"`python -m mtmoe.train` (`{plan.gin_file}`, plan {plan_name}: {plan.about}), seeds "
                   f"{', '.join(map(str, plan.seeds))} (each seed sets the initialisation and the data order). "
-                  f"Validation cross-entropy every {plan.eval_every} steps. Speed-up: dense steps / the step at which "
-                  "the model first reaches the same seed's dense final loss; wall-clock: times the configurations' "
+                  f"Validation cross-entropy every {plan.eval_every} steps. Against dense: the model's final loss "
+                  "minus the dense model's of the same seed (same data order), and in how many seeds it is lower. "
+                  "Speed-up: dense steps / the step at which "
+                  "the model first reaches the same seed's dense final loss, over the seeds where it does; "
+                  "wall-clock: times the configurations' "
                   "seconds per step measured alone (switch_claims_step_time). Median (min..max) over seeds."),
-           table={"columns": ["model", "parameters", "seeds done", "final validation loss", "speed-up in steps",
-                              "speed-up in time", "ms per step"], "rows": rows},
+           table={"columns": ["model", "parameters", "seeds done", "final validation loss", "against dense, paired by seed",
+                              "speed-up in steps", "speed-up in time", "ms per step"], "rows": rows},
            headline=headline, results={"plan": dataclasses.asdict(plan), "scaling": scaling, "step_seconds": seconds},
            seeds=sorted({seed for per_seed in scaling.values() for seed, e in per_seed.items()
                          if e["final_loss"] is not None}))
@@ -240,6 +247,41 @@ def report(study, *, plan_name: str, argv, results_dir: str, plot_path: str) -> 
     upcycle_result(study, plan_name=plan_name, argv=argv, results_dir=results_dir)
     languages_result(study, plan_name=plan_name, argv=argv, results_dir=results_dir)
     plot(study, scaling, seconds, plot_path)
+
+
+def paired_text(per_seed: dict) -> str:
+    """'-0.017 (-0.022..-0.010), lower in 3 of 3': final loss minus the same seed's dense final loss."""
+    gaps = [e["final_minus_dense"] for e in per_seed.values() if e.get("final_minus_dense") is not None]
+    if not gaps:
+        return "–"
+    return f"{spread_text(gaps, '{:+.3f}')}, lower in {sum(g < 0 for g in gaps)} of {len(gaps)}"
+
+
+def reach_text(values: list[float], seeds: int) -> str:
+    """A speed-up's spread over the seeds that reach the dense final loss, saying so when not every seed does."""
+    if len(values) == seeds:
+        return spread_text(values, "{:.2f}x")
+    if not values:
+        return f"not reached ({seeds} of {seeds} seeds)" if seeds > 1 else "not reached"
+    return f"{spread_text(values, '{:.2f}x')} ({len(values)} of {seeds} seeds reach)"
+
+
+def noise_sentence(scaling: dict) -> str:
+    """Which models end below dense in every seed, against the seed-to-seed spread of the dense model."""
+    dense = [e["final_loss"] for e in scaling.get("dense", {}).values() if e["final_loss"] is not None]
+    if len(dense) < 2:
+        return ""
+    every, some, never = [], [], []
+    for name, per_seed in scaling.items():
+        gaps = [e["final_minus_dense"] for e in per_seed.values() if e.get("final_minus_dense") is not None]
+        if name == "dense" or len(gaps) < 2:
+            continue
+        lower = sum(g < 0 for g in gaps)
+        (every if lower == len(gaps) else never if lower == 0 else some).append(name)
+    parts = [f"{label}: {', '.join(names)}" for label, names in
+             (("every seed", every), ("some seeds", some), ("no seed", never)) if names]
+    return (f"Paired by seed, the final validation loss is below the dense model's in {'; in '.join(parts)}; the "
+            f"dense model's own final loss moves by {max(dense) - min(dense):.3f} from seed to seed.")
 
 
 def _best_sparse_or_none(study) -> str | None:

@@ -38,6 +38,30 @@ def test_a_result_on_fewer_seeds_than_the_plan_says_so(tmp_path):
     assert study.finished_seeds() == ()  # nothing trained under tmp_path
 
 
+def test_scaling_table_pairs_each_model_with_the_dense_run_of_its_seed(tmp_path):
+    plan = switch_claims.dataclasses.replace(switch_claims.PLANS["cpu"], steps=4, eval_every=2, seeds=(0, 1, 2),
+                                             experts=(0, 2, 4))
+    study = switch_claims.Study(plan, str(tmp_path / "work"), str(tmp_path / "records"))
+    # Dense ends at 4.00, 4.10, 4.02 (a spread of 0.10 from seed to seed). switch-2 ends 0.05 below dense in
+    # every seed; switch-4 ends 0.02 below in seed 0 only, reaching 4.00 half way from step 2 (4.04) to
+    # step 4 (3.98): at step 2 + 2 * 0.04 / 0.06 = 3.33, a speed-up of 4 / 3.33 = 1.20x.
+    finals = {"dense": (4.00, 4.10, 4.02), "switch-2": (3.95, 4.05, 3.97), "switch-4": (3.98, 4.13, 4.05)}
+    for name, per_seed in finals.items():
+        for seed, final in enumerate(per_seed):
+            start = 4.04 if (name, seed) == ("switch-4", 0) else final + 0.5
+            _fake_run(study.record_dir("scaling", name, seed), {2: start, 4: final})
+    scaling = claims_report.scaling_result(study, None)
+    assert claims_report.paired_text(scaling["switch-2"]) == "-0.050 (-0.050..-0.050), lower in 3 of 3"
+    assert claims_report.paired_text(scaling["switch-4"]) == "+0.030 (-0.020..+0.030), lower in 1 of 3"
+    speed = [e["speedup_steps"] for e in scaling["switch-4"].values() if e["speedup_steps"]]
+    assert speed == [pytest.approx(1.2)]
+    assert claims_report.reach_text(speed, 3) == "1.20x (1 of 3 seeds reach)"
+    assert claims_report.reach_text([], 3) == "not reached (3 of 3 seeds)"
+    assert claims_report.noise_sentence(scaling) == (
+        "Paired by seed, the final validation loss is below the dense model's in every seed: switch-2; in some "
+        "seeds: switch-4; the dense model's own final loss moves by 0.100 from seed to seed.")
+
+
 def test_bad_flags_are_one_line(capsys):
     with pytest.raises(SystemExit):
         switch_claims.main(["--steps", "5", "--eval_every", "2", "--stages", "report"])
@@ -77,7 +101,9 @@ def test_driver_trains_resumes_and_reports_from_the_runs_files(tmp_path):
     steps, losses = [2, 4], [sparse_evals[2], sparse_evals[4]]
     reach = claims_report.first_reach(steps, losses, dense_evals[4])
     assert result["results"]["scaling"]["switch-4"]["0"]["reaches_dense_final_at"] == reach
-    assert rows["switch-4"][4] == (f"{4 / reach:.2f}x" if reach else "–")
+    gap = sparse_evals[4] - dense_evals[4]  # against dense, paired by seed
+    assert rows["switch-4"][4] == f"{gap:+.3f}, lower in {int(gap < 0)} of 1"
+    assert rows["switch-4"][5] == (f"{4 / reach:.2f}x" if reach else "not reached")
     assert result["seeds"] == [0] and result["git"]["commit"]
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
