@@ -2,8 +2,9 @@
 
 Reads every run's record (Study.record_dir, benchmarks/switch_claims.py):
 metrics.jsonl (validation cross-entropy at each evaluated step:
-"cross_ent_loss", without the z-loss and the MoE auxiliary losses), config.gin
-and dev_scores/results.json (per-direction dev chrF++); and
+"cross_ent_loss", without the z-loss and the MoE auxiliary losses), config.gin,
+run.json (each invocation's seconds and load average, carried into the scaling
+result) and dev_scores/results.json (per-direction dev chrF++); and
 the step times of benchmarks/results/switch_claims_step_time.json. Writes
 benchmarks/results/switch_claims_{scaling,distill,upcycle,languages}.json,
 each with a table that BENCHMARKS.md renders, and one figure.
@@ -43,6 +44,16 @@ def curve(model_dir: str) -> tuple[list[int], list[float]]:
                 losses[int(row["step"])] = float(row["cross_ent_loss"])
     steps = sorted(losses)
     return steps, [losses[s] for s in steps]
+
+
+def run_conditions(model_dir: str) -> list[dict]:
+    """The run's invocations with their seconds and load averages (run.json), [] for a run recorded before
+    the driver wrote it."""
+    path = os.path.join(model_dir, "run.json")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return json.load(f)["segments"]
 
 
 def first_reach(steps: list[int], losses: list[float], target: float) -> float | None:
@@ -179,7 +190,8 @@ def scaling_result(study, seconds: dict[str, float] | None) -> dict:
             entry = {"steps": steps, "loss": losses, "final_loss": final,
                      "final_minus_dense": None if final is None else final - dense_losses[-1],
                      "reaches_dense_final_at": reach,
-                     "speedup_steps": plan.steps / reach if reach else None}
+                     "speedup_steps": plan.steps / reach if reach else None,
+                     "conditions": run_conditions(run)}
             if seconds and reach and name in seconds:
                 entry["speedup_time"] = entry["speedup_steps"] * seconds["dense"] / seconds[name]
             per_seed[seed] = entry

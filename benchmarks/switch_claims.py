@@ -7,7 +7,8 @@
 Every training run is an ordinary `python -m mtmoe.train` run with its own
 MODEL_DIR under --work_dir (default runs/switch_claims/<plan>): a stopped study
 is resumed by the same command, each run continuing from its last checkpoint.
-When a run finishes, its record (metrics.jsonl, config.gin and, once scored,
+When a run finishes, its record (metrics.jsonl, config.gin, run.json: the load
+average and seconds of each invocation, and, once scored,
 dev_scores/results.json: a few kB) is copied into --records_dir (default
 benchmarks/results/switch_claims/<plan>), and with --commit committed. A run
 whose record has the evaluation of its last step is not trained again, so the
@@ -58,6 +59,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
 import json
 import os
 import subprocess
@@ -69,6 +71,7 @@ sys.path.insert(0, ROOT)
 
 STAGES = ("scaling", "capacity", "distill", "upcycle", "languages", "step_time", "report")
 TEACHER_WEIGHT = 0.25  # Switch table 6: 0.25 teacher, 0.75 ground truth
+RUN_CONDITIONS = "run.json"  # what each invocation of a run ran under (record_conditions)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,11 +173,39 @@ def train(model_dir: str, plan: Plan, *, steps: int, seed: int, bindings: dict[s
     command = [python, "-m", "mtmoe.train", f"--gin_file={plan.gin_file}"]
     command += [f"--gin.{binding}" for binding in plan.bindings]
     command += [f"--gin.{name}={value}" for name, value in {**gin, **bindings}.items()]
+    started, load_before = time.time(), os.getloadavg()
     status, seconds = run_logged(command, model_dir, f"training to step {steps}")
+    record_conditions(model_dir, started=started, seconds=seconds, load_before=load_before)
     if status != 0 or not run_done(model_dir, steps):
         raise SystemExit(f"switch_claims: the run {model_dir} stopped (exit status {status}) before step {steps}; "
                          f"see {model_dir}.log, then rerun the same command to resume it")
     print(f"  {os.path.relpath(model_dir, ROOT)}: done in {seconds:.0f} s", flush=True)
+
+
+def record_conditions(model_dir: str, *, started: float, seconds: float, load_before: tuple[float, ...]) -> None:
+    """Appends what one `python -m mtmoe.train` invocation of the run ran under to MODEL_DIR/run.json
+    ({"segments": [...]}, one per invocation: a resumed run has several): start time, seconds, the load
+    average before and after (other runs of the study beside it show there), commit, CPU. Kept in the
+    run's record; the wall-clock curves come from switch_claims_step_time, measured alone."""
+    from benchmarks import protocol
+
+    path = os.path.join(model_dir, RUN_CONDITIONS)
+    segments = []
+    if os.path.exists(path):
+        with open(path) as f:
+            segments = json.load(f)["segments"]
+    machine = protocol.cpu_info()
+    segments.append({
+        "started": datetime.datetime.fromtimestamp(started, datetime.timezone.utc).isoformat(timespec="seconds"),
+        "seconds": round(seconds, 1), "loadavg_before": [round(x, 2) for x in load_before],
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()], "commit": protocol.git_state()["commit"],
+        "cpu": machine["cpu"], "cores": machine["cores"]})
+    os.makedirs(model_dir, exist_ok=True)
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump({"segments": segments}, f, indent=1)
+        f.write("\n")
+    os.replace(tmp, path)
 
 
 def final_loss(model_dir: str) -> float:
@@ -241,7 +272,7 @@ class Study:
         return os.path.join(self.work_dir, stage, f"{name}-s{seed}")
 
     def record_dir(self, stage: str, name: str, seed: int) -> str:
-        """The run's record: its metrics.jsonl, config.gin and dev_scores/results.json, kept in the repository."""
+        """The run's record: its metrics.jsonl, config.gin, run.json and dev_scores/results.json, kept in the repository."""
         return os.path.join(self.records_dir, stage, f"{name}-s{seed}")
 
     def config_bindings(self, name: str) -> dict[str, str]:
@@ -300,7 +331,7 @@ class Study:
         steps, bindings, needs = self.spec(stage, name, seed)
         if run_done(model_dir, steps):
             print(f"  {os.path.relpath(model_dir, ROOT)}: done", flush=True)
-            self.keep(model_dir, record, ("metrics.jsonl", "config.gin"))
+            self.keep(model_dir, record, ("metrics.jsonl", "config.gin", RUN_CONDITIONS))
             return
         if run_done(record, steps):
             if not checkpoint:
@@ -312,7 +343,7 @@ class Study:
             self.ensure(need_stage, need_name, seed, checkpoint=True)
         train(model_dir, self.plan, steps=steps, seed=seed, bindings=bindings, python=self.python,
               cache_dir=os.path.join(self.work_dir, "cache", f"s{seed}"))
-        self.keep(model_dir, record, ("metrics.jsonl", "config.gin"))
+        self.keep(model_dir, record, ("metrics.jsonl", "config.gin", RUN_CONDITIONS))
 
     def keep(self, model_dir: str, record: str, files: tuple[str, ...]) -> None:
         """Copies the run's small files into its record (each replaced whole, never half-written); with
@@ -320,6 +351,8 @@ class Study:
         changed = []
         for name in files:
             source, target = os.path.join(model_dir, name), os.path.join(record, name)
+            if name == RUN_CONDITIONS and not os.path.exists(source):
+                continue  # a run trained before its conditions were recorded
             with open(source, "rb") as f:
                 data = f.read()
             if os.path.exists(target):

@@ -125,6 +125,9 @@ def test_driver_trains_resumes_and_reports_from_the_runs_files(tmp_path):
     # from the records: nothing is trained again and the report is the same.
     records = results / "switch_claims" / "cpu"
     assert _metrics_evals(records / "scaling" / "dense-s0") == dense_evals
+    conditions = claims_report.run_conditions(records / "scaling" / "dense-s0")  # one invocation, with its load
+    assert len(conditions) == 1 and len(conditions[0]["loadavg_before"]) == 3 and conditions[0]["seconds"] > 0
+    assert result["results"]["scaling"]["dense"]["0"]["conditions"] == conditions
     assert (records / "capacity" / "switch-4-group2048-s0" / "config.gin").exists()
     shutil.rmtree(work)
     before = (results / "switch_claims_scaling.json").read_text()
