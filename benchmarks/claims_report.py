@@ -205,30 +205,17 @@ def report(study, *, plan_name: str, argv, results_dir: str, plot_path: str) -> 
     scaling = scaling_result(study, seconds)
     params = study.dense_params()["params"] if "dense-params" in study.configs else {}
 
-    rows, reached = [], {}
+    rows = []
     for name, per_seed in scaling.items():
         finals = [e["final_loss"] for e in per_seed.values() if e["final_loss"] is not None]
         speed = [e["speedup_steps"] for e in per_seed.values() if e["speedup_steps"]]
         clock = [e["speedup_time"] for e in per_seed.values() if e.get("speedup_time")]
-        reached[name] = speed
         rows.append([name, f"{params[name] / 1e6:.2f} M" if name in params else "–", f"{len(finals)}",
                      spread_text(finals), "–" if name == "dense" else paired_text(per_seed),
                      "–" if name == "dense" else reach_text(speed, len(finals)),
                      "–" if name == "dense" else reach_text(clock, len(finals)),
                      f"{1000 * seconds[name]:.0f}" if seconds and name in seconds else "–"])
-    sparse = [n for n in scaling if n.startswith("switch-")]
-    ordered = [n for n in sorted(sparse, key=lambda n: int(n.split("-")[1])) if reached.get(n)]
-    medians = [statistics.median(reached[n]) for n in ordered]
-    holds_to = None
-    for i in range(1, len(medians)):
-        if medians[i] <= medians[i - 1]:
-            break
-        holds_to = ordered[i]
-    headline = ("More experts, faster: " + (f"the median step speed-up grows with every doubling up to {holds_to}."
-                                             if holds_to else "not seen here: the median step speed-up does not "
-                                             "grow from the smallest expert count to the next.")
-                if len(ordered) > 1 else "Too few finished runs to compare expert counts yet.")
-    headline += " " + noise_sentence(scaling)
+    headline = " ".join(filter(None, (ordering_sentence(scaling), noise_sentence(scaling))))
     runs_done = sum(e["final_loss"] is not None for per_seed in scaling.values() for e in per_seed.values())
     runs_planned = len(scaling) * len(plan.seeds)
     if runs_done < runs_planned:
@@ -276,6 +263,28 @@ def reach_text(values: list[float], seeds: int) -> str:
     if not values:
         return f"not reached ({seeds} of {seeds} seeds)" if seeds > 1 else "not reached"
     return f"{spread_text(values, '{:.2f}x')} ({len(values)} of {seeds} seeds reach)"
+
+
+def ordering_sentence(scaling: dict) -> str:
+    """Whether the paper's ordering holds: with every doubling of the experts, a lower final loss at the same
+    step, read as the median over seeds of each model's gap to the dense run of its seed."""
+    sparse = sorted((n for n in scaling if n.startswith("switch-")), key=lambda n: int(n.split("-")[1]))
+    gaps = {n: [e["final_minus_dense"] for e in scaling[n].values() if e.get("final_minus_dense") is not None]
+            for n in sparse}
+    ordered = [n for n in sparse if gaps[n]]
+    if len(ordered) < 2:
+        return "Too few finished runs to compare expert counts yet."
+    medians = [statistics.median(gaps[n]) for n in ordered]
+    holds = 1
+    while holds < len(ordered) and medians[holds] < medians[holds - 1]:
+        holds += 1
+    listed = ", ".join(f"{n} {m:+.3f}" for n, m in zip(ordered, medians))
+    verdict = (f"holds with every doubling from {ordered[0]} to {ordered[holds - 1]}" if holds > 1 else
+               f"not seen here: {ordered[1]} is no better than {ordered[0]}")
+    if 1 < holds < len(ordered):
+        verdict += ", not beyond"
+    return (f"More experts, better at the same step (the paper's ordering): {verdict} (median final validation "
+            f"loss minus dense, paired by seed: {listed}).")
 
 
 def noise_sentence(scaling: dict) -> str:
@@ -523,13 +532,14 @@ def languages_result(study, *, plan_name: str, argv, results_dir: str) -> None:
 
 
 def plot(study, scaling: dict, seconds: dict[str, float] | None, path: str) -> None:
-    """docs/switch_claims.png: validation loss against steps and against seconds, median and range over seeds."""
+    """docs/switch_claims.png: validation loss against steps and against seconds, median and range over seeds;
+    and each expert count's final loss minus the dense run of the same seed, median and range (error bars)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.5))
     for name, per_seed in scaling.items():
         full = [e for e in per_seed.values() if e["final_loss"] is not None]
         if not full:
@@ -543,10 +553,26 @@ def plot(study, scaling: dict, seconds: dict[str, float] | None, path: str) -> N
         axes[0].fill_between(steps, low, high, color=line.get_color(), alpha=0.15)
         if seconds and name in seconds:
             axes[1].plot([s * seconds[name] / 60 for s in steps], median, color=line.get_color(), **style)
+    gaps = {int(n.split("-")[1]): [e["final_minus_dense"] for e in per_seed.values()
+                                   if e.get("final_minus_dense") is not None]
+            for n, per_seed in scaling.items() if n.startswith("switch-")}
+    experts = sorted(n for n, g in gaps.items() if g)
+    if experts:
+        median = [statistics.median(gaps[n]) for n in experts]
+        below = [m - min(gaps[n]) for n, m in zip(experts, median)]
+        above = [max(gaps[n]) - m for n, m in zip(experts, median)]
+        axes[2].errorbar(experts, median, yerr=[below, above], marker="o", capsize=4)
+        axes[2].set_xscale("log", base=2)
+        axes[2].set_xticks(experts, [str(n) for n in experts])
+    axes[2].axhline(0.0, color="black", linewidth=0.8, linestyle="--", label="dense, same seed")
+    axes[2].set_xlabel("experts (equal FLOPs per token)")
+    axes[2].set_ylabel("final validation loss minus dense (below 0: better)")
+    axes[2].legend(fontsize=8)
     axes[0].set_xlabel("training step")
     axes[1].set_xlabel("training minutes (steps x seconds per step measured alone)")
-    for ax in axes:
+    for ax in axes[:2]:
         ax.set_ylabel("validation cross-entropy")
+    for ax in axes:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle("Switch claims at this project's scale: dense vs 2..64 experts at equal FLOPs per token")

@@ -57,6 +57,9 @@ def test_scaling_table_pairs_each_model_with_the_dense_run_of_its_seed(tmp_path)
     assert speed == [pytest.approx(1.2)]
     assert claims_report.reach_text(speed, 3) == "1.20x (1 of 3 seeds reach)"
     assert claims_report.reach_text([], 3) == "not reached (3 of 3 seeds)"
+    assert claims_report.ordering_sentence(scaling) == (
+        "More experts, better at the same step (the paper's ordering): not seen here: switch-4 is no better than "
+        "switch-2 (median final validation loss minus dense, paired by seed: switch-2 -0.050, switch-4 +0.030).")
     assert claims_report.noise_sentence(scaling) == (
         "Paired by seed, the final validation loss is below the dense model's in every seed: switch-2; in some "
         "seeds: switch-4; the dense model's own final loss moves by 0.100 from seed to seed.")
