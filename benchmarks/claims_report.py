@@ -248,9 +248,14 @@ def report(study, *, plan_name: str, argv, results_dir: str, plot_path: str) -> 
     plot(study, scaling, seconds, plot_path)
 
 
+def dense_gaps(per_seed: dict) -> list[float]:
+    """Final loss minus the same seed's dense final loss, over the seeds whose run has finished."""
+    return [e["final_minus_dense"] for e in per_seed.values() if e.get("final_minus_dense") is not None]
+
+
 def paired_text(per_seed: dict) -> str:
     """'-0.017 (-0.022..-0.010), lower in 3 of 3': final loss minus the same seed's dense final loss."""
-    gaps = [e["final_minus_dense"] for e in per_seed.values() if e.get("final_minus_dense") is not None]
+    gaps = dense_gaps(per_seed)
     if not gaps:
         return "–"
     return f"{spread_text(gaps, '{:+.3f}')}, lower in {sum(g < 0 for g in gaps)} of {len(gaps)}"
@@ -269,8 +274,7 @@ def ordering_sentence(scaling: dict) -> str:
     """Whether the paper's ordering holds: with every doubling of the experts, a lower final loss at the same
     step, read as the median over seeds of each model's gap to the dense run of its seed."""
     sparse = sorted((n for n in scaling if n.startswith("switch-")), key=lambda n: int(n.split("-")[1]))
-    gaps = {n: [e["final_minus_dense"] for e in scaling[n].values() if e.get("final_minus_dense") is not None]
-            for n in sparse}
+    gaps = {n: dense_gaps(scaling[n]) for n in sparse}
     ordered = [n for n in sparse if gaps[n]]
     if len(ordered) < 2:
         return "Too few finished runs to compare expert counts yet."
@@ -294,7 +298,7 @@ def noise_sentence(scaling: dict) -> str:
         return ""
     every, some, never = [], [], []
     for name, per_seed in scaling.items():
-        gaps = [e["final_minus_dense"] for e in per_seed.values() if e.get("final_minus_dense") is not None]
+        gaps = dense_gaps(per_seed)
         if name == "dense" or len(gaps) < 2:
             continue
         lower = sum(g < 0 for g in gaps)
@@ -553,9 +557,7 @@ def plot(study, scaling: dict, seconds: dict[str, float] | None, path: str) -> N
         axes[0].fill_between(steps, low, high, color=line.get_color(), alpha=0.15)
         if seconds and name in seconds:
             axes[1].plot([s * seconds[name] / 60 for s in steps], median, color=line.get_color(), **style)
-    gaps = {int(n.split("-")[1]): [e["final_minus_dense"] for e in per_seed.values()
-                                   if e.get("final_minus_dense") is not None]
-            for n, per_seed in scaling.items() if n.startswith("switch-")}
+    gaps = {int(n.split("-")[1]): dense_gaps(per_seed) for n, per_seed in scaling.items() if n.startswith("switch-")}
     experts = sorted(n for n, g in gaps.items() if g)
     if experts:
         median = [statistics.median(gaps[n]) for n in experts]
